@@ -1,0 +1,138 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/appliance-dev/appliance/internal/auth"
+	"github.com/appliance-dev/appliance/internal/server"
+)
+
+func (c *cli) userCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "user",
+		Short: "Manage the users of a running appliance (add, passwd, rm, ls)",
+	}
+	f.register(cmd)
+
+	var role, passwordFile string
+	add := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Add a user; without --new-password-file a random password is generated and printed once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client(&f)
+			if err != nil {
+				return err
+			}
+			pw, generated, err := newPassword(passwordFile)
+			if err != nil {
+				return err
+			}
+			var u auth.User
+			if err := cl.Do(cmd.Context(), http.MethodPost, "/api/v1/users", server.UserRequest{Name: args[0], Password: pw, Role: role}, &u); err != nil {
+				return fmt.Errorf("add user %s: %w", args[0], err)
+			}
+			fmt.Fprintf(c.stdout, "added user %s (role %s)\n", u.Name, u.Role)
+			if generated {
+				fmt.Fprintf(c.stdout, "password: %s\n", pw)
+			}
+			return nil
+		},
+	}
+	add.Flags().StringVar(&role, "role", string(auth.RoleDeveloper), "admin, developer (push and pull) or guest (pull, private projects too)")
+	add.Flags().StringVar(&passwordFile, "new-password-file", "", "file holding the new user's password (first line)")
+
+	var passwdFile string
+	passwd := &cobra.Command{
+		Use:   "passwd NAME",
+		Short: "Set a user's password; without --new-password-file a random one is generated and printed once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client(&f)
+			if err != nil {
+				return err
+			}
+			pw, generated, err := newPassword(passwdFile)
+			if err != nil {
+				return err
+			}
+			if err := cl.Do(cmd.Context(), http.MethodPatch, "/api/v1/users/"+url.PathEscape(args[0]), server.UserRequest{Password: pw}, nil); err != nil {
+				return fmt.Errorf("set password of %s: %w", args[0], err)
+			}
+			fmt.Fprintf(c.stdout, "password of %s changed\n", args[0])
+			if generated {
+				fmt.Fprintf(c.stdout, "password: %s\n", pw)
+			}
+			return nil
+		},
+	}
+	passwd.Flags().StringVar(&passwdFile, "new-password-file", "", "file holding the new password (first line)")
+
+	rm := &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a user",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client(&f)
+			if err != nil {
+				return err
+			}
+			if err := cl.Do(cmd.Context(), http.MethodDelete, "/api/v1/users/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return fmt.Errorf("remove user %s: %w", args[0], err)
+			}
+			fmt.Fprintf(c.stdout, "removed user %s\n", args[0])
+			return nil
+		},
+	}
+
+	ls := &cobra.Command{
+		Use:   "ls",
+		Short: "List users",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := c.client(&f)
+			if err != nil {
+				return err
+			}
+			var users []auth.User
+			if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/users", nil, &users); err != nil {
+				return fmt.Errorf("list users: %w", err)
+			}
+			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tUPDATED")
+			for _, u := range users {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Name, u.Role, u.Created.Format("2006-01-02 15:04"), u.Updated.Format("2006-01-02 15:04"))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(add, passwd, rm, ls)
+	return cmd
+}
+
+// newPassword reads the password from file, or generates one.
+func newPassword(file string) (pw string, generated bool, err error) {
+	if file == "" {
+		pw, err = auth.RandomPassword()
+		return pw, true, err
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", false, fmt.Errorf("read new password: %w", err)
+	}
+	pw, _, _ = strings.Cut(string(data), "\n")
+	pw = strings.TrimRight(pw, "\r")
+	if pw == "" {
+		return "", false, errors.New("read new password: " + file + " is empty")
+	}
+	return pw, false, nil
+}

@@ -1,0 +1,140 @@
+// Package apiclient is the client of the appliance's JSON API that the
+// subcommands acting on a running appliance (user, readonly, project; later
+// import, apt, promote, validate) share. It trusts only the CA it is given,
+// authenticates with Basic credentials, and turns API error bodies back into
+// errors that carry the server's message.
+package apiclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Options say where the appliance is and who is calling.
+type Options struct {
+	Server   string // base URL, e.g. https://127.0.0.1:8443
+	CAFile   string // PEM file of the CA to trust; empty means the system roots
+	Username string
+	Password string
+}
+
+// Client calls the API.
+type Client struct {
+	base     *url.URL
+	http     *http.Client
+	username string
+	password string
+}
+
+// ErrHTTP is wrapped by every error that carries a status from the server.
+var ErrHTTP = errors.New("appliance API error")
+
+// StatusError is an error answer of the API.
+type StatusError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
+}
+
+// Unwrap lets callers test errors.Is(err, ErrHTTP).
+func (e *StatusError) Unwrap() error { return ErrHTTP }
+
+// New checks the options and builds a client.
+func New(o Options) (*Client, error) {
+	u, err := url.Parse(o.Server)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, fmt.Errorf("server %q: want a URL such as https://appliance.example:8443", o.Server)
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.CAFile != "" {
+		pemBytes, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", o.CAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsCfg
+	tr.Proxy = nil
+	return &Client{
+		base:     u,
+		http:     &http.Client{Transport: tr, Timeout: 5 * time.Minute},
+		username: o.Username,
+		password: o.Password,
+	}, nil
+}
+
+// Do sends a request with an optional JSON body and decodes a JSON answer
+// into out (when out is not nil).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	u := c.base.JoinPath(strings.Split(path, "?")[0])
+	if _, q, ok := strings.Cut(path, "?"); ok {
+		u.RawQuery = q
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.username != "" {
+		req.SetBasicAuth(c.username, c.password)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the appliance at %s: %w", c.base.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode >= 400 {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		se := &StatusError{Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode), Message: strings.TrimSpace(string(data))}
+		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+			se.Code, se.Message = e.Error.Code, e.Error.Message
+		}
+		if resp.StatusCode == http.StatusUnauthorized && c.username == "" {
+			se.Message += "; give credentials with --username and --password-stdin, or APPLIANCE_USERNAME and APPLIANCE_PASSWORD"
+		}
+		return se
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("%s %s: invalid JSON answer: %w", method, path, err)
+		}
+	}
+	return nil
+}

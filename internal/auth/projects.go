@@ -1,0 +1,159 @@
+package auth
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/appliance-dev/appliance/internal/fsutil"
+)
+
+// ProjectsFile holds the projects set through the API.
+const ProjectsFile = "projects.json"
+
+// Errors about projects.
+var (
+	ErrInvalidProject    = errors.New("invalid project name")
+	ErrProjectConfigured = errors.New("project is declared in the configuration file")
+)
+
+var projectRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$`)
+
+// Project is one project's visibility. Source says where it was set:
+// "config" (the configuration file, which wins), "api", or "default" for a
+// project nobody declared, which is public.
+type Project struct {
+	Name   string `json:"name"`
+	Public bool   `json:"public"`
+	Source string `json:"source"`
+}
+
+// ProjectOf returns the project of a repository name: its first component.
+func ProjectOf(repository string) string {
+	p, _, _ := strings.Cut(repository, "/")
+	return p
+}
+
+// Projects answers whether a project is public. Projects declared in the
+// configuration are fixed; others can be set through the API and persist.
+type Projects struct {
+	path       string
+	configured map[string]bool
+
+	mu     sync.RWMutex
+	stored map[string]bool
+}
+
+// OpenProjects loads the stored projects at path; configured maps the
+// projects of the configuration file to their public flag.
+func OpenProjects(path string, configured map[string]bool) (*Projects, error) {
+	p := &Projects{path: path, configured: configured, stored: map[string]bool{}}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return p, nil
+	case err != nil:
+		return nil, fmt.Errorf("open projects: %w", err)
+	}
+	var list []Project
+	if err := json.Unmarshal(data, &list); err != nil {
+		return nil, fmt.Errorf("open projects %s: corrupt: %w", path, err)
+	}
+	for _, pr := range list {
+		p.stored[pr.Name] = pr.Public
+	}
+	return p, nil
+}
+
+// IsPublic tells whether anonymous callers may pull from project.
+func (p *Projects) IsPublic(project string) bool {
+	if pub, ok := p.configured[project]; ok {
+		return pub
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if pub, ok := p.stored[project]; ok {
+		return pub
+	}
+	return true
+}
+
+// Get returns a project's visibility and where it comes from.
+func (p *Projects) Get(name string) Project {
+	if pub, ok := p.configured[name]; ok {
+		return Project{Name: name, Public: pub, Source: "config"}
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if pub, ok := p.stored[name]; ok {
+		return Project{Name: name, Public: pub, Source: "api"}
+	}
+	return Project{Name: name, Public: true, Source: "default"}
+}
+
+// List returns the declared projects, plus any names in extra (for example
+// the projects that hold repositories), sorted by name.
+func (p *Projects) List(extra ...string) []Project {
+	names := map[string]bool{}
+	for n := range p.configured {
+		names[n] = true
+	}
+	p.mu.RLock()
+	for n := range p.stored {
+		names[n] = true
+	}
+	p.mu.RUnlock()
+	for _, n := range extra {
+		names[n] = true
+	}
+	out := make([]Project, 0, len(names))
+	for n := range names {
+		out = append(out, p.Get(n))
+	}
+	slices.SortFunc(out, func(a, b Project) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Set records a project's visibility. Projects of the configuration file
+// cannot be changed here.
+func (p *Projects) Set(name string, public bool) (Project, error) {
+	if !projectRE.MatchString(name) || len(name) > 128 {
+		return Project{}, fmt.Errorf("set project %q: %w: use lower-case letters, digits and separators (. _ -)", name, ErrInvalidProject)
+	}
+	if _, ok := p.configured[name]; ok {
+		return Project{}, fmt.Errorf("set project %q: %w; change it there", name, ErrProjectConfigured)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old, had := p.stored[name]
+	p.stored[name] = public
+	if err := p.saveLocked(); err != nil {
+		if had {
+			p.stored[name] = old
+		} else {
+			delete(p.stored, name)
+		}
+		return Project{}, fmt.Errorf("set project %q: %w", name, err)
+	}
+	return Project{Name: name, Public: public, Source: "api"}, nil
+}
+
+func (p *Projects) saveLocked() error {
+	list := make([]Project, 0, len(p.stored))
+	for n, pub := range p.stored {
+		list = append(list, Project{Name: n, Public: pub, Source: "api"})
+	}
+	slices.SortFunc(list, func(a, b Project) int { return cmp.Compare(a.Name, b.Name) })
+	data, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(p.path, data, 0o644)
+}

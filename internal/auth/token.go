@@ -1,0 +1,123 @@
+package auth
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/appliance-dev/appliance/internal/pki"
+)
+
+// TokenKeyFile is the token signing key's file name in the data directory.
+const TokenKeyFile = "token.key"
+
+// Service is the name of the registry service in tokens and challenges.
+const Service = "appliance"
+
+// ErrInvalidToken marks a bearer token that is malformed, expired, or not ours.
+var ErrInvalidToken = errors.New("invalid or expired token")
+
+// ResourceActions is one entry of a token's access claim, as in the Docker
+// token protocol: {"type":"repository","name":"nvidia/gpu-operator","actions":["pull"]}.
+type ResourceActions struct {
+	Type    string   `json:"type"`
+	Name    string   `json:"name"`
+	Actions []string `json:"actions"`
+}
+
+// TokenClaims are the claims of a registry bearer token.
+type TokenClaims struct {
+	jwt.Claims
+	Access []ResourceActions `json:"access"`
+}
+
+// Tokens issues and verifies registry bearer tokens (ES256 JWTs).
+type Tokens struct {
+	key    *ecdsa.PrivateKey
+	signer jose.Signer
+	ttl    time.Duration
+	now    func() time.Time
+}
+
+// OpenTokens loads the signing key at path, creating one if it is missing.
+func OpenTokens(path string, ttl time.Duration) (*Tokens, error) {
+	s, err := pki.LoadSigner(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		k, gerr := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if gerr != nil {
+			return nil, fmt.Errorf("create token key: %w", gerr)
+		}
+		if werr := pki.WriteKey(path, k); werr != nil {
+			return nil, fmt.Errorf("create token key: %w", werr)
+		}
+		s = k
+	case err != nil:
+		return nil, fmt.Errorf("open token key: %w", err)
+	}
+	key, ok := s.(*ecdsa.PrivateKey)
+	if !ok || key.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("open token key %s: not an ECDSA P-256 key: %w", path, pki.ErrCorrupt)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return nil, fmt.Errorf("open token key: %w", err)
+	}
+	return &Tokens{key: key, signer: signer, ttl: ttl, now: time.Now}, nil
+}
+
+// TTL is how long issued tokens are valid.
+func (t *Tokens) TTL() time.Duration { return t.ttl }
+
+// Issue signs a token for subject granting access.
+func (t *Tokens) Issue(subject string, access []ResourceActions) (token string, issued time.Time, err error) {
+	now := t.now().UTC().Truncate(time.Second)
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return "", time.Time{}, fmt.Errorf("issue token: %w", err)
+	}
+	if access == nil {
+		access = []ResourceActions{}
+	}
+	c := TokenClaims{
+		Claims: jwt.Claims{
+			Issuer:    Service,
+			Subject:   subject,
+			Audience:  jwt.Audience{Service},
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
+			Expiry:    jwt.NewNumericDate(now.Add(t.ttl)),
+			ID:        hex.EncodeToString(id[:]),
+		},
+		Access: access,
+	}
+	s, err := jwt.Signed(t.signer).Claims(c).Serialize()
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("issue token: %w", err)
+	}
+	return s, now, nil
+}
+
+// Verify checks a token's signature, audience and lifetime.
+func (t *Tokens) Verify(token string) (*TokenClaims, error) {
+	parsed, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	var c TokenClaims
+	if err := parsed.Claims(&t.key.PublicKey, &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	if err := c.ValidateWithLeeway(jwt.Expected{Issuer: Service, AnyAudience: jwt.Audience{Service}, Time: t.now()}, 0); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	return &c, nil
+}

@@ -1,0 +1,300 @@
+// Package config turns flags, APPLIANCE_* environment variables and an
+// optional YAML file into one typed, validated Config. Precedence, highest
+// first: flags, environment, file, defaults in code. Unknown keys in the file
+// are errors, and Validate reports every invalid setting at once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// Config is the complete configuration of `appliance serve`.
+type Config struct {
+	// DataDir holds everything the appliance persists: registry storage,
+	// the CA, certificates, users, token keys and state.
+	DataDir string `mapstructure:"data_dir"`
+	// HTTPSAddr is the TLS listener: the registry, the API and the token service.
+	HTTPSAddr string `mapstructure:"https_addr"`
+	// HTTPAddr is the plain listener: /ca.crt, health, metrics and (later) apt;
+	// everything else is redirected to HTTPS.
+	HTTPAddr string `mapstructure:"http_addr"`
+	// Hostnames are extra DNS names and IP addresses the server certificate
+	// must carry. The first one, if any, is the name used in redirects and
+	// token realms when a request carries no Host header.
+	Hostnames []string `mapstructure:"hostnames"`
+	// ShutdownTimeout bounds a graceful shutdown on SIGTERM.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// Log controls structured logging.
+	Log Log `mapstructure:"log"`
+	// Auth controls tokens.
+	Auth Auth `mapstructure:"auth"`
+	// Projects declares project visibility. A project is the first path
+	// component of a repository name; undeclared projects are public unless
+	// changed through the API.
+	Projects []Project `mapstructure:"projects"`
+}
+
+// Log is the logging section.
+type Log struct {
+	Level  string `mapstructure:"level"`  // debug, info, warn, error
+	Format string `mapstructure:"format"` // text or json
+}
+
+// Auth is the authentication section.
+type Auth struct {
+	// TokenTTL is how long a registry bearer token stays valid.
+	TokenTTL time.Duration `mapstructure:"token_ttl"`
+}
+
+// Project declares one project's visibility.
+type Project struct {
+	Name   string `mapstructure:"name"`
+	Public bool   `mapstructure:"public"`
+}
+
+// Defaults returns the embedded defaults: what `appliance serve` runs with
+// when given nothing else.
+func Defaults() Config {
+	return Config{
+		DataDir:         "./data",
+		HTTPSAddr:       ":8443",
+		HTTPAddr:        ":8080",
+		ShutdownTimeout: 20 * time.Second,
+		Log:             Log{Level: "info", Format: "text"},
+		Auth:            Auth{TokenTTL: 15 * time.Minute},
+	}
+}
+
+// EnvPrefix is the prefix of every environment variable the appliance reads.
+const EnvPrefix = "APPLIANCE"
+
+// flagKeys maps serve's flag names to configuration keys.
+var flagKeys = map[string]string{
+	"data-dir":         "data_dir",
+	"https-addr":       "https_addr",
+	"http-addr":        "http_addr",
+	"hostname":         "hostnames",
+	"shutdown-timeout": "shutdown_timeout",
+	"log-level":        "log.level",
+	"log-format":       "log.format",
+}
+
+// RegisterFlags adds serve's configuration flags to fs, with the embedded
+// defaults as their documented values.
+func RegisterFlags(fs *pflag.FlagSet) {
+	d := Defaults()
+	fs.String("config", "", "YAML configuration file (see configs/appliance.yaml)")
+	fs.String("data-dir", d.DataDir, "directory for all persistent state")
+	fs.String("https-addr", d.HTTPSAddr, "TLS listen address for the registry and API")
+	fs.String("http-addr", d.HTTPAddr, "plain-HTTP listen address for /ca.crt, health and apt (empty disables it)")
+	fs.StringArray("hostname", nil, "DNS name or IP address the certificate must carry (repeatable)")
+	fs.Duration("shutdown-timeout", d.ShutdownTimeout, "deadline for a graceful shutdown")
+	fs.String("log-level", d.Log.Level, "log level: debug, info, warn, error")
+	fs.String("log-format", d.Log.Format, "log format: text or json")
+}
+
+// Load reads the configuration: defaults, then the file named by --config (or
+// APPLIANCE_CONFIG), then APPLIANCE_* variables, then flags that were set.
+// env is the environment as os.Environ() returns it, so tests can pass their own.
+func Load(fs *pflag.FlagSet, env []string) (Config, error) {
+	v := viper.New()
+	d := Defaults()
+	v.SetDefault("data_dir", d.DataDir)
+	v.SetDefault("https_addr", d.HTTPSAddr)
+	v.SetDefault("http_addr", d.HTTPAddr)
+	v.SetDefault("hostnames", []string{})
+	v.SetDefault("shutdown_timeout", d.ShutdownTimeout)
+	v.SetDefault("log.level", d.Log.Level)
+	v.SetDefault("log.format", d.Log.Format)
+	v.SetDefault("auth.token_ttl", d.Auth.TokenTTL)
+	v.SetDefault("projects", []any{})
+
+	envMap := map[string]string{}
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix+"_") {
+			envMap[k] = val
+		}
+	}
+
+	file := ""
+	if f := fs.Lookup("config"); f != nil && f.Changed {
+		file = f.Value.String()
+	} else if e, ok := envMap[EnvPrefix+"_CONFIG"]; ok {
+		file = e
+	}
+	if file != "" {
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("read config file %s: %w", file, err)
+		}
+	}
+
+	// Environment variables: every known key, with '.' and '-' as '_'.
+	for _, key := range v.AllKeys() {
+		name := EnvPrefix + "_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))
+		if val, ok := envMap[name]; ok {
+			if key == "hostnames" {
+				v.Set(key, splitList(val))
+			} else {
+				v.Set(key, val)
+			}
+		}
+	}
+	// Flags that were set on the command line override everything else.
+	for flag, key := range flagKeys {
+		f := fs.Lookup(flag)
+		if f == nil || !f.Changed {
+			continue
+		}
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			v.Set(key, sv.GetSlice())
+		} else {
+			v.Set(key, f.Value.String())
+		}
+	}
+
+	var cfg Config
+	err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	)))
+	if err != nil {
+		where := "configuration"
+		if file != "" {
+			where = "config file " + file
+		}
+		return Config{}, fmt.Errorf("%s: %w", where, err)
+	}
+	return cfg, cfg.Validate()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		out = append(out, p)
+	}
+	return out
+}
+
+var (
+	hostnameRE = regexp.MustCompile(`^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
+	// ProjectNameRE is what a project (the first component of an OCI
+	// repository name) may look like.
+	ProjectNameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$`)
+)
+
+// ErrInvalid marks a configuration that failed validation.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Validate checks every setting and reports all problems together.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if strings.TrimSpace(c.DataDir) == "" {
+		bad("data_dir: must not be empty")
+	}
+	if err := checkAddr(c.HTTPSAddr); err != nil {
+		bad("https_addr %q: %v", c.HTTPSAddr, err)
+	}
+	if c.HTTPAddr != "" {
+		if err := checkAddr(c.HTTPAddr); err != nil {
+			bad("http_addr %q: %v", c.HTTPAddr, err)
+		} else if c.HTTPAddr == c.HTTPSAddr {
+			bad("http_addr and https_addr must differ (both %q)", c.HTTPAddr)
+		}
+	}
+	for _, h := range c.Hostnames {
+		if net.ParseIP(h) == nil && !hostnameRE.MatchString(h) {
+			bad("hostnames: %q is neither an IP address nor a valid DNS name", h)
+		}
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		bad("log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format %q: want text or json", c.Log.Format)
+	}
+	if c.Auth.TokenTTL < time.Minute || c.Auth.TokenTTL > 24*time.Hour {
+		bad("auth.token_ttl: must be between 1m and 24h, got %s", c.Auth.TokenTTL)
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Projects {
+		switch {
+		case !ProjectNameRE.MatchString(p.Name):
+			bad("projects[%d].name %q: must be lower-case letters, digits and separators (. _ -)", i, p.Name)
+		case seen[p.Name]:
+			bad("projects[%d].name %q: declared twice", i, p.Name)
+		}
+		seen[p.Name] = true
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w:\n  %w", ErrInvalid, joinIndented(errs))
+}
+
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port or :port: %w", err)
+	}
+	if host != "" && net.ParseIP(host) == nil && !hostnameRE.MatchString(host) {
+		return fmt.Errorf("invalid host %q", host)
+	}
+	if port == "" {
+		return errors.New("missing port")
+	}
+	var n int
+	if _, err := fmt.Sscanf(port, "%d", &n); err != nil || n < 0 || n > 65535 || fmt.Sprint(n) != port {
+		return fmt.Errorf("invalid port %q", port)
+	}
+	return nil
+}
+
+// multiError joins errors one per line, indented, and still supports errors.Is.
+type multiError []error
+
+func joinIndented(errs []error) error { return multiError(errs) }
+
+func (m multiError) Error() string {
+	parts := make([]string, len(m))
+	for i, e := range m {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "\n  ")
+}
+
+func (m multiError) Unwrap() []error { return m }
+
+// SlogLevel returns the configured level; Validate has already checked it.
+func (l Log) SlogLevel() slog.Level {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(l.Level))
+	return lvl
+}
+
+// NewLogger builds the process logger from the log section.
+func (l Log) NewLogger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: l.SlogLevel()}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

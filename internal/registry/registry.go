@@ -1,0 +1,345 @@
+// Package registry embeds the OCI Distribution registry (distribution/v3)
+// over filesystem storage in the data directory. It is the only package that
+// imports distribution (and its logrus): the rest of the appliance sees an
+// http.Handler for /v2/, a small Authorizer interface it must provide, a
+// run-time read-only switch, and read access to what is stored.
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	dauth "github.com/distribution/distribution/v3/registry/auth"
+	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/distribution/distribution/v3/registry/storage"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+
+	"github.com/appliance-dev/appliance/internal/fsutil"
+)
+
+// Access is one permission a registry request needs.
+type Access struct {
+	Type   string // "repository" or "registry"
+	Name   string // repository name, or "catalog"
+	Action string // "pull", "push", "delete", "*"
+}
+
+// Authorizer decides whether a request may proceed. It returns the caller's
+// name, or an error. An error that has a Challenge method is answered with
+// 401 and that WWW-Authenticate value; any other error is answered with 401
+// and no challenge detail beyond the error code.
+type Authorizer interface {
+	AuthorizeRegistry(r *http.Request, access []Access) (user string, err error)
+}
+
+// Challenger is implemented by Authorizer errors that carry a
+// WWW-Authenticate challenge.
+type Challenger interface {
+	error
+	Challenge() string
+}
+
+// Options configure a Registry.
+type Options struct {
+	// RootDir is where blobs, manifests and repositories are stored.
+	RootDir string
+	// SecretFile holds the HTTP secret that signs upload state; created if missing.
+	SecretFile string
+	// Authorizer is asked before every request.
+	Authorizer Authorizer
+	// StateFile persists the read-only mode across restarts; created on the
+	// first change.
+	StateFile string
+	// Logger receives distribution's warnings and errors.
+	Logger *slog.Logger
+}
+
+// Registry is the embedded registry.
+type Registry struct {
+	app       *handlers.App
+	handler   http.Handler
+	namespace distribution.Namespace
+	root      string
+	stateFile string
+	log       *slog.Logger
+	modeMu    sync.Mutex // serializes SetReadOnly
+
+	readOnly atomic.Pointer[Mode]
+
+	usageMu   sync.Mutex
+	usage     int64
+	usageTime time.Time
+}
+
+// controllerName is the access controller registered with distribution.
+const controllerName = "appliance"
+
+var registerOnce sync.Once
+
+// registerController registers, once per process, the access controller that
+// hands every decision to the Authorizer passed in the configuration. The
+// registration is a global of distribution's; it stays inside this package.
+func registerController() error {
+	var err error
+	registerOnce.Do(func() {
+		err = dauth.Register(controllerName, func(options map[string]any) (dauth.AccessController, error) {
+			a, ok := options["authorizer"].(Authorizer)
+			if !ok || a == nil {
+				return nil, errors.New("appliance access controller: no authorizer")
+			}
+			return &accessController{a: a}, nil
+		})
+	})
+	return err
+}
+
+// New builds the registry. It validates the configuration it builds and
+// turns distribution's panics on bad configuration into errors.
+func New(ctx context.Context, opts Options) (_ *Registry, err error) {
+	if opts.RootDir == "" || opts.Authorizer == nil || opts.SecretFile == "" || opts.StateFile == "" {
+		return nil, errors.New("new registry: RootDir, SecretFile, StateFile and Authorizer are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(opts.RootDir, 0o750); err != nil {
+		return nil, fmt.Errorf("new registry: %w", err)
+	}
+	secret, err := loadSecret(opts.SecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("new registry: %w", err)
+	}
+	if err := registerController(); err != nil {
+		return nil, fmt.Errorf("new registry: %w", err)
+	}
+	bridgeLogrus(opts.Logger)
+
+	cfg := &configuration.Configuration{}
+	cfg.Storage = configuration.Storage{
+		"filesystem": configuration.Parameters{"rootdirectory": opts.RootDir},
+		"delete":     configuration.Parameters{"enabled": true},
+		"redirect":   configuration.Parameters{"disable": true},
+		"cache":      configuration.Parameters{"blobdescriptor": "inmemory"},
+		"maintenance": configuration.Parameters{
+			"uploadpurging": map[any]any{"enabled": true, "age": "168h", "interval": "24h", "dryrun": false},
+		},
+	}
+	cfg.Auth = configuration.Auth{controllerName: configuration.Parameters{"authorizer": opts.Authorizer}}
+	cfg.HTTP.Secret = secret
+	cfg.Catalog.MaxEntries = 1000
+	cfg.Tags.MaxTags = 10000
+	cfg.Log.Level = "warn"
+
+	app, err := newApp(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	driver, err := filesystem.FromParameters(map[string]any{"rootdirectory": opts.RootDir})
+	if err != nil {
+		return nil, fmt.Errorf("new registry: storage: %w", err)
+	}
+	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
+	if err != nil {
+		return nil, fmt.Errorf("new registry: storage: %w", err)
+	}
+	st, err := loadState(opts.StateFile)
+	if err != nil {
+		_ = app.Shutdown()
+		return nil, fmt.Errorf("new registry: %w", err)
+	}
+	r := &Registry{app: app, namespace: ns, root: opts.RootDir, stateFile: opts.StateFile, log: opts.Logger}
+	r.readOnly.Store(st)
+	r.handler = http.HandlerFunc(r.serve)
+	return r, nil
+}
+
+func newApp(ctx context.Context, cfg *configuration.Configuration) (app *handlers.App, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("new registry: invalid configuration: %v", p)
+		}
+	}()
+	return handlers.NewApp(ctx, cfg), nil
+}
+
+func loadSecret(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		s := strings.TrimSpace(string(data))
+		if len(s) < 32 {
+			return "", fmt.Errorf("load http secret %s: too short (corrupt?)", path)
+		}
+		return s, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("load http secret: %w", err)
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("create http secret: %w", err)
+	}
+	s := hex.EncodeToString(b)
+	if err := fsutil.WriteFileAtomic(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("create http secret: %w", err)
+	}
+	return s, nil
+}
+
+// Handler serves the OCI Distribution API; mount it at /v2/.
+func (r *Registry) Handler() http.Handler { return r.handler }
+
+func loadState(path string) (*Mode, error) {
+	st := &Mode{}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load registry state: %w", err)
+	}
+	if err := json.Unmarshal(data, st); err != nil {
+		return nil, fmt.Errorf("load registry state %s: corrupt: %w", path, err)
+	}
+	return st, nil
+}
+
+// Mode is the registry's read-only mode as reported to callers.
+type Mode struct {
+	ReadOnly bool      `json:"read_only"`
+	Reason   string    `json:"reason,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
+}
+
+// SetReadOnly switches read-only mode at run time and persists it, so a
+// standby stays read-only across restarts. While on, pushes and deletes are
+// refused with an error that gives reason; pulls go on.
+func (r *Registry) SetReadOnly(on bool, reason string) (Mode, error) {
+	r.modeMu.Lock()
+	defer r.modeMu.Unlock()
+	cur := r.readOnly.Load()
+	next := &Mode{ReadOnly: on, Reason: reason, Since: time.Now().UTC()}
+	if !on {
+		next.Reason = ""
+	}
+	if cur.ReadOnly == next.ReadOnly && cur.Reason == next.Reason {
+		return *cur, nil
+	}
+	data, err := json.MarshalIndent(next, "", "  ")
+	if err != nil {
+		return Mode{}, fmt.Errorf("set read-only: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(r.stateFile, data, 0o644); err != nil {
+		return Mode{}, fmt.Errorf("set read-only: %w", err)
+	}
+	r.readOnly.Store(next)
+	r.log.Info("registry mode changed", "read_only", next.ReadOnly, "reason", next.Reason)
+	return *next, nil
+}
+
+// Mode reports the read-only mode and its reason.
+func (r *Registry) Mode() Mode { return *r.readOnly.Load() }
+
+// ReadOnlyError is the message a refused write carries.
+func ReadOnlyError(reason string) string {
+	msg := "the registry is in read-only mode: pushes and deletes are refused, pulls still work"
+	if reason != "" {
+		msg += " (reason: " + reason + ")"
+	}
+	return msg
+}
+
+func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		if st := r.readOnly.Load(); st.ReadOnly {
+			w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+			_ = errcode.ServeJSON(w, errcode.ErrorCodeDenied.WithMessage(ReadOnlyError(st.Reason)))
+			return
+		}
+	}
+	r.app.ServeHTTP(w, req)
+}
+
+// Close stops the registry's background work (upload purging).
+func (r *Registry) Close() error { return r.app.Shutdown() }
+
+// usageTTL bounds how often StorageUsed walks the storage tree.
+const usageTTL = 30 * time.Second
+
+// StorageUsed returns the bytes stored under the registry's root, computed
+// at most every 30 seconds.
+func (r *Registry) StorageUsed() (int64, error) {
+	r.usageMu.Lock()
+	defer r.usageMu.Unlock()
+	if time.Since(r.usageTime) < usageTTL {
+		return r.usage, nil
+	}
+	var total int64
+	err := filepath.WalkDir(r.root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				total += info.Size()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("storage used: %w", err)
+	}
+	r.usage, r.usageTime = total, time.Now()
+	return total, nil
+}
+
+// Repositories lists every repository name in storage, sorted.
+func (r *Registry) Repositories(ctx context.Context) ([]string, error) {
+	var out []string
+	err := r.namespace.(distribution.RepositoryEnumerator).Enumerate(ctx, func(name string) error {
+		out = append(out, name)
+		return nil
+	})
+	var notFound storagedriver.PathNotFoundError
+	if err != nil && !errors.As(err, &notFound) {
+		return nil, fmt.Errorf("list repositories: %w", err)
+	}
+	return out, nil
+}
+
+// Projects lists the projects (first path components) that hold repositories.
+func (r *Registry) Projects(ctx context.Context) ([]string, error) {
+	repos, err := r.Repositories(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, repo := range repos {
+		p, _, _ := strings.Cut(repo, "/")
+		if len(out) == 0 || out[len(out)-1] != p {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}

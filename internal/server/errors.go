@@ -1,0 +1,79 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/appliance-dev/appliance/internal/auth"
+)
+
+// APIError is the body of every error the JSON API returns.
+type APIError struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// Sentinel errors of the API layer.
+var (
+	errUnauthenticated = errors.New("authentication required")
+	errForbidden       = errors.New("permission denied")
+	errBadRequest      = errors.New("bad request")
+	errNotFound        = errors.New("not found")
+)
+
+// statusOf is the one place where errors become HTTP statuses.
+func statusOf(err error) (int, string) {
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &he):
+		return he.Code, http.StatusText(he.Code)
+	case errors.Is(err, errUnauthenticated), errors.Is(err, auth.ErrBadCredentials):
+		return http.StatusUnauthorized, "UNAUTHORIZED"
+	case errors.Is(err, errForbidden):
+		return http.StatusForbidden, "FORBIDDEN"
+	case errors.Is(err, errNotFound), errors.Is(err, auth.ErrUserNotFound):
+		return http.StatusNotFound, "NOT_FOUND"
+	case errors.Is(err, auth.ErrUserExists), errors.Is(err, auth.ErrLastAdmin), errors.Is(err, auth.ErrProjectConfigured):
+		return http.StatusConflict, "CONFLICT"
+	case errors.Is(err, errBadRequest), errors.Is(err, auth.ErrInvalidUsername), errors.Is(err, auth.ErrWeakPassword),
+		errors.Is(err, auth.ErrInvalidRole), errors.Is(err, auth.ErrInvalidProject):
+		return http.StatusBadRequest, "BAD_REQUEST"
+	}
+	return http.StatusInternalServerError, "INTERNAL"
+}
+
+// errorHandler renders API errors as JSON and logs server faults.
+func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		status, code := statusOf(err)
+		var body APIError
+		body.Error.Code = code
+		body.Error.Message = err.Error()
+		var he *echo.HTTPError
+		if errors.As(err, &he) {
+			if m, ok := he.Message.(string); ok {
+				body.Error.Message = m
+			}
+		}
+		if status >= 500 {
+			log.Error("api request failed", "method", c.Request().Method, "path", c.Path(), "error", err)
+			body.Error.Message = "internal error; see the appliance's log"
+		}
+		if status == http.StatusUnauthorized {
+			c.Response().Header().Set("WWW-Authenticate", `Basic realm="appliance"`)
+		}
+		if c.Request().Method == http.MethodHead {
+			_ = c.NoContent(status)
+			return
+		}
+		_ = c.JSON(status, body)
+	}
+}

@@ -1,0 +1,162 @@
+package server
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the appliance's Prometheus metrics, on a registry of their own
+// (no package globals).
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	bytes    *prometheus.CounterVec
+}
+
+func newMetrics(storageUsed func() (int64, error), readOnly func() bool) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "appliance_http_requests_total",
+			Help: "HTTP requests served, by route, method and status code.",
+		}, []string{"route", "method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "appliance_http_request_duration_seconds",
+			Help:    "Time to serve an HTTP request, by route and method.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"route", "method"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "appliance_http_response_bytes_total",
+			Help: "Bytes of response bodies served, by route.",
+		}, []string{"route"}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.bytes,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "appliance_storage_used_bytes",
+			Help: "Bytes stored by the registry (refreshed at most every 30s).",
+		}, func() float64 {
+			n, err := storageUsed()
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "appliance_read_only",
+			Help: "1 while the registry refuses pushes and deletes.",
+		}, func() float64 {
+			if readOnly() {
+				return 1
+			}
+			return 0
+		}),
+	)
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// instrument wraps h, labelling requests with route(r).
+func (m *metrics) instrument(route func(*http.Request) string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rw := &recorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rw, r)
+		rt := route(r)
+		m.requests.WithLabelValues(rt, r.Method, strconv.Itoa(rw.status)).Inc()
+		m.latency.WithLabelValues(rt, r.Method).Observe(time.Since(start).Seconds())
+		if rw.written > 0 {
+			m.bytes.WithLabelValues(rt).Add(float64(rw.written))
+		}
+	})
+}
+
+// registryRoute names a /v2/ request's route without its repository, so
+// that label values stay few.
+func registryRoute(r *http.Request) string {
+	p := r.URL.Path
+	switch {
+	case p == "/v2/" || p == "/v2":
+		return "v2_base"
+	case p == "/v2/_catalog":
+		return "v2_catalog"
+	case strings.HasSuffix(p, "/tags/list"):
+		return "v2_tags"
+	case strings.Contains(p, "/manifests/"):
+		return "v2_manifest"
+	case strings.Contains(p, "/blobs/uploads"):
+		return "v2_blob_upload"
+	case strings.Contains(p, "/blobs/"):
+		return "v2_blob"
+	case strings.Contains(p, "/referrers/"):
+		return "v2_referrers"
+	}
+	return "v2_other"
+}
+
+// recorder captures the status and body size. It keeps io.ReaderFrom (so
+// blob bodies can still use sendfile on plain connections), http.Flusher
+// and http.Hijacker working through the wrapper.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	written     int64
+	wroteHeader bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wroteHeader = true
+	n, err := r.ResponseWriter.Write(b)
+	r.written += int64(n)
+	return n, err
+}
+
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	r.wroteHeader = true
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		n, err := rf.ReadFrom(src)
+		r.written += n
+		return n, err
+	}
+	n, err := io.Copy(struct{ io.Writer }{r.ResponseWriter}, src)
+	r.written += n
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if h, ok := r.ResponseWriter.(http.Hijacker); ok {
+		return h.Hijack()
+	}
+	return nil, nil, errors.New("hijack not supported")
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

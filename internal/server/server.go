@@ -1,0 +1,327 @@
+// Package server assembles the appliance: it opens the state in the data
+// directory (CA, users, tokens, registry storage), wires the registry, the
+// token service and the JSON API onto one HTTPS port, puts /ca.crt, health
+// and metrics on a plain HTTP port, and runs both until its context ends.
+// It is the one place where errors become HTTP statuses.
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/appliance-dev/appliance/internal/auth"
+	"github.com/appliance-dev/appliance/internal/config"
+	"github.com/appliance-dev/appliance/internal/pki"
+	"github.com/appliance-dev/appliance/internal/registry"
+)
+
+// Files in the data directory besides those of pki and auth.
+const (
+	registryDir   = "registry"
+	secretFile    = "http.secret"
+	stateFile     = "registry-state.json"
+	maxAPIBodyLen = 1 << 20
+)
+
+// Server is a running appliance.
+type Server struct {
+	cfg           config.Config
+	log           *slog.Logger
+	pki           *pki.Authority
+	caFingerprint string
+	users         *auth.Users
+	projects      *auth.Projects
+	tokens        *auth.Tokens
+	authz         *auth.Authorizer
+	reg           *registry.Registry
+	metrics       *metrics
+	started       time.Time
+
+	httpsLn, httpLn net.Listener
+	httpsSrv        *http.Server
+	httpSrv         *http.Server
+
+	// InitialAdminPassword is set when this start created the admin account.
+	InitialAdminPassword string
+}
+
+// Open binds the listeners and opens (or on first start creates) all state
+// in the data directory. Every failure names what failed; on failure nothing
+// is left listening.
+func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, started: time.Now().UTC()}
+	defer func() {
+		if err != nil {
+			s.closeListeners()
+		}
+	}()
+	if s.httpsLn, err = listen("https_addr", cfg.HTTPSAddr); err != nil {
+		return nil, err
+	}
+	if cfg.HTTPAddr != "" {
+		if s.httpLn, err = listen("http_addr", cfg.HTTPAddr); err != nil {
+			return nil, err
+		}
+	}
+	dir := cfg.DataDir
+	if err := checkDataDir(dir); err != nil {
+		return nil, err
+	}
+	if s.pki, err = pki.Ensure(dir, cfg.Hostnames, time.Now()); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(s.pki.CACert.Raw)
+	s.caFingerprint = hex.EncodeToString(sum[:])
+	if s.users, err = auth.OpenUsers(filepath.Join(dir, auth.UsersFile)); err != nil {
+		return nil, err
+	}
+	if s.InitialAdminPassword, err = s.users.EnsureInitialAdmin(ctx, filepath.Join(dir, auth.InitialPasswordFile)); err != nil {
+		return nil, err
+	}
+	configured := map[string]bool{}
+	for _, p := range cfg.Projects {
+		configured[p.Name] = p.Public
+	}
+	if s.projects, err = auth.OpenProjects(filepath.Join(dir, auth.ProjectsFile), configured); err != nil {
+		return nil, err
+	}
+	if s.tokens, err = auth.OpenTokens(filepath.Join(dir, auth.TokenKeyFile), cfg.Auth.TokenTTL); err != nil {
+		return nil, err
+	}
+	s.authz = &auth.Authorizer{Users: s.users, Projects: s.projects, Tokens: s.tokens}
+	s.reg, err = registry.New(ctx, registry.Options{
+		RootDir:    filepath.Join(dir, registryDir),
+		SecretFile: filepath.Join(dir, secretFile),
+		StateFile:  filepath.Join(dir, stateFile),
+		Authorizer: registryAuth{a: s.authz},
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly })
+	s.httpsSrv = &http.Server{
+		Handler:           s.httpsHandler(),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{s.pki.ServerTLS}},
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	s.httpSrv = &http.Server{
+		Handler:           s.httpHandler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// listen binds addr, turning the common failures into one clear line.
+func listen(key, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("%s %s: address already in use (another appliance or service is listening there)", key, addr)
+	case errors.Is(err, syscall.EACCES):
+		return nil, fmt.Errorf("%s %s: permission denied (ports below 1024 need privileges)", key, addr)
+	}
+	return nil, fmt.Errorf("%s %s: %w", key, addr, err)
+}
+
+// checkDataDir creates dir if needed and proves it writable.
+func checkDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("data dir %s: cannot create: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("data dir %s: not writable: %w", dir, unwrapPathError(err))
+	}
+	name := f.Name()
+	_ = f.Close()
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// HTTPSAddr is the bound address of the TLS listener (useful with port 0).
+func (s *Server) HTTPSAddr() string { return s.httpsLn.Addr().String() }
+
+// HTTPAddr is the bound address of the plain listener, or "".
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// CAPEM is the CA certificate clients must trust.
+func (s *Server) CAPEM() []byte { return s.pki.CAPEM }
+
+func (s *Server) newEcho() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(s.log)
+	e.Logger.SetOutput(io.Discard)
+	e.GET("/healthz", s.healthz)
+	e.HEAD("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.HEAD("/readyz", s.readyz)
+	e.GET("/ca.crt", s.caCert)
+	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()))
+	return e
+}
+
+// httpsHandler serves /v2/ with the registry and everything else with echo.
+func (s *Server) httpsHandler() http.Handler {
+	e := s.newEcho()
+	s.routes(e)
+	api := s.metrics.instrument(func(r *http.Request) string { return apiRoute(e, r) }, e)
+	v2 := s.metrics.instrument(registryRoute, s.reg.Handler())
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
+			v2.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength > maxAPIBodyLen {
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxAPIBodyLen)
+		api.ServeHTTP(w, r)
+	})
+}
+
+// httpHandler serves /ca.crt, health and metrics in the clear and sends
+// everything else to HTTPS.
+func (s *Server) httpHandler() http.Handler {
+	e := s.newEcho()
+	_, httpsPort, _ := net.SplitHostPort(s.httpsLn.Addr().String())
+	redirect := func(c echo.Context) error {
+		r := c.Request()
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if host == "" && len(s.pki.Names) > 0 {
+			host = s.pki.Names[0]
+		}
+		target := "https://" + net.JoinHostPort(strings.Trim(host, "[]"), httpsPort) + r.URL.RequestURI()
+		return c.Redirect(http.StatusPermanentRedirect, target)
+	}
+	e.Any("/*", redirect)
+	e.Any("/", redirect)
+	return s.metrics.instrument(func(r *http.Request) string { return "http_" + apiRoute(e, r) }, e)
+}
+
+// apiRoute is the route template echo matched, for metric labels.
+func apiRoute(e *echo.Echo, r *http.Request) string {
+	c := e.NewContext(r, nil)
+	e.Router().Find(r.Method, r.URL.Path, c)
+	if p := c.Path(); p != "" {
+		return p
+	}
+	return "other"
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz answers 200 when the data directory can be written and the
+// registry storage read.
+func (s *Server) readyz(c echo.Context) error {
+	if err := checkDataDir(s.cfg.DataDir); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+	}
+	if _, err := os.Stat(filepath.Join(s.cfg.DataDir, registryDir)); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+	}
+	return c.JSON(http.StatusOK, map[string]any{"status": "ready", "read_only": s.reg.Mode().ReadOnly})
+}
+
+func (s *Server) caCert(c echo.Context) error {
+	c.Response().Header().Set("Content-Disposition", `attachment; filename="ca.crt"`)
+	return c.Blob(http.StatusOK, "application/x-pem-file", s.pki.CAPEM)
+}
+
+// Run serves until ctx ends, then shuts down gracefully within the
+// configured deadline.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- serveErr("https", s.httpsSrv.ServeTLS(s.httpsLn, "", "")) }()
+	if s.httpLn != nil {
+		go func() { errc <- serveErr("http", s.httpSrv.Serve(s.httpLn)) }()
+	}
+	s.log.Info("appliance serving", "https", s.HTTPSAddr(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir,
+		"read_only", s.reg.Mode().ReadOnly, "names", strings.Join(s.pki.Names, ","))
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	s.log.Info("shutting down", "deadline", s.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	shutdownErr := errors.Join(s.httpsSrv.Shutdown(sctx), s.httpSrv.Shutdown(sctx))
+	if shutdownErr != nil {
+		_ = s.httpsSrv.Close()
+		_ = s.httpSrv.Close()
+		shutdownErr = fmt.Errorf("graceful shutdown did not finish within %s: %w", s.cfg.ShutdownTimeout, shutdownErr)
+	}
+	closeErr := s.reg.Close()
+	s.log.Info("stopped")
+	return errors.Join(runErr, shutdownErr, closeErr)
+}
+
+func serveErr(name string, err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("%s listener: %w", name, err)
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range []net.Listener{s.httpsLn, s.httpLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}
+
+func jsonDecoder(r io.Reader) *json.Decoder {
+	d := json.NewDecoder(r)
+	d.DisallowUnknownFields()
+	return d
+}
