@@ -1,0 +1,276 @@
+// Package e2e runs the built appliance binary as a real process and drives
+// it with the real clients users have: skopeo, crane and podman. Every
+// server listens on loopback ports chosen by the kernel; every wait is
+// bounded.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+var binary string // the appliance binary built once by TestMain
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "appliance-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "appliance")
+	build := exec.Command("go", "build", "-o", binary, "../../cmd/appliance")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build appliance:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// appliance is one running `appliance serve` process.
+type appliance struct {
+	t         *testing.T
+	dataDir   string
+	httpsAddr string
+	httpAddr  string
+	cmd       *exec.Cmd
+	stderr    *syncBuffer
+	done      chan error
+	password  string // admin password
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// freeAddr returns a loopback address with a port the kernel just gave out.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// startAppliance runs the binary on dataDir and waits until it is healthy.
+func startAppliance(t *testing.T, dataDir string, extra ...string) *appliance {
+	t.Helper()
+	a := &appliance{t: t, dataDir: dataDir, httpsAddr: freeAddr(t), httpAddr: freeAddr(t)}
+	a.start(extra...)
+	t.Cleanup(func() { a.stop() })
+	return a
+}
+
+var passwordRE = regexp.MustCompile(`admin / (\S+)`)
+
+func (a *appliance) start(extra ...string) {
+	t := a.t
+	t.Helper()
+	args := append([]string{"serve", "--data-dir", a.dataDir, "--https-addr", a.httpsAddr, "--http-addr", a.httpAddr, "--log-level", "debug"}, extra...)
+	a.cmd = exec.Command(binary, args...)
+	a.cmd.Env = cleanEnv()
+	a.stderr = &syncBuffer{}
+	a.cmd.Stdout, a.cmd.Stderr = a.stderr, a.stderr
+	if err := a.cmd.Start(); err != nil {
+		t.Fatalf("start appliance: %v", err)
+	}
+	a.done = make(chan error, 1)
+	go func() { a.done <- a.cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + a.httpAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-a.done:
+			t.Fatalf("appliance exited during start: %v\n%s", err, a.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("appliance not healthy within 30s:\n%s", a.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m := passwordRE.FindStringSubmatch(a.stderr.String()); m != nil {
+		a.password = m[1]
+	}
+}
+
+// stop sends SIGTERM and waits (bounded) for a clean exit.
+func (a *appliance) stop() {
+	if a.cmd == nil || a.cmd.ProcessState != nil {
+		return
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(30 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-a.done
+		a.t.Errorf("appliance did not stop within 30s of SIGTERM")
+	}
+	a.cmd = nil
+}
+
+// restart stops the process and starts a new one on the same data and ports.
+func (a *appliance) restart(extra ...string) {
+	a.t.Helper()
+	a.stop()
+	a.start(extra...)
+}
+
+func (a *appliance) host() string { return a.httpsAddr }
+
+// certDir returns a folder holding only ca.crt, as skopeo's and podman's
+// --cert-dir want it (a folder with *.key files in it means client certs).
+func (a *appliance) certDir() string {
+	a.t.Helper()
+	dir := a.t.TempDir()
+	data, err := os.ReadFile(filepath.Join(a.dataDir, "ca.crt"))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), data, 0o644); err != nil {
+		a.t.Fatal(err)
+	}
+	return dir
+}
+
+// httpClient trusts only the appliance's CA.
+func (a *appliance) httpClient() *http.Client {
+	a.t.Helper()
+	pemBytes, err := os.ReadFile(filepath.Join(a.dataDir, "ca.crt"))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		a.t.Fatal("ca.crt holds no certificate")
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+// cli runs an appliance client subcommand against this server.
+func (a *appliance) cli(stdin string, args ...string) (string, error) {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = append(cleanEnv(), "APPLIANCE_SERVER=https://"+a.httpsAddr, "APPLIANCE_CA="+filepath.Join(a.dataDir, "ca.crt"))
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// cleanEnv is the environment without any APPLIANCE_* settings or proxies.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "APPLIANCE_") || strings.EqualFold(k, "https_proxy") || strings.EqualFold(k, "http_proxy") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// run executes a client tool with a bounded time and returns its output.
+func run(t *testing.T, env []string, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(cleanEnv(), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is not installed; .ci/run must install it", tool)
+			}
+			t.Skipf("%s is not installed (CI installs it)", tool)
+		}
+	}
+}
+
+// ociLayout writes a random image (n layers of size bytes) as an OCI layout
+// tagged "latest" and returns the folder and the image's digest.
+func ociLayout(t *testing.T, size int64, n int) (string, v1.Hash) {
+	t.Helper()
+	// OCI media types throughout: skopeo finds tags in an OCI layout only
+	// for OCI manifests.
+	var layers []v1.Layer
+	for range n {
+		l, err := random.Layer(size, types.OCILayer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, l)
+	}
+	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	img, err := mutate.AppendLayers(base, layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "latest"})); err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, d
+}
