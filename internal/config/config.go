@@ -7,9 +7,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"io"
 	"regexp"
 	"strings"
 	"time"
@@ -212,7 +212,7 @@ func (c Config) Validate() error {
 	if c.HTTPAddr != "" {
 		if err := checkAddr(c.HTTPAddr); err != nil {
 			bad("http_addr %q: %v", c.HTTPAddr, err)
-		} else if c.HTTPAddr == c.HTTPSAddr {
+		} else if c.HTTPAddr == c.HTTPSAddr && !strings.HasSuffix(c.HTTPAddr, ":0") {
 			bad("http_addr and https_addr must differ (both %q)", c.HTTPAddr)
 		}
 	}

@@ -91,4 +91,3 @@ func tokenError(c echo.Context, status int, code, msg string) error {
 		"error_description": msg,
 	})
 }
-

@@ -60,6 +60,7 @@ type appliance struct {
 	stderr    *syncBuffer
 	done      chan error
 	password  string // admin password
+	exitCode  int    // of the last stopped process
 }
 
 type syncBuffer struct {
@@ -147,6 +148,7 @@ func (a *appliance) stop() {
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-a.done:
+		a.exitCode = a.cmd.ProcessState.ExitCode()
 	case <-time.After(30 * time.Second):
 		_ = a.cmd.Process.Kill()
 		<-a.done
