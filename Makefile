@@ -1,0 +1,41 @@
+# appliance — build, run and test. `make help` lists the targets.
+
+GO       ?= go
+BIN      ?= bin/appliance
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+PKG      := github.com/appliance-dev/appliance
+LDFLAGS  := -s -w -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)
+GOLANGCI ?= $(shell command -v golangci-lint 2>/dev/null || echo $(HOME)/go/bin/golangci-lint)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/appliance
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/appliance
+
+.PHONY: run
+run: build ## Run the appliance on its embedded defaults (data in ./data, HTTPS :8443, HTTP :8080)
+	./$(BIN) serve
+
+.PHONY: test
+test: ## Run every test (unit, in-process and end-to-end with real clients)
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+.PHONY: bench
+bench: build ## Run the registry benchmark against Debian's docker-registry (see docs/performance.md)
+	bench/registry.sh
+
+.PHONY: lint
+lint: ## go vet, gofmt and golangci-lint
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GOLANGCI) run --default=none --enable=errorlint,gosec,revive,staticcheck,bodyclose ./...
+
+.PHONY: clean
+clean: ## Remove build output (not ./data)
+	rm -rf bin
