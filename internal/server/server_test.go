@@ -249,7 +249,7 @@ func TestTokenEndpoint(t *testing.T) {
 	if acc := claims(tr.Token); len(acc) != 1 || acc[0].Name != "lib/app" || strings.Join(acc[0].Actions, ",") != "pull" {
 		t.Fatalf("anonymous token grants %+v, want pull on lib/app only", acc)
 	}
-	if tr.ExpiresIn != int((15 * time.Minute).Seconds()) || tr.AccessToken != tr.Token {
+	if tr.ExpiresIn != int((15*time.Minute).Seconds()) || tr.AccessToken != tr.Token {
 		t.Fatalf("token response = %+v", tr)
 	}
 	if got := ts.call(t, "GET", "/service/token?service=appliance&scope=repository:lib/app:push", "admin", ts.admin, nil, &tr); got != 200 {
