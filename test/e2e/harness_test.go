@@ -118,10 +118,12 @@ func (a *appliance) start(extra ...string) {
 	go func() { a.done <- a.cmd.Wait() }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
+		// Healthy, and the log (copied from a pipe) has caught up with the
+		// start banner, which comes before "appliance serving".
 		resp, err := http.Get("http://" + a.httpAddr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && strings.Contains(a.stderr.String(), "appliance serving") {
 				break
 			}
 		}
@@ -198,10 +200,16 @@ func (a *appliance) httpClient() *http.Client {
 // cli runs an appliance client subcommand against this server.
 func (a *appliance) cli(stdin string, args ...string) (string, error) {
 	a.t.Helper()
+	return a.cliEnv(nil, stdin, args...)
+}
+
+// cliEnv is cli with extra environment variables.
+func (a *appliance) cliEnv(env []string, stdin string, args ...string) (string, error) {
+	a.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Env = append(cleanEnv(), "APPLIANCE_SERVER=https://"+a.httpsAddr, "APPLIANCE_CA="+filepath.Join(a.dataDir, "ca.crt"))
+	cmd.Env = append(append(cleanEnv(), "APPLIANCE_SERVER=https://"+a.httpsAddr, "APPLIANCE_CA="+filepath.Join(a.dataDir, "ca.crt")), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
