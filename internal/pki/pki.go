@@ -193,6 +193,10 @@ func (a *Authority) serverCertOK(cert *x509.Certificate, key crypto.Signer, want
 	if now.Add(renewBefore).After(cert.NotAfter) {
 		return false
 	}
+	// Issued while the clock was ahead: clients would refuse it as not yet valid.
+	if now.Before(cert.NotBefore) {
+		return false
+	}
 	var have []string
 	have = append(have, cert.DNSNames...)
 	for _, ip := range cert.IPAddresses {
