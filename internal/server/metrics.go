@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -71,17 +72,25 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
-// instrument wraps h, labelling requests with route(r).
-func (m *metrics) instrument(route func(*http.Request) string, h http.Handler) http.Handler {
+// instrument wraps h, labelling requests with route(r) and writing an
+// access log line at debug level.
+func (m *metrics) instrument(log *slog.Logger, route func(*http.Request) string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := &recorder{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(rw, r)
 		rt := route(r)
+		elapsed := time.Since(start)
 		m.requests.WithLabelValues(rt, r.Method, strconv.Itoa(rw.status)).Inc()
-		m.latency.WithLabelValues(rt, r.Method).Observe(time.Since(start).Seconds())
+		m.latency.WithLabelValues(rt, r.Method).Observe(elapsed.Seconds())
 		if rw.written > 0 {
 			m.bytes.WithLabelValues(rt).Add(float64(rw.written))
+		}
+		if log.Enabled(r.Context(), slog.LevelDebug) {
+			log.LogAttrs(r.Context(), slog.LevelDebug, "request",
+				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", rt),
+				slog.Int("status", rw.status), slog.Int64("bytes", rw.written),
+				slog.Duration("duration", elapsed), slog.String("remote", r.RemoteAddr))
 		}
 	})
 }

@@ -207,8 +207,8 @@ func (s *Server) newEcho() *echo.Echo {
 func (s *Server) httpsHandler() http.Handler {
 	e := s.newEcho()
 	s.routes(e)
-	api := s.metrics.instrument(func(r *http.Request) string { return apiRoute(e, r) }, e)
-	v2 := s.metrics.instrument(registryRoute, s.reg.Handler())
+	api := s.metrics.instrument(s.log, func(r *http.Request) string { return apiRoute(e, r) }, e)
+	v2 := s.metrics.instrument(s.log, registryRoute, s.reg.Handler())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
 			v2.ServeHTTP(w, r)
@@ -242,7 +242,7 @@ func (s *Server) httpHandler() http.Handler {
 	}
 	e.Any("/*", redirect)
 	e.Any("/", redirect)
-	return s.metrics.instrument(func(r *http.Request) string { return "http_" + apiRoute(e, r) }, e)
+	return s.metrics.instrument(s.log, func(r *http.Request) string { return "http_" + apiRoute(e, r) }, e)
 }
 
 // apiRoute is the route template echo matched, for metric labels.
