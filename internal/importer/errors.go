@@ -1,0 +1,44 @@
+package importer
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors callers test with errors.Is. Every refusal wraps one of them in an
+// *Error that names the source and the entry.
+var (
+	ErrEmpty          = errors.New("the input is empty")
+	ErrNotArchive     = errors.New("not a tar archive")
+	ErrTruncated      = errors.New("the archive is truncated")
+	ErrUnsafePath     = errors.New("unsafe path")
+	ErrUnsafeLink     = errors.New("link not allowed here")
+	ErrUnsupported    = errors.New("unsupported entry type")
+	ErrAbsurdSize     = errors.New("entry claims an absurd size")
+	ErrDuplicate      = errors.New("the same entry appears twice with different content")
+	ErrDigestMismatch = errors.New("content does not match its digest")
+	ErrMissingBlob    = errors.New("a manifest references a blob that is neither in the archive nor in the registry")
+	ErrInvalidJSON    = errors.New("invalid JSON")
+	ErrUnknownFormat  = errors.New("not an imgpkg tar, an OCI image layout or a docker-save archive")
+	ErrUnexpected     = errors.New("unexpected entry")
+	ErrInvalidRequest = errors.New("invalid import request")
+	ErrTagConflict    = errors.New("one tag would name two different manifests")
+)
+
+// Error tells an operator which source and entry failed, and why.
+type Error struct {
+	Op     string // "read", "verify", "parse", "store", "tag"
+	Source string // file name of what was imported
+	Entry  string // archive entry, manifest digest or tag; may be empty
+	Err    error
+}
+
+func (e *Error) Error() string {
+	if e.Entry == "" {
+		return fmt.Sprintf("import %s: %s: %v", e.Source, e.Op, e.Err)
+	}
+	return fmt.Sprintf("import %s: %s %s: %v", e.Source, e.Op, e.Entry, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }

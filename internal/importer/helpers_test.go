@@ -1,0 +1,101 @@
+package importer_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/registry"
+)
+
+// allowAll lets every request through: these tests are about content, not
+// access (access is proven in internal/server and test/e2e).
+type allowAll struct{}
+
+func (allowAll) AuthorizeRegistry(*http.Request, []registry.Access) (string, error) { return "test", nil }
+
+// env is a real registry on a temporary folder, served on loopback, with
+// an importer writing into its storage.
+type env struct {
+	reg  *registry.Registry
+	imp  *importer.Importer
+	hist *importer.History
+	host string // 127.0.0.1:port
+	dir  string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	ctx := context.Background()
+	reg, err := registry.New(ctx, registry.Options{
+		RootDir:    filepath.Join(dir, "registry"),
+		SecretFile: filepath.Join(dir, "http.secret"),
+		StateFile:  filepath.Join(dir, "state.json"),
+		Authorizer: allowAll{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Close() })
+	hist, err := importer.OpenHistory(filepath.Join(dir, "imports"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp, err := importer.New(reg, hist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(reg.Handler())
+	t.Cleanup(srv.Close)
+	return &env{reg: reg, imp: imp, hist: hist, host: strings.TrimPrefix(srv.URL, "http://"), dir: dir}
+}
+
+func (e *env) importFile(t *testing.T, path, toRepo string) (*importer.Record, error) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	return e.imp.Import(context.Background(), importer.Request{Source: filepath.Base(path), Reader: f, ToRepo: toRepo, User: "tester"})
+}
+
+func (e *env) ref(t *testing.T, s string) name.Reference {
+	t.Helper()
+	r, err := name.ParseReference(e.host+"/"+s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (e *env) tags(t *testing.T, repo string) []string {
+	t.Helper()
+	r, err := name.NewRepository(e.host+"/"+repo, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags, err := remote.List(r)
+	if err != nil {
+		t.Fatalf("list tags of %s: %v", repo, err)
+	}
+	return tags
+}
+
+func fixture(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join("..", "..", "..", "shared", "fixtures", "imgpkg", name)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("fixture %s not available: %v", name, err)
+	}
+	return p
+}

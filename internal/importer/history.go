@@ -1,0 +1,160 @@
+package importer
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/appliance-dev/appliance/internal/fsutil"
+)
+
+// Outcomes of an import.
+const (
+	OutcomeRunning     = "running"
+	OutcomeSucceeded   = "succeeded"
+	OutcomeFailed      = "failed"
+	OutcomeInterrupted = "interrupted"
+)
+
+// Record is one import, as kept in the history: what came in, from whom,
+// what it added, and how it ended.
+type Record struct {
+	ID           string    `json:"id"`
+	Source       string    `json:"source"`
+	SourceSHA256 string    `json:"source_sha256,omitempty"`
+	SourceBytes  int64     `json:"source_bytes"`
+	Format       string    `json:"format,omitempty"` // imgpkg, oci-layout, docker-save
+	Compression  string    `json:"compression,omitempty"`
+	User         string    `json:"user,omitempty"`
+	ToRepo       string    `json:"to_repo,omitempty"`
+	KeepNames    bool      `json:"keep_names,omitempty"`
+	Started      time.Time `json:"started"`
+	Finished     time.Time `json:"finished,omitzero"`
+	Outcome      string    `json:"outcome"`
+	Error        string    `json:"error,omitempty"`
+	Warnings     []string  `json:"warnings,omitempty"`
+
+	Repositories  []string         `json:"repositories,omitempty"`
+	Manifests     []ManifestRecord `json:"manifests,omitempty"`
+	Tags          []TagRecord      `json:"tags,omitempty"`
+	BlobsNew      int              `json:"blobs_new"`
+	BlobsExisting int              `json:"blobs_existing"`
+	BytesNew      int64            `json:"bytes_new"`
+	BytesExisting int64            `json:"bytes_existing"`
+}
+
+// ManifestRecord is one manifest an import stored.
+type ManifestRecord struct {
+	Repository string `json:"repository"`
+	Digest     string `json:"digest"`
+	MediaType  string `json:"media_type"`
+}
+
+// TagRecord is one tag an import applied; Previous is the digest the tag
+// named before, when it moved.
+type TagRecord struct {
+	Repository string `json:"repository"`
+	Tag        string `json:"tag"`
+	Digest     string `json:"digest"`
+	Previous   string `json:"previous,omitempty"`
+}
+
+// History keeps import records, one JSON file each, in a folder.
+type History struct {
+	dir string
+	mu  sync.Mutex
+}
+
+// OpenHistory opens (creating) the history folder. Records left "running"
+// by a process that died are marked "interrupted".
+func OpenHistory(dir string) (*History, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open import history: %w", err)
+	}
+	h := &History{dir: dir}
+	recs, err := h.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		if r.Outcome == OutcomeRunning {
+			r.Outcome = OutcomeInterrupted
+			r.Error = "the appliance stopped before this import finished; nothing of it became visible, run it again to complete it"
+			if err := h.save(&r); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return h, nil
+}
+
+func (h *History) begin(req Request) *Record {
+	rec := &Record{ID: newID(), Source: req.Source, User: req.User, ToRepo: req.ToRepo, KeepNames: req.KeepNames,
+		Started: time.Now().UTC(), Outcome: OutcomeRunning}
+	_ = h.save(rec) // best effort: the final save reports errors
+	return rec
+}
+
+func (h *History) path(rec *Record) string {
+	return filepath.Join(h.dir, rec.Started.Format("20060102T150405Z")+"-"+rec.ID+".json")
+}
+
+func (h *History) save(rec *Record) error {
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save import record: %w", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := fsutil.WriteFileAtomic(h.path(rec), data, 0o640); err != nil {
+		return fmt.Errorf("save import record: %w", err)
+	}
+	return nil
+}
+
+// List returns every record, newest first.
+func (h *History) List() ([]Record, error) {
+	ents, err := os.ReadDir(h.dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("list imports: %w", err)
+	}
+	var out []Record
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(h.dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("list imports: %w", err)
+		}
+		var r Record
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, fmt.Errorf("list imports: %s is corrupt: %w", e.Name(), err)
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b Record) int { return cmp.Or(b.Started.Compare(a.Started), cmp.Compare(b.ID, a.ID)) })
+	return out, nil
+}
+
+// Get returns one record by id.
+func (h *History) Get(id string) (Record, bool, error) {
+	recs, err := h.List()
+	if err != nil {
+		return Record{}, false, err
+	}
+	for _, r := range recs {
+		if r.ID == id {
+			return r, true, nil
+		}
+	}
+	return Record{}, false, nil
+}

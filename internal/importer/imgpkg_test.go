@@ -1,0 +1,152 @@
+package importer_test
+
+import (
+	"archive/tar"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/appliance-dev/appliance/internal/importer"
+)
+
+const (
+	app1   = "sha256:307717c59eb859dfcf7424483b2d62a2499c9ef73620f1006b2543084b3eaca7"
+	app2   = "sha256:67a706359a8cc3b7299b6ecb308bb39c1cd619b8648d161ad3ee1fedaa683fe6"
+	app3   = "sha256:0c55dcdd2cfe9664528a3660ad60349d228730306df9d5c0fbd8c3155e0602f2"
+	bundle = "sha256:1a63919db6a9701b060d2d74652913f6f53e96aeb28b6d5399e1e5fbdd0bb24d"
+)
+
+func hexOf(d string) string { return strings.TrimPrefix(d, "sha256:") }
+
+// TestImportImgpkgBundle imports the real imgpkg bundle tar and checks,
+// through go-containerregistry, what `imgpkg copy --tar --to-repo` leaves:
+// one repository, digests unchanged, every manifest tagged
+// sha256-<hex>.imgpkg, the signature tag, and the locations image.
+func TestImportImgpkgBundle(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rec, err := e.importFile(t, fixture(t, "bundle.tar"), "enclave/bundle")
+	if err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	if rec.Format != importer.FormatImgpkg || rec.Outcome != importer.OutcomeSucceeded || len(rec.SourceSHA256) != 64 {
+		t.Fatalf("record = %+v", rec)
+	}
+	tags := e.tags(t, "enclave/bundle")
+	for _, d := range []string{app1, app2, app3, bundle} {
+		want := "sha256-" + hexOf(d) + ".imgpkg"
+		if !slices.Contains(tags, want) {
+			t.Errorf("tag %s missing; tags: %v", want, tags)
+		}
+		got, err := remote.Head(e.ref(t, "enclave/bundle@"+d))
+		if err != nil {
+			t.Fatalf("head %s: %v", d, err)
+		}
+		if got.Digest.String() != d {
+			t.Fatalf("digest changed: %s → %s", d, got.Digest)
+		}
+	}
+	// Index children are imgpkg-tagged too.
+	idx, err := remote.Index(e.ref(t, "enclave/bundle@"+app3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, _ := idx.IndexManifest()
+	for _, c := range im.Manifests {
+		if !slices.Contains(tags, "sha256-"+c.Digest.Hex+".imgpkg") {
+			t.Errorf("index child %s not tagged", c.Digest)
+		}
+		if _, err := remote.Image(e.ref(t, "enclave/bundle@"+c.Digest.String())); err != nil {
+			t.Errorf("index child %s: %v", c.Digest, err)
+		}
+	}
+	// The cosign signature of app1.
+	sigTag := "sha256-" + hexOf(app1) + ".sig"
+	if !slices.Contains(tags, sigTag) {
+		t.Fatalf("signature tag %s missing: %v", sigTag, tags)
+	}
+	sig, err := remote.Image(e.ref(t, "enclave/bundle:"+sigTag))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := sig.Layers()
+	if len(layers) != 1 {
+		t.Fatalf("signature image has %d layers", len(layers))
+	}
+	mt, _ := layers[0].MediaType()
+	payload, err := layers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(payload)
+	if string(mt) != "application/vnd.dev.cosign.simplesigning.v1+json" || !strings.Contains(string(body), hexOf(app1)) {
+		t.Fatalf("signature payload %s: %s", mt, body)
+	}
+	sm, _ := sig.Manifest()
+	if sm.Layers[0].Annotations["dev.cosignproject.cosign/signature"] == "" {
+		t.Fatalf("signature annotation lost: %+v", sm.Layers[0].Annotations)
+	}
+	// The locations image.
+	locTag := "sha256-" + hexOf(bundle) + ".image-locations.imgpkg"
+	loc, err := remote.Image(e.ref(t, "enclave/bundle:"+locTag))
+	if err != nil {
+		t.Fatalf("locations image: %v", err)
+	}
+	ll, _ := loc.Layers()
+	if len(ll) != 1 {
+		t.Fatalf("locations image has %d layers", len(ll))
+	}
+	rc, err := ll[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(rc)
+	h, err := tr.Next()
+	if err != nil || h.Name != "image-locations.yml" {
+		t.Fatalf("locations layer entry = %v, %v", h, err)
+	}
+	yml, _ := io.ReadAll(tr)
+	for _, want := range []string{"kind: ImageLocations", "apiVersion: imgpkg.carvel.dev/v1alpha1",
+		"image: 127.0.0.1:5001/fixtures/app1@" + app1, "image: 127.0.0.1:5001/fixtures/app3@" + app3, "isBundle: false"} {
+		if !strings.Contains(string(yml), want) {
+			t.Errorf("image-locations.yml lacks %q:\n%s", want, yml)
+		}
+	}
+	// Nothing else: the staging repository is gone.
+	repos, err := e.reg.Repositories(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(repos, []string{"enclave/bundle"}) {
+		t.Fatalf("repositories after import = %v, want only enclave/bundle", repos)
+	}
+}
+
+// TestImportImgpkgTwice proves that importing the same tar again writes no
+// blob again and leaves the same tags.
+func TestImportImgpkgTwice(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first, err := e.importFile(t, fixture(t, "image.tar"), "enclave/app1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := e.importFile(t, fixture(t, "image.tar"), "enclave/app1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.BlobsNew == 0 || second.BlobsNew != 0 || second.BytesNew != 0 || second.BlobsExisting == 0 {
+		t.Fatalf("first: %d new, second: %d new (%d bytes), %d existing; want nothing new the second time",
+			first.BlobsNew, second.BlobsNew, second.BytesNew, second.BlobsExisting)
+	}
+	if first.SourceSHA256 != second.SourceSHA256 {
+		t.Fatal("the same file hashed differently")
+	}
+	recs, err := e.hist.List()
+	if err != nil || len(recs) != 2 || recs[0].ID != second.ID {
+		t.Fatalf("history = %v, %v", recs, err)
+	}
+}

@@ -1,0 +1,315 @@
+package importer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/appliance-dev/appliance/internal/registry"
+)
+
+// maxMetaSize bounds the metadata files read into memory (manifest.json,
+// index.json, oci-layout, repositories).
+const maxMetaSize = 64 << 20
+
+var ociBlobName = regexp.MustCompile(`^blobs/sha256/([a-f0-9]{64})$`)
+
+// session is one import in progress: what the stream has delivered so far.
+type session struct {
+	imp     *Importer
+	ctx     context.Context
+	req     Request
+	rec     *Record
+	staging string
+
+	files map[string]fileRef         // regular entries by name
+	links map[string]string          // link entries: name -> target name
+	have  map[digest.Digest]int64    // blobs now linked into staging
+	fresh map[digest.Digest]struct{} // of those, the ones this import wrote
+	meta  map[string][]byte          // metadata files by name
+	order []string                   // entry names as they came
+}
+
+type fileRef struct {
+	digest digest.Digest
+	size   int64
+}
+
+func (imp *Importer) newSession(ctx context.Context, req Request, rec *Record) (*session, error) {
+	return &session{
+		imp: imp, ctx: ctx, req: req, rec: rec,
+		staging: StagingProject + "/" + rec.ID,
+		files:   map[string]fileRef{}, links: map[string]string{},
+		have: map[digest.Digest]int64{}, fresh: map[digest.Digest]struct{}{},
+		meta: map[string][]byte{},
+	}, nil
+}
+
+// cleanup removes the staging repository (its links, not the blobs, which
+// the destination repositories now link too, or garbage collection frees).
+func (s *session) cleanup() {
+	ctx := context.WithoutCancel(s.ctx)
+	if err := s.imp.store.RemoveRepository(ctx, s.staging); err != nil {
+		s.imp.log.Warn("staging repository not removed", "repository", s.staging, "error", err)
+	}
+}
+
+func (s *session) fail(op, entry string, err error) error {
+	var ee *entryError
+	if errors.As(err, &ee) {
+		entry, err = ee.name, ee.err
+	}
+	return &Error{Op: op, Source: s.req.Source, Entry: entry, Err: err}
+}
+
+// consume reads every entry of the stream.
+func (s *session) consume(er entryReader) error {
+	for {
+		if err := s.ctx.Err(); err != nil {
+			return s.fail("read", "", err)
+		}
+		e, err := er.next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return s.fail("read", "", err)
+		}
+		if err := s.entry(e); err != nil {
+			return err
+		}
+	}
+}
+
+func isMetaName(name string) bool {
+	switch name {
+	case "manifest.json", "index.json", "oci-layout", "repositories":
+		return true
+	}
+	return false
+}
+
+// legacyDockerJunk are per-layer files of docker-save's legacy format that
+// carry nothing the registry needs.
+func legacyDockerJunk(name string) bool {
+	return strings.HasSuffix(name, "/json") || strings.HasSuffix(name, "/VERSION")
+}
+
+func (s *session) entry(e *entry) error {
+	if e.isLink {
+		// Only docker-save's layer entries may legitimately be links (one
+		// layer linked to another inside the archive).
+		if !strings.HasSuffix(e.name, "/layer.tar") && !strings.HasSuffix(e.name, ".tar") {
+			return s.fail("read", e.name, fmt.Errorf("%w: a link where a regular file is expected (points to %s)", ErrUnsafeLink, e.link))
+		}
+		if old, ok := s.links[e.name]; ok && old != e.link {
+			return s.fail("read", e.name, ErrDuplicate)
+		}
+		s.links[e.name] = e.link
+		s.order = append(s.order, e.name)
+		return nil
+	}
+	s.order = append(s.order, e.name)
+	switch {
+	case isMetaName(e.name):
+		if e.size > maxMetaSize {
+			return s.fail("read", e.name, fmt.Errorf("%w: %d bytes of metadata (limit %d)", ErrAbsurdSize, e.size, maxMetaSize))
+		}
+		data, err := readAllExact(e.r, e.size)
+		if err != nil {
+			return s.fail("read", e.name, err)
+		}
+		if old, ok := s.meta[e.name]; ok && !bytes.Equal(old, data) {
+			return s.fail("read", e.name, ErrDuplicate)
+		}
+		s.meta[e.name] = data
+		return nil
+	case legacyDockerJunk(e.name):
+		_, err := io.Copy(io.Discard, e.r)
+		if err != nil {
+			return s.fail("read", e.name, truncated(err))
+		}
+		return nil
+	}
+	var want digest.Digest
+	if m := imgpkgBlobName.FindStringSubmatch(e.name); m != nil {
+		want = digest.NewDigestFromEncoded(digest.SHA256, m[1])
+	} else if m := ociBlobName.FindStringSubmatch(e.name); m != nil {
+		want = digest.NewDigestFromEncoded(digest.SHA256, m[1])
+	}
+	ref, err := s.storeBlob(e, want)
+	if err != nil {
+		return err
+	}
+	if old, ok := s.files[e.name]; ok && old.digest != ref.digest {
+		return s.fail("read", e.name, ErrDuplicate)
+	}
+	s.files[e.name] = ref
+	return nil
+}
+
+// storeBlob verifies an entry's bytes and makes them available in the
+// staging repository: written when new, linked when the registry already
+// holds them (still hashed, so every byte of the input is checked).
+func (s *session) storeBlob(e *entry, want digest.Digest) (fileRef, error) {
+	st := s.imp.store
+	if want != "" {
+		if _, seen := s.have[want]; !seen {
+			if desc, ok, err := st.StatBlob(s.ctx, want); err != nil {
+				return fileRef{}, s.fail("store", e.name, err)
+			} else if !ok {
+				got, err := st.WriteBlob(s.ctx, s.staging, registry.Descriptor{Digest: want, Size: e.size}, e.r)
+				if err != nil {
+					return fileRef{}, s.fail("verify", e.name, mapStoreErr(err))
+				}
+				s.have[want], s.fresh[want] = got.Size, struct{}{}
+				s.rec.BlobsNew++
+				s.rec.BytesNew += got.Size
+				return fileRef{digest: want, size: got.Size}, nil
+			} else if desc.Size != e.size {
+				return fileRef{}, s.fail("verify", e.name, fmt.Errorf("%w: %d bytes, but the registry holds %s with %d", ErrDigestMismatch, e.size, want, desc.Size))
+			}
+		}
+		// Present already: check the bytes all the same, then link.
+		got, n, err := hashAll(e.r)
+		if err != nil {
+			return fileRef{}, s.fail("read", e.name, err)
+		}
+		if got != want || n != e.size {
+			return fileRef{}, s.fail("verify", e.name, fmt.Errorf("%w: named %s, hashes to %s", ErrDigestMismatch, want, got))
+		}
+		if _, seen := s.have[want]; !seen {
+			if err := st.LinkBlob(s.ctx, s.staging, want); err != nil {
+				return fileRef{}, s.fail("store", e.name, err)
+			}
+			s.have[want] = n
+			s.rec.BlobsExisting++
+			s.rec.BytesExisting += n
+		}
+		return fileRef{digest: want, size: n}, nil
+	}
+	// Digest unknown (docker-save's legacy files): compute while writing.
+	got, err := st.WriteBlob(s.ctx, s.staging, registry.Descriptor{Size: e.size}, e.r)
+	if err != nil {
+		return fileRef{}, s.fail("store", e.name, mapStoreErr(err))
+	}
+	if _, seen := s.have[got.Digest]; !seen {
+		s.have[got.Digest], s.fresh[got.Digest] = got.Size, struct{}{}
+		s.rec.BlobsNew++
+		s.rec.BytesNew += got.Size
+	}
+	return fileRef{digest: got.Digest, size: got.Size}, nil
+}
+
+// writeRaw stores bytes the importer holds in memory (imgpkg configs,
+// generated images) in staging, verified against d.
+func (s *session) writeRaw(d digest.Digest, mediaType string, data []byte) error {
+	if digest.FromBytes(data) != d {
+		return fmt.Errorf("%w: %s", ErrDigestMismatch, d)
+	}
+	if _, ok := s.have[d]; ok {
+		return nil
+	}
+	if _, ok, err := s.imp.store.StatBlob(s.ctx, d); err != nil {
+		return err
+	} else if ok {
+		if err := s.imp.store.LinkBlob(s.ctx, s.staging, d); err != nil {
+			return err
+		}
+		s.have[d] = int64(len(data))
+		return nil
+	}
+	if _, err := s.imp.store.WriteBlob(s.ctx, s.staging, registry.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}, bytes.NewReader(data)); err != nil {
+		return mapStoreErr(err)
+	}
+	s.have[d], s.fresh[d] = int64(len(data)), struct{}{}
+	s.rec.BlobsNew++
+	s.rec.BytesNew += int64(len(data))
+	return nil
+}
+
+// readBlob reads a whole (small) blob back from staging.
+func (s *session) readBlob(d digest.Digest, limit int64) ([]byte, error) {
+	rc, err := s.imp.store.ReadBlob(s.ctx, s.staging, d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%w: blob %s exceeds %d bytes", ErrAbsurdSize, d, limit)
+	}
+	return data, nil
+}
+
+// resolve follows links (inside the archive only, bounded) to a regular file.
+func (s *session) resolve(name string) (fileRef, error) {
+	for range 16 {
+		if f, ok := s.files[name]; ok {
+			return f, nil
+		}
+		target, ok := s.links[name]
+		if !ok {
+			return fileRef{}, fmt.Errorf("%w: %s is not in the archive", ErrMissingBlob, name)
+		}
+		name = target
+	}
+	return fileRef{}, fmt.Errorf("%w: too many links from %s", ErrUnsafeLink, name)
+}
+
+// available tells whether a blob can be linked into a destination.
+func (s *session) available(d digest.Digest) (bool, error) {
+	if _, ok := s.have[d]; ok {
+		return true, nil
+	}
+	_, ok, err := s.imp.store.StatBlob(s.ctx, d)
+	return ok, err
+}
+
+func readAllExact(r io.Reader, size int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, size))
+	if err != nil {
+		return nil, truncated(err)
+	}
+	if int64(len(data)) != size {
+		return nil, ErrTruncated
+	}
+	return data, nil
+}
+
+func hashAll(r io.Reader) (digest.Digest, int64, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	if err != nil {
+		return "", n, truncated(err)
+	}
+	return digest.NewDigest(digest.SHA256, h), n, nil
+}
+
+func truncated(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return ErrTruncated
+	}
+	return err
+}
+
+// mapStoreErr turns the registry's verification errors into the importer's.
+func mapStoreErr(err error) error {
+	switch {
+	case errors.Is(err, registry.ErrDigestMismatch), errors.Is(err, registry.ErrSizeMismatch):
+		return fmt.Errorf("%w (%v)", ErrDigestMismatch, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return ErrTruncated
+	}
+	return err
+}

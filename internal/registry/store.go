@@ -1,0 +1,323 @@
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sort"
+
+	"github.com/distribution/distribution/v3"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// The methods below write straight into the registry's storage, not over
+// HTTP, for the importer. Each one verifies what it stores.
+
+// Errors of direct storage access.
+var (
+	// ErrDigestMismatch: the bytes written do not hash to the digest they
+	// were named by.
+	ErrDigestMismatch = errors.New("content does not match its digest")
+	// ErrSizeMismatch: the bytes written are not as many as declared.
+	ErrSizeMismatch = errors.New("content does not match its declared size")
+	// ErrBlobUnknown: a manifest references a blob the repository lacks.
+	ErrBlobUnknown = errors.New("manifest references a blob that is not present")
+	// ErrReadOnly: the registry refuses writes.
+	ErrReadOnly = errors.New("the registry is in read-only mode")
+	// ErrInvalidManifest: a manifest that cannot be parsed or stored.
+	ErrInvalidManifest = errors.New("invalid manifest")
+	// ErrInvalidName: a repository name or tag the registry does not accept.
+	ErrInvalidName = errors.New("invalid repository name or tag")
+)
+
+// Descriptor names stored content.
+type Descriptor struct {
+	MediaType string
+	Digest    digest.Digest
+	Size      int64
+}
+
+func (r *Registry) repository(ctx context.Context, name string) (distribution.Repository, error) {
+	named, err := reference.WithName(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: repository %q: %v", ErrInvalidName, name, err)
+	}
+	repo, err := r.namespace.Repository(ctx, named)
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", name, err)
+	}
+	return repo, nil
+}
+
+func (r *Registry) checkWritable() error {
+	if m := r.readOnly.Load(); m.ReadOnly {
+		return fmt.Errorf("%w: %s", ErrReadOnly, ReadOnlyError(m.Reason))
+	}
+	return nil
+}
+
+// StatBlob reports whether the registry holds a blob, in any repository.
+func (r *Registry) StatBlob(ctx context.Context, d digest.Digest) (Descriptor, bool, error) {
+	desc, err := r.namespace.BlobStatter().Stat(ctx, d)
+	if errors.Is(err, distribution.ErrBlobUnknown) {
+		return Descriptor{}, false, nil
+	}
+	if err != nil {
+		return Descriptor{}, false, fmt.Errorf("stat blob %s: %w", d, err)
+	}
+	return Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}, true, nil
+}
+
+// WriteBlob streams src into repository repo. When want.Digest is set, the
+// content must hash to it and, when want.Size is positive, be that long;
+// otherwise the digest is computed. Nothing is stored unless it verifies.
+// It returns the stored blob's descriptor.
+func (r *Registry) WriteBlob(ctx context.Context, repo string, want Descriptor, src io.Reader) (Descriptor, error) {
+	if err := r.checkWritable(); err != nil {
+		return Descriptor{}, err
+	}
+	rp, err := r.repository(ctx, repo)
+	if err != nil {
+		return Descriptor{}, err
+	}
+	bw, err := rp.Blobs(ctx).Create(ctx)
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("write blob: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = bw.Cancel(context.WithoutCancel(ctx))
+		}
+	}()
+	var h hash.Hash
+	if want.Digest == "" {
+		h = sha256.New()
+		src = io.TeeReader(src, h)
+	}
+	n, err := io.Copy(bw, src)
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("write blob: %w", err)
+	}
+	if want.Size > 0 && n != want.Size {
+		return Descriptor{}, fmt.Errorf("write blob %s: %w: got %d bytes, want %d", want.Digest, ErrSizeMismatch, n, want.Size)
+	}
+	d := want.Digest
+	if h != nil {
+		d = digest.NewDigest(digest.SHA256, h)
+	}
+	desc, err := bw.Commit(ctx, v1.Descriptor{MediaType: want.MediaType, Digest: d, Size: n})
+	if err != nil {
+		var bad distribution.ErrBlobInvalidDigest
+		if errors.As(err, &bad) {
+			return Descriptor{}, fmt.Errorf("write blob %s: %w", d, ErrDigestMismatch)
+		}
+		if errors.Is(err, distribution.ErrBlobInvalidLength) {
+			return Descriptor{}, fmt.Errorf("write blob %s: %w", d, ErrSizeMismatch)
+		}
+		return Descriptor{}, fmt.Errorf("write blob %s: %w", d, err)
+	}
+	committed = true
+	return Descriptor{MediaType: want.MediaType, Digest: desc.Digest, Size: desc.Size}, nil
+}
+
+// mountStat is a create option that links an existing blob into a
+// repository without copying it.
+type mountStat struct {
+	from reference.Canonical
+	desc v1.Descriptor
+}
+
+func (m mountStat) Apply(v any) error {
+	opts, ok := v.(*distribution.CreateOptions)
+	if !ok {
+		return fmt.Errorf("unexpected options type %T", v)
+	}
+	opts.Mount.ShouldMount = true
+	opts.Mount.From = m.from
+	opts.Mount.Stat = &m.desc
+	return nil
+}
+
+// LinkBlob makes a blob the registry already holds part of repository repo.
+func (r *Registry) LinkBlob(ctx context.Context, repo string, d digest.Digest) error {
+	if err := r.checkWritable(); err != nil {
+		return err
+	}
+	stat, ok, err := r.StatBlob(ctx, d)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("link blob %s into %s: %w", d, repo, distribution.ErrBlobUnknown)
+	}
+	rp, err := r.repository(ctx, repo)
+	if err != nil {
+		return err
+	}
+	from, err := reference.WithDigest(rp.Named(), d)
+	if err != nil {
+		return fmt.Errorf("link blob %s: %w", d, err)
+	}
+	bw, err := rp.Blobs(ctx).Create(ctx, mountStat{from: from, desc: v1.Descriptor{Digest: d, Size: stat.Size, MediaType: "application/octet-stream"}})
+	var mounted distribution.ErrBlobMounted
+	if errors.As(err, &mounted) {
+		return nil
+	}
+	if err == nil {
+		_ = bw.Cancel(ctx)
+		return fmt.Errorf("link blob %s into %s: not linked", d, repo)
+	}
+	return fmt.Errorf("link blob %s into %s: %w", d, repo, err)
+}
+
+// PutManifest stores a manifest, byte for byte, by its digest. Everything
+// it references must already be in the repository.
+func (r *Registry) PutManifest(ctx context.Context, repo, mediaType string, payload []byte) (digest.Digest, error) {
+	if err := r.checkWritable(); err != nil {
+		return "", err
+	}
+	rp, err := r.repository(ctx, repo)
+	if err != nil {
+		return "", err
+	}
+	m, _, err := distribution.UnmarshalManifest(mediaType, payload)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrInvalidManifest, mediaType, err)
+	}
+	ms, err := rp.Manifests(ctx)
+	if err != nil {
+		return "", fmt.Errorf("put manifest: %w", err)
+	}
+	d, err := ms.Put(ctx, m)
+	if err != nil {
+		var verr distribution.ErrManifestVerification
+		if errors.As(err, &verr) {
+			for _, e := range verr {
+				var unknown distribution.ErrManifestBlobUnknown
+				if errors.As(e, &unknown) {
+					return "", fmt.Errorf("put manifest in %s: %w: %s", repo, ErrBlobUnknown, unknown.Digest)
+				}
+			}
+			return "", fmt.Errorf("put manifest in %s: %w: %v", repo, ErrInvalidManifest, err)
+		}
+		return "", fmt.Errorf("put manifest in %s: %w", repo, err)
+	}
+	if want := digest.FromBytes(payload); d != want {
+		return "", fmt.Errorf("put manifest in %s: stored as %s, want %s: %w", repo, d, want, ErrDigestMismatch)
+	}
+	return d, nil
+}
+
+// Tag points tag in repo at a stored manifest.
+func (r *Registry) Tag(ctx context.Context, repo, tag string, d digest.Digest) error {
+	if err := r.checkWritable(); err != nil {
+		return err
+	}
+	if !reference.TagRegexp.MatchString(tag) || len(tag) > 128 {
+		return fmt.Errorf("%w: tag %q", ErrInvalidName, tag)
+	}
+	rp, err := r.repository(ctx, repo)
+	if err != nil {
+		return err
+	}
+	if err := rp.Tags(ctx).Tag(ctx, tag, v1.Descriptor{Digest: d}); err != nil {
+		return fmt.Errorf("tag %s:%s: %w", repo, tag, err)
+	}
+	return nil
+}
+
+// TagDigest returns the digest a tag points at, and whether it exists.
+func (r *Registry) TagDigest(ctx context.Context, repo, tag string) (digest.Digest, bool, error) {
+	rp, err := r.repository(ctx, repo)
+	if err != nil {
+		return "", false, err
+	}
+	desc, err := rp.Tags(ctx).Get(ctx, tag)
+	var unknown distribution.ErrTagUnknown
+	if errors.As(err, &unknown) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("read tag %s:%s: %w", repo, tag, err)
+	}
+	return desc.Digest, true, nil
+}
+
+// Tags lists a repository's tags, sorted.
+func (r *Registry) Tags(ctx context.Context, repo string) ([]string, error) {
+	rp, err := r.repository(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	tags, err := rp.Tags(ctx).All(ctx)
+	var unknown distribution.ErrRepositoryUnknown
+	if errors.As(err, &unknown) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list tags of %s: %w", repo, err)
+	}
+	sort.Strings(tags)
+	return tags, nil
+}
+
+// RemoveRepository deletes a repository's links and tags (not shared blobs).
+func (r *Registry) RemoveRepository(ctx context.Context, repo string) error {
+	named, err := reference.WithName(repo)
+	if err != nil {
+		return fmt.Errorf("%w: %q", ErrInvalidName, repo)
+	}
+	remover, ok := r.namespace.(distribution.RepositoryRemover)
+	if !ok {
+		return errors.New("remove repository: not supported by storage")
+	}
+	if err := remover.Remove(ctx, named); err != nil {
+		var notFound storagedriver.PathNotFoundError
+		if errors.As(err, &notFound) {
+			return nil
+		}
+		return fmt.Errorf("remove repository %s: %w", repo, err)
+	}
+	return nil
+}
+
+// ReadBlob opens a blob linked into repo.
+func (r *Registry) ReadBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, error) {
+	rp, err := r.repository(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := rp.Blobs(ctx).Open(ctx, d)
+	if err != nil {
+		return nil, fmt.Errorf("read blob %s from %s: %w", d, repo, err)
+	}
+	return rc, nil
+}
+
+// GetManifest returns a stored manifest's media type and bytes.
+func (r *Registry) GetManifest(ctx context.Context, repo string, d digest.Digest) (string, []byte, error) {
+	rp, err := r.repository(ctx, repo)
+	if err != nil {
+		return "", nil, err
+	}
+	ms, err := rp.Manifests(ctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("get manifest: %w", err)
+	}
+	m, err := ms.Get(ctx, d)
+	if err != nil {
+		return "", nil, fmt.Errorf("get manifest %s from %s: %w", d, repo, err)
+	}
+	mt, payload, err := m.Payload()
+	if err != nil {
+		return "", nil, fmt.Errorf("get manifest %s: %w", d, err)
+	}
+	return mt, payload, nil
+}
