@@ -538,4 +538,3 @@ func (s *session) commit(p *plan) error {
 	s.rec.Repositories = repos
 	return nil
 }
-

@@ -20,7 +20,9 @@ import (
 // access (access is proven in internal/server and test/e2e).
 type allowAll struct{}
 
-func (allowAll) AuthorizeRegistry(*http.Request, []registry.Access) (string, error) { return "test", nil }
+func (allowAll) AuthorizeRegistry(*http.Request, []registry.Access) (string, error) {
+	return "test", nil
+}
 
 // env is a real registry on a temporary folder, served on loopback, with
 // an importer writing into its storage.
