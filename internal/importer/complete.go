@@ -78,8 +78,8 @@ func (s *session) planImgpkg() (*plan, error) {
 	p := newPlan(FormatImgpkg)
 	repo := s.req.ToRepo
 	var bundles []bundleRef
-	var addImage func(img imgpkgImage) (digest.Digest, error)
-	addImage = func(img imgpkgImage) (digest.Digest, error) {
+	var addImage func(img imgpkgImage, top bool) (digest.Digest, error)
+	addImage = func(img imgpkgImage, top bool) (digest.Digest, error) {
 		md, err := checkRaw("manifest", img.Manifest.Raw, img.Manifest.Digest)
 		if err != nil {
 			return "", s.fail("verify", "manifest.json", err)
@@ -102,8 +102,10 @@ func (s *session) planImgpkg() (*plan, error) {
 			return "", s.fail("store", cd.String(), err)
 		}
 		p.addManifest(imageManifest(repo, mt, []byte(img.Manifest.Raw), md, doc))
-		if err := s.imgpkgTags(p, repo, md, img.Tag); err != nil {
-			return "", err
+		if top {
+			if err := s.imgpkgTags(p, repo, md, img.Tag); err != nil {
+				return "", err
+			}
 		}
 		if isBundleConfig(img.Config.Raw) {
 			if len(doc.Layers) != 1 {
@@ -114,15 +116,17 @@ func (s *session) planImgpkg() (*plan, error) {
 		}
 		return md, nil
 	}
-	var addIndex func(ix imgpkgIndex) error
-	addIndex = func(ix imgpkgIndex) error {
+	// Index children are pushed by digest, untagged, before their index;
+	// only top-level entries are tagged, as imgpkg does.
+	var addIndex func(ix imgpkgIndex, top bool) error
+	addIndex = func(ix imgpkgIndex, top bool) error {
 		for _, c := range ix.Images {
-			if _, err := addImage(c); err != nil {
+			if _, err := addImage(c, false); err != nil {
 				return err
 			}
 		}
 		for _, c := range ix.Indexes {
-			if err := addIndex(c); err != nil {
+			if err := addIndex(c, false); err != nil {
 				return err
 			}
 		}
@@ -138,14 +142,17 @@ func (s *session) planImgpkg() (*plan, error) {
 			return s.fail("parse", id.String(), fmt.Errorf("%w: an ImageIndex entry holds %s", ErrInvalidJSON, mt))
 		}
 		p.addManifest(imageManifest(repo, mt, []byte(ix.Raw), id, doc))
+		if !top {
+			return nil
+		}
 		return s.imgpkgTags(p, repo, id, ix.Tag)
 	}
 	for _, e := range entries {
 		if e.Image != nil {
-			if _, err := addImage(*e.Image); err != nil {
+			if _, err := addImage(*e.Image, true); err != nil {
 				return nil, err
 			}
-		} else if err := addIndex(*e.ImageIndex); err != nil {
+		} else if err := addIndex(*e.ImageIndex, true); err != nil {
 			return nil, err
 		}
 	}
@@ -161,8 +168,8 @@ func (s *session) planImgpkg() (*plan, error) {
 	return p, nil
 }
 
-// imgpkgTags applies what `imgpkg copy --to-repo` tags: every manifest as
-// sha256-<hex>.imgpkg, and the entry's own tag (a bundle's, or a cosign
+// imgpkgTags applies what `imgpkg copy --to-repo` tags: every top-level
+// manifest as sha256-<hex>.imgpkg, and the entry's own tag (a bundle's, or a cosign
 // signature's sha256-<hex>.sig) when it has one.
 func (s *session) imgpkgTags(p *plan, repo string, d digest.Digest, tag string) error {
 	if err := p.addTag(repo, d.Algorithm().String()+"-"+d.Encoded()+".imgpkg", d); err != nil {

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	"go.yaml.in/yaml/v3"
 )
@@ -105,20 +107,41 @@ func (s *session) planLocations(p *plan, repo string, b bundleRef, bundles map[d
 	for _, m := range p.manifests {
 		planned[m.digest] = true
 	}
-	var yml strings.Builder
-	yml.WriteString("apiVersion: imgpkg.carvel.dev/v1alpha1\nimages:\n")
+	type location struct {
+		image    string
+		isBundle bool
+	}
+	var locs []location
+	seen := map[digest.Digest]bool{}
 	for _, im := range lock.Images {
-		_, ds, ok := strings.Cut(im.Image, "@")
-		d, err := digest.Parse(ds)
-		if !ok || err != nil {
-			return s.fail("parse", b.digest.String(), fmt.Errorf("%w: images.yml names %q, not a digest reference", ErrInvalidJSON, im.Image))
+		// imgpkg normalises each reference (ubuntu@… → index.docker.io/library/ubuntu@…)
+		// and lists each digest once.
+		ref, err := name.NewDigest(im.Image)
+		if err != nil {
+			return s.fail("parse", b.digest.String(), fmt.Errorf("%w: images.yml names %q, not a digest reference: %v", ErrInvalidJSON, im.Image, err))
 		}
+		d := digest.Digest(ref.DigestStr())
 		if !planned[d] {
 			if _, _, err := s.imp.store.GetManifest(s.ctx, repo, d); err != nil {
 				return s.fail("verify", b.digest.String(), fmt.Errorf("%w: the bundle names %s, which is neither in the archive nor in %s", ErrMissingBlob, im.Image, repo))
 			}
 		}
-		fmt.Fprintf(&yml, "- image: %s\n  isBundle: %t\n", im.Image, bundles[d])
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		locs = append(locs, location{image: ref.Name(), isBundle: bundles[d]})
+	}
+	sort.Slice(locs, func(i, j int) bool { return locs[i].image < locs[j].image })
+	var yml strings.Builder
+	yml.WriteString("---\napiVersion: imgpkg.carvel.dev/v1alpha1\n")
+	if len(locs) == 0 {
+		yml.WriteString("images: []\n")
+	} else {
+		yml.WriteString("images:\n")
+	}
+	for _, l := range locs {
+		fmt.Fprintf(&yml, "- image: %s\n  isBundle: %t\n", l.image, l.isBundle)
 	}
 	yml.WriteString("kind: ImageLocations\n")
 
@@ -146,15 +169,21 @@ func (s *session) planLocations(p *plan, repo string, b bundleRef, bundles map[d
 	if err := p.addTag(repo, tag, md); err != nil {
 		return s.fail("tag", tag, err)
 	}
-	return nil
+	// imgpkg tags every image it pushes by its digest, this one too.
+	return s.imgpkgTags(p, repo, md, "")
 }
 
-// deterministicLayer makes a gzip tar holding one file with fixed metadata
-// (mode 0644, owner 0, time zero), and returns it with its diff id.
+// deterministicLayer makes the layer imgpkg makes of a folder holding one
+// file: a USTAR tar of "." (mode 0700) and the file (mode 0600), owner 0,
+// time zero, gzipped at level 1 (what go-containerregistry uses). It
+// returns the layer and its diff id. The result is byte-for-byte imgpkg's.
 func deterministicLayer(name string, content []byte) ([]byte, string, error) {
 	var plain bytes.Buffer
 	tw := tar.NewWriter(&plain)
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}); err != nil {
+	if err := tw.WriteHeader(&tar.Header{Name: ".", Mode: 0o700, Typeflag: tar.TypeDir, Format: tar.FormatUSTAR}); err != nil {
+		return nil, "", err
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: int64(len(content)), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}); err != nil {
 		return nil, "", err
 	}
 	if _, err := tw.Write(content); err != nil {
@@ -165,7 +194,7 @@ func deterministicLayer(name string, content []byte) ([]byte, string, error) {
 	}
 	diffID := digest.FromBytes(plain.Bytes()).String()
 	var gz bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
 	if err != nil {
 		return nil, "", err
 	}
