@@ -27,38 +27,54 @@ func (allowAll) AuthorizeRegistry(*http.Request, []registry.Access) (string, err
 // env is a real registry on a temporary folder, served on loopback, with
 // an importer writing into its storage.
 type env struct {
-	reg  *registry.Registry
-	imp  *importer.Importer
-	hist *importer.History
-	host string // 127.0.0.1:port
-	dir  string
+	reg   *registry.Registry
+	imp   *importer.Importer
+	hist  *importer.History
+	host  string // 127.0.0.1:port
+	dir   string
+	close func()
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
-	ctx := context.Background()
-	reg, err := registry.New(ctx, registry.Options{
+	e, err := envAt(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.close)
+	return e
+}
+
+func mustEnvAt(dir string) *env {
+	e, err := envAt(dir)
+	if err != nil {
+		panic(err)
+	}
+	return e
+}
+
+func envAt(dir string) (*env, error) {
+	reg, err := registry.New(context.Background(), registry.Options{
 		RootDir:    filepath.Join(dir, "registry"),
 		SecretFile: filepath.Join(dir, "http.secret"),
 		StateFile:  filepath.Join(dir, "state.json"),
 		Authorizer: allowAll{},
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(func() { _ = reg.Close() })
 	hist, err := importer.OpenHistory(filepath.Join(dir, "imports"))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	imp, err := importer.New(reg, hist)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	srv := httptest.NewServer(reg.Handler())
-	t.Cleanup(srv.Close)
-	return &env{reg: reg, imp: imp, hist: hist, host: strings.TrimPrefix(srv.URL, "http://"), dir: dir}
+	e := &env{reg: reg, imp: imp, hist: hist, host: strings.TrimPrefix(srv.URL, "http://"), dir: dir}
+	e.close = func() { srv.Close(); _ = reg.Close() }
+	return e, nil
 }
 
 func (e *env) importFile(t *testing.T, path, toRepo string) (*importer.Record, error) {
