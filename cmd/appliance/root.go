@@ -42,6 +42,8 @@ commands act on a running appliance through its API.`,
 		c.userCmd(),
 		c.readOnlyCmd(),
 		c.projectCmd(),
+		c.importCmd(),
+		c.importsCmd(),
 	)
 	return root
 }

@@ -83,6 +83,34 @@ func New(o Options) (*Client, error) {
 	}, nil
 }
 
+// Upload streams body (size bytes, or -1 when unknown) to path with no
+// overall time limit (ctx bounds it), and decodes the JSON answer into out.
+// On an error answer, the body is decoded into failure as well (when not
+// nil) so callers can show what the server recorded.
+func (c *Client) Upload(ctx context.Context, path string, body io.Reader, size int64, out, failure any) error {
+	u := c.base.JoinPath(strings.Split(path, "?")[0])
+	if _, q, ok := strings.Cut(path, "?"); ok {
+		u.RawQuery = q
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), body)
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Accept", "application/json")
+	if c.username != "" {
+		req.SetBasicAuth(c.username, c.password)
+	}
+	streaming := &http.Client{Transport: c.http.Transport}
+	resp, err := streaming.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the appliance at %s: %w", c.base.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	return c.decode(resp, http.MethodPost, path, out, failure)
+}
+
 // Do sends a request with an optional JSON body and decodes a JSON answer
 // into out (when out is not nil).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
@@ -114,6 +142,10 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("cannot reach the appliance at %s: %w", c.base.Redacted(), err)
 	}
 	defer resp.Body.Close()
+	return c.decode(resp, method, path, out, nil)
+}
+
+func (c *Client) decode(resp *http.Response, method, path string, out, failure any) error {
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
@@ -128,6 +160,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 		if resp.StatusCode == http.StatusUnauthorized && c.username == "" {
 			se.Message += "; give credentials with --username and --password-stdin, or APPLIANCE_USERNAME and APPLIANCE_PASSWORD"
+		}
+		if failure != nil {
+			_ = json.Unmarshal(data, failure)
 		}
 		return se
 	}

@@ -100,6 +100,11 @@ func (t *tarEntries) next() (*entry, error) {
 		case tar.TypeXGlobalHeader:
 			continue
 		case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old archives use TypeRegA
+			if isSparse(h) {
+				// Sparse entries expand holes into zeros: a tiny archive
+				// could claim terabytes. Transfer formats never use them.
+				return nil, &entryError{name: name, err: fmt.Errorf("%w: sparse file", ErrUnsupported)}
+			}
 			if h.Size < 0 || h.Size > t.maxSize {
 				return nil, &entryError{name: name, err: fmt.Errorf("%w: %d bytes (limit %d)", ErrAbsurdSize, h.Size, t.maxSize)}
 			}
@@ -125,6 +130,15 @@ func (t *tarEntries) next() (*entry, error) {
 			return nil, &entryError{name: name, err: fmt.Errorf("%w: type %q", ErrUnsupported, string(h.Typeflag))}
 		}
 	}
+}
+
+func isSparse(h *tar.Header) bool {
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // entryError carries the entry's name up to where the source is known.

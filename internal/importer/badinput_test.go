@@ -159,11 +159,7 @@ func TestImportRejectsBadInput(t *testing.T) {
 			if rec.Outcome != importer.OutcomeFailed || rec.Error == "" || len(rec.Tags) != 0 {
 				t.Fatalf("record = %+v", rec)
 			}
-			repos, err := e.reg.Repositories(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(repos) != 0 {
+			if repos := e.leftovers(t); len(repos) != 0 {
 				t.Fatalf("a refused import left repositories behind: %v", repos)
 			}
 		})
@@ -211,8 +207,7 @@ func TestInterruptedImportLeavesNothingAndResumes(t *testing.T) {
 		if err == nil {
 			t.Fatalf("cut at %d: import succeeded", cut)
 		}
-		repos, _ := e.reg.Repositories(context.Background())
-		if len(repos) != 0 {
+		if repos := e.leftovers(t); len(repos) != 0 {
 			t.Fatalf("cut at %d left repositories: %v", cut, repos)
 		}
 	}

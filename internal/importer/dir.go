@@ -25,15 +25,16 @@ func (imp *Importer) ImportDir(ctx context.Context, dir string, req Request) (*R
 		return imp.finish(rec, &Error{Op: "read", Source: req.Source, Err: fmt.Errorf("%s is not a folder", dir)})
 	}
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(tarFolder(ctx, dir, pw)) }()
+	go func() { pw.CloseWithError(TarFolder(ctx, dir, pw)) }()
 	defer pr.Close()
 	req.Reader = pr
 	return imp.Import(ctx, req)
 }
 
-// tarFolder writes dir as a tar: regular files and symbolic links, in the
-// order WalkDir gives (lexical), with neutral metadata.
-func tarFolder(ctx context.Context, dir string, w io.Writer) error {
+// TarFolder writes dir as a tar: regular files and symbolic links, in the
+// order WalkDir gives (lexical), with neutral metadata. The CLI uses it to
+// upload an OCI layout folder.
+func TarFolder(ctx context.Context, dir string, w io.Writer) error {
 	tw := tar.NewWriter(w)
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

@@ -124,7 +124,7 @@ func TestImportDockerSaveRefusesCorruptLayer(t *testing.T) {
 	if !errors.Is(err, importer.ErrDigestMismatch) || !errors.As(err, &ie) || ie.Entry != "ccc/layer.tar" {
 		t.Fatalf("import of a corrupt layer = %v", err)
 	}
-	if repos, _ := e.reg.Repositories(context.Background()); len(repos) != 0 {
+	if repos := e.leftovers(t); len(repos) != 0 {
 		t.Fatalf("left repositories: %v", repos)
 	}
 }

@@ -109,6 +109,21 @@ func (e *env) tags(t *testing.T, repo string) []string {
 	return tags
 }
 
+// leftovers lists every repository, including staging areas that hold
+// only blob links (which the catalog does not show).
+func (e *env) leftovers(t *testing.T) []string {
+	t.Helper()
+	repos, err := e.reg.Repositories(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	staging, err := e.reg.RepositoriesUnder(context.Background(), importer.StagingProject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(repos, staging...)
+}
+
 func fixture(t *testing.T, name string) string {
 	t.Helper()
 	p := filepath.Join("..", "..", "..", "shared", "fixtures", "imgpkg", name)

@@ -130,11 +130,7 @@ func TestImportImgpkgBundle(t *testing.T) {
 		}
 	}
 	// Nothing else: the staging repository is gone.
-	repos, err := e.reg.Repositories(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(repos, []string{"enclave/bundle"}) {
+	if repos := e.leftovers(t); !slices.Equal(repos, []string{"enclave/bundle"}) {
 		t.Fatalf("repositories after import = %v, want only enclave/bundle", repos)
 	}
 }

@@ -100,6 +100,9 @@ type Request struct {
 	// Reader is the input: a tar (plain, gzip or zstd). Use ImportDir for
 	// an OCI layout folder.
 	Reader io.Reader
+	// Size is the input's length when known (a file, a Content-Length),
+	// else 0. No entry of an uncompressed input may claim more.
+	Size int64
 	// ToRepo is the destination repository ("project/repo"). Required except
 	// with KeepNames, where it becomes an optional prefix.
 	ToRepo string
@@ -146,7 +149,11 @@ func (imp *Importer) Import(ctx context.Context, req Request) (*Record, error) {
 	}
 	defer closeFn()
 	rec.Compression = compression
-	err = s.consume(newTarEntries(plain, imp.maxSize))
+	limit := imp.maxSize
+	if compression == "" && req.Size > 0 {
+		limit = min(limit, req.Size)
+	}
+	err = s.consume(newTarEntries(plain, limit))
 	if err == nil {
 		// Read to the very end so the recorded sha256 covers the whole file.
 		if _, derr := io.Copy(io.Discard, br); derr != nil {

@@ -76,6 +76,7 @@ type Registry struct {
 	app       *handlers.App
 	handler   http.Handler
 	namespace distribution.Namespace
+	driver    storagedriver.StorageDriver
 	root      string
 	stateFile string
 	log       *slog.Logger
@@ -164,7 +165,7 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		_ = app.Shutdown()
 		return nil, fmt.Errorf("new registry: %w", err)
 	}
-	r := &Registry{app: app, namespace: ns, root: opts.RootDir, stateFile: opts.StateFile, log: opts.Logger}
+	r := &Registry{app: app, namespace: ns, driver: driver, root: opts.RootDir, stateFile: opts.StateFile, log: opts.Logger}
 	r.readOnly.Store(st)
 	r.handler = http.HandlerFunc(r.serve)
 	return r, nil
@@ -324,6 +325,31 @@ func (r *Registry) Repositories(ctx context.Context) ([]string, error) {
 	var notFound storagedriver.PathNotFoundError
 	if err != nil && !errors.As(err, &notFound) {
 		return nil, fmt.Errorf("list repositories: %w", err)
+	}
+	return out, nil
+}
+
+// repositoriesRoot is where distribution keeps repositories in its storage.
+const repositoriesRoot = "/docker/registry/v2/repositories"
+
+// RepositoriesUnder lists the repositories directly under project,
+// including those that hold only blob links and uploads (which the catalog
+// does not show because they have no manifests).
+func (r *Registry) RepositoriesUnder(ctx context.Context, project string) ([]string, error) {
+	if strings.ContainsAny(project, "/.") {
+		return nil, fmt.Errorf("%w: project %q", ErrInvalidName, project)
+	}
+	children, err := r.driver.List(ctx, repositoriesRoot+"/"+project)
+	var notFound storagedriver.PathNotFoundError
+	if errors.As(err, &notFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list repositories under %s: %w", project, err)
+	}
+	out := make([]string, 0, len(children))
+	for _, c := range children {
+		out = append(out, strings.TrimPrefix(c, repositoriesRoot+"/"))
 	}
 	return out, nil
 }

@@ -2,12 +2,14 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/appliance-dev/appliance/internal/auth"
+	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/registry"
 	"github.com/appliance-dev/appliance/internal/version"
 )
@@ -75,6 +77,10 @@ func (s *Server) routes(e *echo.Echo) {
 	api.GET("/users/:name", s.getUser)
 	api.PATCH("/users/:name", s.patchUser)
 	api.DELETE("/users/:name", s.removeUser, s.requireAdmin)
+
+	api.POST("/imports", s.postImport)
+	api.GET("/imports", s.listImports)
+	api.GET("/imports/:id", s.getImport)
 
 	api.GET("/projects", s.listProjects)
 	api.GET("/projects/:name", s.getProject)
@@ -246,6 +252,7 @@ func (s *Server) listProjects(c echo.Context) error {
 	}
 	p := principal(c)
 	out := []auth.Project{}
+	names = slices.DeleteFunc(names, func(n string) bool { return n == importer.StagingProject })
 	for _, pr := range s.projects.List(names...) {
 		// Private projects are listed only to those who may pull from them.
 		if pr.Public || s.authz.Allowed(p, auth.Access{Type: "repository", Name: pr.Name + "/x", Action: auth.ActionPull}) {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/appliance-dev/appliance/internal/auth"
+	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
 
@@ -46,6 +47,11 @@ func (ra registryAuth) AuthorizeRegistry(r *http.Request, want []registry.Access
 		return p.Name, nil
 	}
 	for _, w := range want {
+		if w.Type == "repository" && auth.ProjectOf(w.Name) == importer.StagingProject {
+			// Imports in progress keep their blobs there; nobody else
+			// reads or writes it.
+			return "", newChallenge(r, want, "insufficient_scope", fmt.Errorf("%s is reserved for imports in progress", importer.StagingProject))
+		}
 		if !ra.a.Allowed(p, auth.Access{Type: w.Type, Name: w.Name, Action: w.Action}) {
 			kind := ""
 			if !p.Anonymous {

@@ -28,6 +28,9 @@ var (
 
 // statusOf is the one place where errors become HTTP statuses.
 func statusOf(err error) (int, string) {
+	if status, code, ok := importStatus(err); ok {
+		return status, code
+	}
 	var he *echo.HTTPError
 	switch {
 	case errors.As(err, &he):

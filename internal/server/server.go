@@ -27,6 +27,7 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/auth"
 	"github.com/appliance-dev/appliance/internal/config"
+	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/pki"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
@@ -36,6 +37,7 @@ const (
 	registryDir   = "registry"
 	secretFile    = "http.secret"
 	stateFile     = "registry-state.json"
+	importsDir    = "imports"
 	maxAPIBodyLen = 1 << 20
 )
 
@@ -50,6 +52,8 @@ type Server struct {
 	tokens        *auth.Tokens
 	authz         *auth.Authorizer
 	reg           *registry.Registry
+	history       *importer.History
+	importer      *importer.Importer
 	metrics       *metrics
 	started       time.Time
 
@@ -118,6 +122,18 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 	if err != nil {
 		return nil, err
 	}
+	if s.history, err = importer.OpenHistory(filepath.Join(dir, importsDir)); err != nil {
+		_ = s.reg.Close()
+		return nil, err
+	}
+	if s.importer, err = importer.New(s.reg, s.history, importer.WithLogger(log)); err != nil {
+		_ = s.reg.Close()
+		return nil, err
+	}
+	if err := s.sweepStaging(ctx); err != nil {
+		_ = s.reg.Close()
+		return nil, err
+	}
 	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly })
 	s.httpsSrv = &http.Server{
 		Handler:           s.httpsHandler(),
@@ -133,6 +149,23 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return s, nil
+}
+
+// sweepStaging removes the staging repositories of imports that a stopped
+// process left unfinished: their blobs were never made visible. The blobs
+// stay for a re-run of the same import to reuse.
+func (s *Server) sweepStaging(ctx context.Context) error {
+	repos, err := s.reg.RepositoriesUnder(ctx, importer.StagingProject)
+	if err != nil {
+		return err
+	}
+	for _, r := range repos {
+		if err := s.reg.RemoveRepository(ctx, r); err != nil {
+			return err
+		}
+		s.log.Info("removed the staging area of an interrupted import", "repository", r)
+	}
+	return nil
 }
 
 // listen binds addr, turning the common failures into one clear line.
@@ -212,6 +245,11 @@ func (s *Server) httpsHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
 			v2.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodPost && r.URL.Path == "/api/v1/imports" {
+			// Archives are streamed in the body: no size limit.
+			api.ServeHTTP(w, r)
 			return
 		}
 		if r.ContentLength > maxAPIBodyLen {

@@ -159,6 +159,16 @@ func (a *appliance) stop() {
 	a.cmd = nil
 }
 
+// kill ends the process with SIGKILL, as a crash or power cut would.
+func (a *appliance) kill() {
+	if a.cmd == nil {
+		return
+	}
+	_ = a.cmd.Process.Kill()
+	<-a.done
+	a.cmd = nil
+}
+
 // restart stops the process and starts a new one on the same data and ports.
 func (a *appliance) restart(extra ...string) {
 	a.t.Helper()

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mattn/go-isatty"
+)
+
+// progress reports bytes sent: a bar redrawn in place on a terminal, plain
+// lines elsewhere (logs, CI).
+type progress struct {
+	w        io.Writer
+	name     string
+	total    int64 // -1 when unknown
+	done     atomic.Int64
+	start    time.Time
+	terminal bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+func newProgress(w io.Writer, name string, total int64) *progress {
+	p := &progress{w: w, name: name, total: total, start: time.Now(), stop: make(chan struct{})}
+	if f, ok := w.(*os.File); ok {
+		p.terminal = isatty.IsTerminal(f.Fd())
+	}
+	interval := 10 * time.Second
+	if p.terminal {
+		interval = 200 * time.Millisecond
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+				p.print(false)
+			}
+		}
+	}()
+	return p
+}
+
+// reader counts what passes through r.
+func (p *progress) reader(r io.Reader) io.Reader { return &countingReader{r: r, p: p} }
+
+type countingReader struct {
+	r io.Reader
+	p *progress
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.p.done.Add(int64(n))
+	return n, err
+}
+
+// finish stops the reporting and prints the final state.
+func (p *progress) finish() {
+	close(p.stop)
+	p.wg.Wait()
+	p.print(true)
+}
+
+func (p *progress) print(final bool) {
+	done := p.done.Load()
+	elapsed := time.Since(p.start)
+	rate := float64(done) / max(elapsed.Seconds(), 0.001)
+	line := fmt.Sprintf("%s  %s", p.name, humanBytes(done))
+	if p.total > 0 {
+		frac := float64(done) / float64(p.total)
+		eta := "--"
+		if rate > 0 && done < p.total {
+			eta = time.Duration(float64(p.total-done) / rate * float64(time.Second)).Truncate(time.Second).String()
+		}
+		if p.terminal {
+			width := 30
+			filled := min(width, int(frac*float64(width)))
+			line = fmt.Sprintf("%s [%s%s] %5.1f%%  %s/%s  %s/s  ETA %s", p.name, strings.Repeat("=", filled), strings.Repeat(" ", width-filled),
+				frac*100, humanBytes(done), humanBytes(p.total), humanBytes(int64(rate)), eta)
+		} else {
+			line = fmt.Sprintf("%s: %s of %s (%.0f%%), %s/s, ETA %s", p.name, humanBytes(done), humanBytes(p.total), frac*100, humanBytes(int64(rate)), eta)
+		}
+	} else {
+		line += fmt.Sprintf(", %s/s", humanBytes(int64(rate)))
+	}
+	if p.terminal {
+		fmt.Fprintf(p.w, "\r\033[K%s", line)
+		if final {
+			fmt.Fprintln(p.w)
+		}
+		return
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
