@@ -8,6 +8,8 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/appliance-dev/appliance/internal/registry"
 )
 
 // plan is what an import will make visible, in order: manifests (children
@@ -58,7 +60,7 @@ func (p *plan) addTag(repo, tag string, d digest.Digest) error {
 		}
 		return nil
 	}
-	if !reference.TagRegexp.MatchString(tag) || len(tag) > 128 {
+	if !registry.ValidTag(tag) {
 		return fmt.Errorf("%w: invalid tag %q", ErrInvalidJSON, tag)
 	}
 	p.tagIndex[key] = d

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"regexp"
 	"sort"
 
 	"github.com/distribution/distribution/v3"
@@ -35,6 +36,12 @@ var (
 	// ErrInvalidName: a repository name or tag the registry does not accept.
 	ErrInvalidName = errors.New("invalid repository name or tag")
 )
+
+// tagRE is reference.TagRegexp anchored (the library's is not).
+var tagRE = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
+
+// ValidTag tells whether tag is a valid OCI tag.
+func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
 
 // Descriptor names stored content.
 type Descriptor struct {
@@ -220,7 +227,7 @@ func (r *Registry) Tag(ctx context.Context, repo, tag string, d digest.Digest) e
 	if err := r.checkWritable(); err != nil {
 		return err
 	}
-	if !reference.TagRegexp.MatchString(tag) || len(tag) > 128 {
+	if !ValidTag(tag) {
 		return fmt.Errorf("%w: tag %q", ErrInvalidName, tag)
 	}
 	rp, err := r.repository(ctx, repo)
