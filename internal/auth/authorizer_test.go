@@ -256,7 +256,7 @@ func TestAuthenticate(t *testing.T) {
 			t.Parallel()
 			p, err := a.Authenticate(tc.header)
 			switch {
-			case tc.wantErr == errAny:
+			case errors.Is(tc.wantErr, errAny):
 				if err == nil {
 					t.Fatalf("Authenticate = %+v, want an error", p)
 				}

@@ -110,14 +110,14 @@ func (t *Tokens) Issue(subject string, access []ResourceActions) (token string, 
 func (t *Tokens) Verify(token string) (*TokenClaims, error) {
 	parsed, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	var c TokenClaims
 	if err := parsed.Claims(&t.key.PublicKey, &c); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	if err := c.ValidateWithLeeway(jwt.Expected{Issuer: Service, AnyAudience: jwt.Audience{Service}, Time: t.now()}, 0); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	return &c, nil
 }

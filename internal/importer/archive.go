@@ -42,13 +42,13 @@ func decompress(br *bufio.Reader) (io.Reader, string, func(), error) {
 	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			return nil, "", nil, fmt.Errorf("%w: gzip: %v", ErrNotArchive, err)
+			return nil, "", nil, fmt.Errorf("%w: gzip: %w", ErrNotArchive, err)
 		}
 		return zr, "gzip", func() { _ = zr.Close() }, nil
 	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
-			return nil, "", nil, fmt.Errorf("%w: zstd: %v", ErrNotArchive, err)
+			return nil, "", nil, fmt.Errorf("%w: zstd: %w", ErrNotArchive, err)
 		}
 		return zr, "zstd", zr.Close, nil
 	}
@@ -82,10 +82,10 @@ func (t *tarEntries) next() (*entry, error) {
 			if !t.started {
 				return nil, ErrNotArchive
 			}
-			return nil, fmt.Errorf("%w: %v", ErrTruncated, err)
+			return nil, fmt.Errorf("%w: %w", ErrTruncated, err)
 		case err != nil:
 			if !t.started {
-				return nil, fmt.Errorf("%w: %v", ErrNotArchive, err)
+				return nil, fmt.Errorf("%w: %w", ErrNotArchive, err)
 			}
 			return nil, err
 		}
@@ -114,7 +114,8 @@ func (t *tarEntries) next() (*entry, error) {
 			if path.IsAbs(h.Linkname) {
 				return nil, &entryError{name: name, err: fmt.Errorf("%w: symlink to absolute path %q", ErrUnsafePath, h.Linkname)}
 			}
-			target, err := cleanName(path.Join(path.Dir(name), h.Linkname))
+			target, err := cleanName(path.Join(path.Dir(name), h.Linkname)) //nolint:gosec // G305: cleanName refuses anything that leaves the archive; nothing is written to disk
+
 			if err != nil {
 				return nil, &entryError{name: name, err: fmt.Errorf("%w: symlink to %q points outside the archive", ErrUnsafePath, h.Linkname)}
 			}

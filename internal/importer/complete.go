@@ -78,8 +78,7 @@ func (s *session) planImgpkg() (*plan, error) {
 	p := newPlan(FormatImgpkg)
 	repo := s.req.ToRepo
 	var bundles []bundleRef
-	var addImage func(img imgpkgImage, top bool) (digest.Digest, error)
-	addImage = func(img imgpkgImage, top bool) (digest.Digest, error) {
+	addImage := func(img imgpkgImage, top bool) (digest.Digest, error) {
 		md, err := checkRaw("manifest", img.Manifest.Raw, img.Manifest.Digest)
 		if err != nil {
 			return "", s.fail("verify", "manifest.json", err)
@@ -204,14 +203,14 @@ func (s *session) planOCI() (*plan, error) {
 		Version string `json:"imageLayoutVersion"`
 	}
 	if err := json.Unmarshal(s.meta["oci-layout"], &layout); err != nil {
-		return nil, s.fail("parse", "oci-layout", fmt.Errorf("%w: %v", ErrInvalidJSON, err))
+		return nil, s.fail("parse", "oci-layout", fmt.Errorf("%w: %w", ErrInvalidJSON, err))
 	}
 	if layout.Version != "1.0.0" {
 		return nil, s.fail("parse", "oci-layout", fmt.Errorf("%w: imageLayoutVersion %q (want 1.0.0)", ErrUnknownFormat, layout.Version))
 	}
 	var index manifestDoc
 	if err := json.Unmarshal(s.meta["index.json"], &index); err != nil {
-		return nil, s.fail("parse", "index.json", fmt.Errorf("%w: %v", ErrInvalidJSON, err))
+		return nil, s.fail("parse", "index.json", fmt.Errorf("%w: %w", ErrInvalidJSON, err))
 	}
 	if len(index.Manifests) == 0 {
 		return nil, s.fail("parse", "index.json", fmt.Errorf("%w: the layout lists no images", ErrInvalidJSON))
@@ -358,7 +357,7 @@ type dockerSaveEntry struct {
 func (s *session) planDockerSave() (*plan, error) {
 	var entries []dockerSaveEntry
 	if err := json.Unmarshal(s.meta["manifest.json"], &entries); err != nil {
-		return nil, s.fail("parse", "manifest.json", fmt.Errorf("%w: %v", ErrInvalidJSON, err))
+		return nil, s.fail("parse", "manifest.json", fmt.Errorf("%w: %w", ErrInvalidJSON, err))
 	}
 	if len(entries) == 0 {
 		return nil, s.fail("parse", "manifest.json", fmt.Errorf("%w: the archive lists no images", ErrInvalidJSON))
@@ -394,7 +393,7 @@ func (s *session) planDockerImage(p *plan, e dockerSaveEntry) error {
 		} `json:"rootfs"`
 	}
 	if err := json.Unmarshal(cfgRaw, &config); err != nil {
-		return s.fail("parse", cname, fmt.Errorf("%w: %v", ErrInvalidJSON, err))
+		return s.fail("parse", cname, fmt.Errorf("%w: %w", ErrInvalidJSON, err))
 	}
 	if len(config.RootFS.DiffIDs) != len(e.Layers) {
 		return s.fail("verify", cname, fmt.Errorf("%w: the config lists %d layers, manifest.json %d", ErrInvalidJSON, len(config.RootFS.DiffIDs), len(e.Layers)))

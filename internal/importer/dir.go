@@ -35,8 +35,15 @@ func (imp *Importer) ImportDir(ctx context.Context, dir string, req Request) (*R
 // order WalkDir gives (lexical), with neutral metadata. The CLI uses it to
 // upload an OCI layout folder.
 func TarFolder(ctx context.Context, dir string, w io.Writer) error {
+	// Files are opened through an os.Root: a file swapped for a link that
+	// leaves the folder between the walk and the open is refused.
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -62,7 +69,7 @@ func TarFolder(ctx context.Context, dir string, w io.Writer) error {
 			if err != nil {
 				return err
 			}
-			f, err := os.Open(path)
+			f, err := root.Open(filepath.FromSlash(rel))
 			if err != nil {
 				return err
 			}
@@ -70,6 +77,8 @@ func TarFolder(ctx context.Context, dir string, w io.Writer) error {
 			if err := tw.WriteHeader(&tar.Header{Name: rel, Typeflag: tar.TypeReg, Size: info.Size(), Mode: 0o644}); err != nil {
 				return err
 			}
+			// A file that changed size since the walk fails here (tar
+			// refuses a short or long body) rather than being misread.
 			if _, err := io.Copy(tw, f); err != nil {
 				return err
 			}

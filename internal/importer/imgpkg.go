@@ -76,7 +76,7 @@ func isImgpkgManifest(data []byte) bool {
 func parseImgpkgManifest(data []byte) ([]imgpkgEntry, error) {
 	var entries []imgpkgEntry
 	if err := json.Unmarshal(data, &entries); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidJSON, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidJSON, err)
 	}
 	for i, e := range entries {
 		if (e.Image == nil) == (e.ImageIndex == nil) {
@@ -90,7 +90,7 @@ func parseImgpkgManifest(data []byte) ([]imgpkgEntry, error) {
 func checkRaw(what, raw, named string) (digest.Digest, error) {
 	d, err := digest.Parse(named)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s digest %q: %v", ErrInvalidJSON, what, named, err)
+		return "", fmt.Errorf("%w: %s digest %q: %w", ErrInvalidJSON, what, named, err)
 	}
 	if raw == "" {
 		return "", fmt.Errorf("%w: %s %s has no content", ErrInvalidJSON, what, d)

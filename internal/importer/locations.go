@@ -67,7 +67,7 @@ func (s *session) readImagesLock(layer digest.Digest) (imagesLock, error) {
 	defer rc.Close()
 	zr, err := gzip.NewReader(io.LimitReader(rc, maxBundleLayer))
 	if err != nil {
-		return lock, fmt.Errorf("%w: bundle layer is not gzip: %v", ErrInvalidJSON, err)
+		return lock, fmt.Errorf("%w: bundle layer is not gzip: %w", ErrInvalidJSON, err)
 	}
 	defer zr.Close()
 	tr := tar.NewReader(zr)
@@ -77,17 +77,17 @@ func (s *session) readImagesLock(layer digest.Digest) (imagesLock, error) {
 			return lock, fmt.Errorf("%w: the bundle layer has no .imgpkg/images.yml", ErrInvalidJSON)
 		}
 		if err != nil {
-			return lock, fmt.Errorf("%w: bundle layer: %v", ErrInvalidJSON, err)
+			return lock, fmt.Errorf("%w: bundle layer: %w", ErrInvalidJSON, err)
 		}
 		if strings.TrimPrefix(h.Name, "./") != ".imgpkg/images.yml" || h.Typeflag != tar.TypeReg {
 			continue
 		}
 		data, err := io.ReadAll(io.LimitReader(tr, maxMetaSize))
 		if err != nil {
-			return lock, fmt.Errorf("%w: bundle layer: %v", ErrInvalidJSON, err)
+			return lock, fmt.Errorf("%w: bundle layer: %w", ErrInvalidJSON, err)
 		}
 		if err := yaml.Unmarshal(data, &lock); err != nil {
-			return lock, fmt.Errorf("%w: .imgpkg/images.yml: %v", ErrInvalidJSON, err)
+			return lock, fmt.Errorf("%w: .imgpkg/images.yml: %w", ErrInvalidJSON, err)
 		}
 		if lock.Kind != "ImagesLock" {
 			return lock, fmt.Errorf("%w: .imgpkg/images.yml has kind %q, want ImagesLock", ErrInvalidJSON, lock.Kind)
@@ -118,7 +118,7 @@ func (s *session) planLocations(p *plan, repo string, b bundleRef, bundles map[d
 		// and lists each digest once.
 		ref, err := name.NewDigest(im.Image)
 		if err != nil {
-			return s.fail("parse", b.digest.String(), fmt.Errorf("%w: images.yml names %q, not a digest reference: %v", ErrInvalidJSON, im.Image, err))
+			return s.fail("parse", b.digest.String(), fmt.Errorf("%w: images.yml names %q, not a digest reference: %w", ErrInvalidJSON, im.Image, err))
 		}
 		d := digest.Digest(ref.DigestStr())
 		if !planned[d] {

@@ -126,7 +126,7 @@ func isForeign(mt string) bool {
 func parseManifest(mediaType string, raw []byte) (manifestDoc, string, error) {
 	var doc manifestDoc
 	if err := json.Unmarshal(raw, &doc); err != nil {
-		return doc, "", fmt.Errorf("%w: %v", ErrInvalidJSON, err)
+		return doc, "", fmt.Errorf("%w: %w", ErrInvalidJSON, err)
 	}
 	mt := doc.MediaType
 	if mt == "" {
@@ -219,7 +219,7 @@ func (s *session) destination(name string) (repo, tag string, err error) {
 	}
 	named, err := reference.ParseNormalizedNamed(name)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: image name %q: %v", ErrInvalidJSON, name, err)
+		return "", "", fmt.Errorf("%w: image name %q: %w", ErrInvalidJSON, name, err)
 	}
 	if t, ok := named.(reference.Tagged); ok {
 		tag = t.Tag()

@@ -307,7 +307,7 @@ func truncated(err error) error {
 func mapStoreErr(err error) error {
 	switch {
 	case errors.Is(err, registry.ErrDigestMismatch), errors.Is(err, registry.ErrSizeMismatch):
-		return fmt.Errorf("%w (%v)", ErrDigestMismatch, err)
+		return fmt.Errorf("%w (%w)", ErrDigestMismatch, err)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return ErrTruncated
 	}

@@ -272,7 +272,7 @@ func loadKey(path string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("load key %s: unexpected PEM block %q: %w", path, block.Type, ErrCorrupt)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load key %s: %w: %v", path, ErrCorrupt, err)
+		return nil, fmt.Errorf("load key %s: %w: %w", path, ErrCorrupt, err)
 	}
 	s, ok := k.(crypto.Signer)
 	if !ok {
@@ -313,7 +313,7 @@ func loadCert(path string) (*x509.Certificate, []byte, error) {
 	}
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load certificate %s: %w: %v", path, ErrCorrupt, err)
+		return nil, nil, fmt.Errorf("load certificate %s: %w: %w", path, ErrCorrupt, err)
 	}
 	return cert, pem.EncodeToMemory(block), nil
 }

@@ -53,7 +53,7 @@ type Descriptor struct {
 func (r *Registry) repository(ctx context.Context, name string) (distribution.Repository, error) {
 	named, err := reference.WithName(name)
 	if err != nil {
-		return nil, fmt.Errorf("%w: repository %q: %v", ErrInvalidName, name, err)
+		return nil, fmt.Errorf("%w: repository %q: %w", ErrInvalidName, name, err)
 	}
 	repo, err := r.namespace.Repository(ctx, named)
 	if err != nil {
@@ -196,7 +196,7 @@ func (r *Registry) PutManifest(ctx context.Context, repo, mediaType string, payl
 	}
 	m, _, err := distribution.UnmarshalManifest(mediaType, payload)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrInvalidManifest, mediaType, err)
+		return "", fmt.Errorf("%w: %s: %w", ErrInvalidManifest, mediaType, err)
 	}
 	ms, err := rp.Manifests(ctx)
 	if err != nil {
@@ -212,7 +212,7 @@ func (r *Registry) PutManifest(ctx context.Context, repo, mediaType string, payl
 					return "", fmt.Errorf("put manifest in %s: %w: %s", repo, ErrBlobUnknown, unknown.Digest)
 				}
 			}
-			return "", fmt.Errorf("put manifest in %s: %w: %v", repo, ErrInvalidManifest, err)
+			return "", fmt.Errorf("put manifest in %s: %w: %w", repo, ErrInvalidManifest, err)
 		}
 		return "", fmt.Errorf("put manifest in %s: %w", repo, err)
 	}

@@ -295,7 +295,7 @@ func (s *Server) putProject(c echo.Context) error {
 func bind(c echo.Context, v any) error {
 	dec := jsonDecoder(c.Request().Body)
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: invalid JSON body: %v", errBadRequest, err)
+		return fmt.Errorf("%w: invalid JSON body: %w", errBadRequest, err)
 	}
 	return nil
 }

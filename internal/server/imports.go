@@ -63,7 +63,7 @@ func (s *Server) postImport(c echo.Context) error {
 		}
 		info, statErr := os.Stat(req.Path)
 		if statErr != nil {
-			return fmt.Errorf("%w: %v", errBadRequest, statErr)
+			return fmt.Errorf("%w: %w", errBadRequest, statErr)
 		}
 		ir := importer.Request{Source: req.Path, ToRepo: req.ToRepo, KeepNames: req.KeepNames, User: p.Name}
 		if info.IsDir() {
@@ -71,7 +71,7 @@ func (s *Server) postImport(c echo.Context) error {
 		} else {
 			f, openErr := os.Open(req.Path)
 			if openErr != nil {
-				return fmt.Errorf("%w: %v", errBadRequest, openErr)
+				return fmt.Errorf("%w: %w", errBadRequest, openErr)
 			}
 			defer f.Close()
 			ir.Reader, ir.Size = f, info.Size()

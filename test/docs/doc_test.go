@@ -31,20 +31,26 @@ func TestEveryPackageHasADocComment(t *testing.T) {
 		t.Fatal(err)
 	}
 	for dir := range dirs {
-		pkgs, err := parser.ParseDir(token.NewFileSet(), dir, func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, parser.ParseComments|parser.PackageClauseOnly)
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for name, p := range pkgs {
-			documented := false
-			for _, f := range p.Files {
-				if f.Doc != nil && strings.TrimSpace(f.Doc.Text()) != "" {
-					documented = true
-				}
+		documented, name := false, ""
+		for _, file := range files {
+			if strings.HasSuffix(file, "_test.go") {
+				continue
 			}
-			if !documented {
-				t.Errorf("package %s in %s has no doc comment", name, dir)
+			f, err := parser.ParseFile(token.NewFileSet(), file, nil, parser.ParseComments|parser.PackageClauseOnly)
+			if err != nil {
+				t.Fatal(err)
 			}
+			name = f.Name.Name
+			if f.Doc != nil && strings.TrimSpace(f.Doc.Text()) != "" {
+				documented = true
+			}
+		}
+		if !documented {
+			t.Errorf("package %s in %s has no doc comment", name, dir)
 		}
 	}
 }
