@@ -48,6 +48,16 @@ func principal(c echo.Context) auth.Principal {
 	return p
 }
 
+// requireUser refuses anonymous callers.
+func (s *Server) requireUser(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if principal(c).Anonymous {
+			return errUnauthenticated
+		}
+		return next(c)
+	}
+}
+
 // requireAdmin refuses anyone but an admin.
 func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -79,8 +89,8 @@ func (s *Server) routes(e *echo.Echo) {
 	api.DELETE("/users/:name", s.removeUser, s.requireAdmin)
 
 	api.POST("/imports", s.postImport)
-	api.GET("/imports", s.listImports)
-	api.GET("/imports/:id", s.getImport)
+	api.GET("/imports", s.listImports, s.requireUser)
+	api.GET("/imports/:id", s.getImport, s.requireUser)
 
 	api.GET("/projects", s.listProjects)
 	api.GET("/projects/:name", s.getProject)

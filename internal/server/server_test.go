@@ -148,10 +148,16 @@ func TestUsersAPI(t *testing.T) {
 		{"unknown user", "DELETE", "/api/v1/users/nobody", "admin", ts.admin, nil, 404, "no such user"},
 		{"admin removes dev", "DELETE", "/api/v1/users/dev", "admin", ts.admin, nil, 204, ""},
 		{"removed user is refused", "GET", "/api/v1/whoami", "dev", "developer-pass-2", nil, 401, ""},
+		{"anonymous may not read the import history", "GET", "/api/v1/imports", "", "", nil, 401, "authentication required"},
+		{"admin reads the import history", "GET", "/api/v1/imports", "admin", ts.admin, nil, 200, ""},
 	}
 	for _, st := range steps {
 		apiErr = APIError{}
-		got := ts.call(t, st.method, st.path, st.user, st.pass, st.body, &apiErr)
+		var raw json.RawMessage
+		got := ts.call(t, st.method, st.path, st.user, st.pass, st.body, &raw)
+		if got >= 400 {
+			_ = json.Unmarshal(raw, &apiErr)
+		}
 		if got != st.want {
 			t.Fatalf("%s: %s %s = %d, want %d (%s)", st.name, st.method, st.path, got, st.want, apiErr.Error.Message)
 		}
