@@ -2,7 +2,14 @@ package importer_test
 
 import (
 	"archive/tar"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -158,5 +165,60 @@ func TestImportImgpkgTwice(t *testing.T) {
 	recs, err := e.hist.List()
 	if err != nil || len(recs) != 2 || recs[0].ID != second.ID {
 		t.Fatalf("history = %v, %v", recs, err)
+	}
+}
+
+// TestImportedSignatureVerifies checks app1's cosign signature after an
+// import the way `cosign verify --key cosign.pub --insecure-ignore-tlog`
+// does: the .sig tag names a simple-signing payload that refers to app1's
+// digest, and its signature annotation verifies with cosign.pub.
+func TestImportedSignatureVerifies(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if _, err := e.importFile(t, fixture(t, "image.tar"), "enclave/app1"); err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, err := os.ReadFile(fixture(t, "cosign.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemBytes)
+	pubAny, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := pubAny.(*ecdsa.PublicKey)
+	sig, err := remote.Image(e.ref(t, "enclave/app1:sha256-"+hexOf(app1)+".sig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := sig.Manifest()
+	layers, _ := sig.Layers()
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := io.ReadAll(rc)
+	var simple struct {
+		Critical struct {
+			Image struct {
+				Digest string `json:"docker-manifest-digest"`
+			} `json:"image"`
+		} `json:"critical"`
+	}
+	if err := json.Unmarshal(payload, &simple); err != nil || simple.Critical.Image.Digest != app1 {
+		t.Fatalf("payload names %q (%v), want %s", simple.Critical.Image.Digest, err, app1)
+	}
+	rawSig, err := base64.StdEncoding.DecodeString(m.Layers[0].Annotations["dev.cosignproject.cosign/signature"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(payload)
+	if !ecdsa.VerifyASN1(pub, sum[:], rawSig) {
+		t.Fatal("the imported signature does not verify with cosign.pub")
+	}
+	// And the signed image itself is there, by the digest the payload names.
+	if _, err := remote.Image(e.ref(t, "enclave/app1@"+app1)); err != nil {
+		t.Fatal(err)
 	}
 }
