@@ -79,7 +79,7 @@ func nestedBundleTar(t *testing.T) ([]byte, string) {
 		"Config":   map[string]any{"Digest": sha([]byte(config)), "Raw": config},
 		"Manifest": map[string]any{"MediaType": "application/vnd.docker.distribution.manifest.v2+json", "Digest": parent, "Raw": manifest},
 		"Tag":      "v2", "OrigRef": "127.0.0.1:5001/fixtures/parent:v2",
-		"Labels":   map[string]string{"dev.carvel.imgpkg.copy.root-bundle": ""},
+		"Labels": map[string]string{"dev.carvel.imgpkg.copy.root-bundle": ""},
 	}})
 	blobs = append(blobs, tarEntry{name: "sha256-" + hexOf(sha(layer)) + ".tar.gz", body: layer})
 	slices.SortFunc(blobs, func(a, b tarEntry) int { return strings.Compare(a.name, b.name) })
