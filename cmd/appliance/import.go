@@ -102,7 +102,7 @@ func (c *cli) upload(ctx context.Context, cl *apiclient.Client, path, toRepo str
 	}
 	p := newProgress(c.stderr, filepath.Base(path), size)
 	var failure server.ImportFailure
-	err = cl.Upload(ctx, "/api/v1/imports?"+q.Encode(), p.reader(body), size, rec, &failure)
+	err = cl.Upload(ctx, "/api/v1/imports?"+q.Encode(), "application/octet-stream", p.reader(body), size, rec, &failure)
 	p.finish()
 	if err != nil {
 		return err

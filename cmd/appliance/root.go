@@ -44,6 +44,7 @@ commands act on a running appliance through its API.`,
 		c.projectCmd(),
 		c.importCmd(),
 		c.importsCmd(),
+		c.aptCmd(),
 	)
 	return root
 }

@@ -87,7 +87,7 @@ func New(o Options) (*Client, error) {
 // overall time limit (ctx bounds it), and decodes the JSON answer into out.
 // On an error answer, the body is decoded into failure as well (when not
 // nil) so callers can show what the server recorded.
-func (c *Client) Upload(ctx context.Context, path string, body io.Reader, size int64, out, failure any) error {
+func (c *Client) Upload(ctx context.Context, path, contentType string, body io.Reader, size int64, out, failure any) error {
 	u := c.base.JoinPath(strings.Split(path, "?")[0])
 	if _, q, ok := strings.Cut(path, "?"); ok {
 		u.RawQuery = q
@@ -97,7 +97,7 @@ func (c *Client) Upload(ctx context.Context, path string, body io.Reader, size i
 		return fmt.Errorf("upload: %w", err)
 	}
 	req.ContentLength = size
-	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/json")
 	if c.username != "" {
 		req.SetBasicAuth(c.username, c.password)

@@ -39,6 +39,8 @@ type Config struct {
 	Log Log `mapstructure:"log"`
 	// Auth controls tokens.
 	Auth Auth `mapstructure:"auth"`
+	// Apt controls the local apt repository.
+	Apt Apt `mapstructure:"apt"`
 	// Projects declares project visibility. A project is the first path
 	// component of a repository name; undeclared projects are public unless
 	// changed through the API.
@@ -57,6 +59,13 @@ type Auth struct {
 	TokenTTL time.Duration `mapstructure:"token_ttl"`
 }
 
+// Apt is the apt repository section.
+type Apt struct {
+	// KeepSnapshots is how many publishes of each distribution are kept
+	// for rollback, the current one included.
+	KeepSnapshots int `mapstructure:"keep_snapshots"`
+}
+
 // Project declares one project's visibility.
 type Project struct {
 	Name   string `mapstructure:"name"`
@@ -73,6 +82,7 @@ func Defaults() Config {
 		ShutdownTimeout: 20 * time.Second,
 		Log:             Log{Level: "info", Format: "text"},
 		Auth:            Auth{TokenTTL: 15 * time.Minute},
+		Apt:             Apt{KeepSnapshots: 10},
 	}
 }
 
@@ -118,6 +128,7 @@ func Load(fs *pflag.FlagSet, env []string) (Config, error) {
 	v.SetDefault("log.level", d.Log.Level)
 	v.SetDefault("log.format", d.Log.Format)
 	v.SetDefault("auth.token_ttl", d.Auth.TokenTTL)
+	v.SetDefault("apt.keep_snapshots", d.Apt.KeepSnapshots)
 	v.SetDefault("projects", []any{})
 
 	envMap := map[string]string{}
@@ -229,6 +240,9 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.TokenTTL < time.Minute || c.Auth.TokenTTL > 24*time.Hour {
 		bad("auth.token_ttl: must be between 1m and 24h, got %s", c.Auth.TokenTTL)
+	}
+	if c.Apt.KeepSnapshots < 1 || c.Apt.KeepSnapshots > 1000 {
+		bad("apt.keep_snapshots: must be between 1 and 1000, got %d", c.Apt.KeepSnapshots)
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Projects {

@@ -58,6 +58,21 @@ func (s *Server) requireUser(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// requireDeveloper refuses anyone who may not change content (guests,
+// anonymous callers, token bearers).
+func (s *Server) requireDeveloper(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		p := principal(c)
+		if p.Anonymous {
+			return errUnauthenticated
+		}
+		if !s.canImport(p) {
+			return fmt.Errorf("%w: this needs the developer or admin role", errForbidden)
+		}
+		return next(c)
+	}
+}
+
 // requireAdmin refuses anyone but an admin.
 func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -91,6 +106,8 @@ func (s *Server) routes(e *echo.Echo) {
 	api.POST("/imports", s.postImport)
 	api.GET("/imports", s.listImports, s.requireUser)
 	api.GET("/imports/:id", s.getImport, s.requireUser)
+
+	s.aptAPI(api)
 
 	api.GET("/projects", s.listProjects)
 	api.GET("/projects/:name", s.getProject)

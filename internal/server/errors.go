@@ -7,6 +7,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/appliance-dev/appliance/internal/aptrepo"
 	"github.com/appliance-dev/appliance/internal/auth"
 )
 
@@ -30,6 +31,18 @@ var (
 func statusOf(err error) (int, string) {
 	if status, code, ok := importStatus(err); ok {
 		return status, code
+	}
+	switch {
+	case errors.Is(err, aptrepo.ErrConflict):
+		return http.StatusConflict, "CONFLICT"
+	case errors.Is(err, aptrepo.ErrNotDeb), errors.Is(err, aptrepo.ErrBadControl), errors.Is(err, aptrepo.ErrTooLarge):
+		return http.StatusUnprocessableEntity, "PACKAGE_REFUSED"
+	case errors.Is(err, aptrepo.ErrInvalid):
+		return http.StatusBadRequest, "BAD_REQUEST"
+	case errors.Is(err, aptrepo.ErrNotFound):
+		return http.StatusNotFound, "NOT_FOUND"
+	case errors.Is(err, aptrepo.ErrNotAvailable):
+		return http.StatusGone, "GONE"
 	}
 	var he *echo.HTTPError
 	switch {

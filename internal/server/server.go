@@ -25,6 +25,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/appliance-dev/appliance/internal/aptrepo"
 	"github.com/appliance-dev/appliance/internal/auth"
 	"github.com/appliance-dev/appliance/internal/config"
 	"github.com/appliance-dev/appliance/internal/importer"
@@ -38,6 +39,7 @@ const (
 	secretFile    = "http.secret"
 	stateFile     = "registry-state.json"
 	importsDir    = "imports"
+	aptDir        = "apt"
 	maxAPIBodyLen = 1 << 20
 )
 
@@ -52,6 +54,7 @@ type Server struct {
 	tokens        *auth.Tokens
 	authz         *auth.Authorizer
 	reg           *registry.Registry
+	apt           *aptrepo.Repos
 	history       *importer.History
 	importer      *importer.Importer
 	metrics       *metrics
@@ -122,16 +125,23 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 	if err != nil {
 		return nil, err
 	}
+	if s.apt, err = aptrepo.Open(ctx, aptrepo.Options{Dir: filepath.Join(dir, aptDir), Logger: log, KeepSnapshots: cfg.Apt.KeepSnapshots}); err != nil {
+		_ = s.reg.Close()
+		return nil, err
+	}
 	if s.history, err = importer.OpenHistory(filepath.Join(dir, importsDir)); err != nil {
 		_ = s.reg.Close()
+		_ = s.apt.Close()
 		return nil, err
 	}
 	if s.importer, err = importer.New(s.reg, s.history, importer.WithLogger(log)); err != nil {
 		_ = s.reg.Close()
+		_ = s.apt.Close()
 		return nil, err
 	}
 	if err := s.sweepStaging(ctx); err != nil {
 		_ = s.reg.Close()
+		_ = s.apt.Close()
 		return nil, err
 	}
 	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly })
@@ -233,6 +243,7 @@ func (s *Server) newEcho() *echo.Echo {
 	e.HEAD("/readyz", s.readyz)
 	e.GET("/ca.crt", s.caCert)
 	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()))
+	s.aptRoutes(e)
 	return e
 }
 
@@ -338,7 +349,7 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = s.httpSrv.Close()
 		shutdownErr = fmt.Errorf("graceful shutdown did not finish within %s: %w", s.cfg.ShutdownTimeout, shutdownErr)
 	}
-	closeErr := s.reg.Close()
+	closeErr := errors.Join(s.reg.Close(), s.apt.Close())
 	s.log.Info("stopped")
 	return errors.Join(runErr, shutdownErr, closeErr)
 }
