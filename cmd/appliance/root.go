@@ -45,6 +45,7 @@ commands act on a running appliance through its API.`,
 		c.importCmd(),
 		c.importsCmd(),
 		c.aptCmd(),
+		c.keyCmd(),
 	)
 	return root
 }
