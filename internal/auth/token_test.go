@@ -385,3 +385,32 @@ func TestOpenTokensBadKey(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifiedTokenCacheStillExpires: a token served from the cache of
+// verified tokens is refused once it expires, and a tampered token is
+// never taken from the cache.
+func TestVerifiedTokenCacheStillExpires(t *testing.T) {
+	t.Parallel()
+	tk, err := OpenTokens(filepath.Join(t.TempDir(), TokenKeyFile), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now()
+	tk.now = func() time.Time { return base }
+	tok, _, err := tk.Issue("alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second time from the cache
+		if _, err := tk.Verify(tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tk.Verify(tok[:len(tok)-2] + "AA"); err == nil {
+		t.Fatal("a tampered token verified")
+	}
+	tk.now = func() time.Time { return base.Add(2 * time.Minute) }
+	if _, err := tk.Verify(tok); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("expired cached token = %v, want ErrInvalidToken", err)
+	}
+}

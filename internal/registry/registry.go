@@ -82,7 +82,9 @@ type Registry struct {
 	log       *slog.Logger
 	modeMu    sync.Mutex // serializes SetReadOnly
 
-	readOnly atomic.Pointer[Mode]
+	readOnly   atomic.Pointer[Mode]
+	authorizer Authorizer
+	cache      *manifestCache
 
 	usageMu   sync.Mutex
 	usage     int64
@@ -165,7 +167,7 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		_ = app.Shutdown()
 		return nil, fmt.Errorf("new registry: %w", err)
 	}
-	r := &Registry{app: app, namespace: ns, driver: driver, root: opts.RootDir, stateFile: opts.StateFile, log: opts.Logger}
+	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), root: opts.RootDir, stateFile: opts.StateFile, log: opts.Logger}
 	r.readOnly.Store(st)
 	r.handler = http.HandlerFunc(r.serve)
 	return r, nil
@@ -268,12 +270,21 @@ func ReadOnlyError(reason string) string {
 
 func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	switch req.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	case http.MethodGet, http.MethodHead:
+		if r.serveCachedManifest(w, req) {
+			return
+		}
+	case http.MethodOptions:
 	default:
 		if st := r.readOnly.Load(); st.ReadOnly {
 			w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 			_ = errcode.ServeJSON(w, errcode.ErrorCodeDenied.WithMessage(ReadOnlyError(st.Reason)))
 			return
+		}
+		// A write: nothing cached for the repository may outlive it.
+		if repo, ok := repoOfPath(req.URL.Path); ok {
+			r.cache.invalidate(repo)
+			defer r.cache.invalidate(repo)
 		}
 	}
 	r.app.ServeHTTP(w, req)

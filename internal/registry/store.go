@@ -190,6 +190,8 @@ func (r *Registry) PutManifest(ctx context.Context, repo, mediaType string, payl
 	if err := r.checkWritable(); err != nil {
 		return "", err
 	}
+	r.cache.invalidate(repo)
+	defer r.cache.invalidate(repo)
 	rp, err := r.repository(ctx, repo)
 	if err != nil {
 		return "", err
@@ -227,6 +229,8 @@ func (r *Registry) Tag(ctx context.Context, repo, tag string, d digest.Digest) e
 	if err := r.checkWritable(); err != nil {
 		return err
 	}
+	r.cache.invalidate(repo)
+	defer r.cache.invalidate(repo)
 	if !ValidTag(tag) {
 		return fmt.Errorf("%w: tag %q", ErrInvalidName, tag)
 	}
@@ -277,6 +281,8 @@ func (r *Registry) Tags(ctx context.Context, repo string) ([]string, error) {
 
 // RemoveRepository deletes a repository's links and tags (not shared blobs).
 func (r *Registry) RemoveRepository(ctx context.Context, repo string) error {
+	r.cache.invalidate(repo)
+	defer r.cache.invalidate(repo)
 	named, err := reference.WithName(repo)
 	if err != nil {
 		return fmt.Errorf("%w: %q", ErrInvalidName, repo)

@@ -1,0 +1,221 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/opencontainers/go-digest"
+)
+
+// manifestCache serves manifest GETs and HEADs from memory: distribution
+// reads three small files and parses the manifest on every GET, which caps
+// a registry that mostly answers "what is gpu-operator:v24.9?" well below
+// what the hardware can do.
+//
+// Correctness rests on one rule: every write to a repository, whether over
+// /v2/ or through the direct-storage methods the importer uses, goes
+// through this package and invalidates that repository before and after.
+// A per-repository generation stops a lookup that raced a write from
+// filling the cache with what it read before the write.
+type manifestCache struct {
+	mu    sync.RWMutex
+	gen   map[string]uint64        // repository → generation
+	tags  map[string]digest.Digest // "repo:tag" → digest
+	mans  map[string]cachedManifest
+	bytes int64
+}
+
+type cachedManifest struct {
+	mediaType string
+	payload   []byte
+}
+
+const (
+	maxCachedManifests    = 20000
+	maxCachedManifestSize = 1 << 20
+	maxCacheBytes         = 64 << 20
+)
+
+func newManifestCache() *manifestCache {
+	return &manifestCache{gen: map[string]uint64{}, tags: map[string]digest.Digest{}, mans: map[string]cachedManifest{}}
+}
+
+// invalidate drops everything cached for repo.
+func (c *manifestCache) invalidate(repo string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen[repo]++
+	prefixTag, prefixMan := repo+":", repo+"@"
+	for k := range c.tags {
+		if strings.HasPrefix(k, prefixTag) {
+			delete(c.tags, k)
+		}
+	}
+	for k, m := range c.mans {
+		if strings.HasPrefix(k, prefixMan) {
+			c.bytes -= int64(len(m.payload))
+			delete(c.mans, k)
+		}
+	}
+}
+
+// get returns the cached manifest for repo and ref (a tag or a digest),
+// and the generation to hand to put on a miss.
+func (c *manifestCache) get(repo, ref string) (digest.Digest, cachedManifest, bool, uint64) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	gen := c.gen[repo]
+	d := digest.Digest(ref)
+	if !strings.Contains(ref, ":") {
+		var ok bool
+		if d, ok = c.tags[repo+":"+ref]; !ok {
+			return "", cachedManifest{}, false, gen
+		}
+	}
+	m, ok := c.mans[repo+"@"+d.String()]
+	return d, m, ok, gen
+}
+
+// put stores what a lookup found, unless the repository changed meanwhile.
+func (c *manifestCache) put(repo, ref string, gen uint64, d digest.Digest, m cachedManifest) {
+	if len(m.payload) > maxCachedManifestSize {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen[repo] != gen {
+		return
+	}
+	if len(c.mans) >= maxCachedManifests || c.bytes+int64(len(m.payload)) > maxCacheBytes {
+		clear(c.mans)
+		clear(c.tags)
+		c.bytes = 0
+	}
+	if !strings.Contains(ref, ":") {
+		c.tags[repo+":"+ref] = d
+	}
+	key := repo + "@" + d.String()
+	if _, ok := c.mans[key]; !ok {
+		c.mans[key] = m
+		c.bytes += int64(len(m.payload))
+	}
+}
+
+// manifestPath splits /v2/<name>/manifests/<ref>.
+func manifestPath(p string) (repo, ref string, ok bool) {
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		return "", "", false
+	}
+	i := strings.LastIndex(rest, "/manifests/")
+	if i <= 0 {
+		return "", "", false
+	}
+	repo, ref = rest[:i], rest[i+len("/manifests/"):]
+	if ref == "" || strings.Contains(ref, "/") {
+		return "", "", false
+	}
+	return repo, ref, true
+}
+
+// repoOfPath returns the repository a /v2/ path names, if any.
+func repoOfPath(p string) (string, bool) {
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		return "", false
+	}
+	for _, sep := range []string{"/manifests/", "/blobs/", "/tags/"} {
+		if i := strings.LastIndex(rest, sep); i > 0 {
+			return rest[:i], true
+		}
+	}
+	return "", false
+}
+
+// acceptsType tells whether the Accept headers take mediaType. Like
+// distribution, a client that names no manifest type at all is served.
+func acceptsType(r *http.Request, mediaType string) bool {
+	accepts := r.Header.Values("Accept")
+	named := false
+	for _, h := range accepts {
+		for _, part := range strings.Split(h, ",") {
+			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+			mt = strings.TrimSpace(mt)
+			if mt == mediaType {
+				return true
+			}
+			if strings.Contains(mt, "manifest") || strings.Contains(mt, "index") {
+				named = true
+			}
+		}
+	}
+	return !named && mediaType != "application/vnd.oci.image.manifest.v1+json" && mediaType != "application/vnd.oci.image.index.v1+json"
+}
+
+// serveCachedManifest answers a manifest GET or HEAD from the cache, or
+// fills the cache and answers, when the caller may pull and the request is
+// one the cache can answer exactly as distribution would. It returns false
+// to let distribution handle the request.
+func (r *Registry) serveCachedManifest(w http.ResponseWriter, req *http.Request) bool {
+	repo, ref, ok := manifestPath(req.URL.Path)
+	if !ok {
+		return false
+	}
+	if _, err := r.authorizer.AuthorizeRegistry(req, []Access{{Type: "repository", Name: repo, Action: "pull"}}); err != nil {
+		return false // distribution answers with the challenge
+	}
+	d, m, hit, gen := r.cache.get(repo, ref)
+	if !hit {
+		var err error
+		if d, m, err = r.lookupManifest(req.Context(), repo, ref); err != nil {
+			return false // not found, invalid, …: distribution says so properly
+		}
+		r.cache.put(repo, ref, gen, d, m)
+	}
+	if !acceptsType(req, m.mediaType) {
+		return false
+	}
+	h := w.Header()
+	h.Set("Docker-Distribution-API-Version", "registry/2.0")
+	h.Set("Content-Type", m.mediaType)
+	h.Set("Content-Length", strconv.Itoa(len(m.payload)))
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Etag", `"`+d.String()+`"`)
+	if inm := req.Header.Get("If-None-Match"); inm != "" && strings.Trim(inm, `"`) == d.String() {
+		w.WriteHeader(http.StatusNotModified)
+		return true
+	}
+	w.WriteHeader(http.StatusOK)
+	if req.Method == http.MethodGet {
+		_, _ = w.Write(m.payload)
+	}
+	return true
+}
+
+func (r *Registry) lookupManifest(ctx context.Context, repo, ref string) (digest.Digest, cachedManifest, error) {
+	d := digest.Digest(ref)
+	if strings.Contains(ref, ":") {
+		if err := d.Validate(); err != nil {
+			return "", cachedManifest{}, err
+		}
+	} else {
+		var ok bool
+		var err error
+		if d, ok, err = r.TagDigest(ctx, repo, ref); err != nil || !ok {
+			return "", cachedManifest{}, errors.Join(err, distribution.ErrManifestUnknownRevision{Name: repo, Revision: d})
+		}
+	}
+	mt, payload, err := r.GetManifest(ctx, repo, d)
+	if err != nil {
+		return "", cachedManifest{}, err
+	}
+	if digest.FromBytes(payload) != d {
+		return "", cachedManifest{}, ErrDigestMismatch
+	}
+	return d, cachedManifest{mediaType: mt, payload: payload}, nil
+}

@@ -1,0 +1,116 @@
+package registry
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+)
+
+func ociImage(t *testing.T) v1.Image {
+	t.Helper()
+	l, err := random.Layer(256, types.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// TestManifestCacheNeverServesStale pushes, reads (filling the cache),
+// moves the tag over /v2/ and through the importer's direct path, deletes,
+// and checks every read answers what storage holds now.
+func TestManifestCacheNeverServesStale(t *testing.T) {
+	t.Parallel()
+	r := newTest(t, t.TempDir())
+	srv := httptest.NewServer(r.Handler())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	ref, _ := name.ParseReference(host+"/p/app:v1", name.Insecure)
+	head := func() digest.Digest {
+		t.Helper()
+		for range 2 { // the second read comes from the cache
+			d, err := remote.Head(ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := remote.Image(ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := img.Digest(); got != d.Digest {
+				t.Fatalf("GET digest %s, HEAD %s", got, d.Digest)
+			}
+		}
+		d, _ := remote.Head(ref)
+		return digest.Digest(d.Digest.String())
+	}
+	a, b, c := ociImage(t), ociImage(t), ociImage(t)
+	if err := remote.Write(ref, a); err != nil {
+		t.Fatal(err)
+	}
+	da, _ := a.Digest()
+	if got := head(); got.String() != da.String() {
+		t.Fatalf("v1 = %s, want %s", got, da)
+	}
+	// Moved over /v2/.
+	if err := remote.Write(ref, b); err != nil {
+		t.Fatal(err)
+	}
+	db, _ := b.Digest()
+	if got := head(); got.String() != db.String() {
+		t.Fatalf("after a push v1 = %s, want %s", got, db)
+	}
+	// Moved through the direct path (as an import does).
+	cref, _ := name.ParseReference(host+"/p/app:other", name.Insecure)
+	if err := remote.Write(cref, c); err != nil {
+		t.Fatal(err)
+	}
+	dc, _ := c.Digest()
+	if err := r.Tag(context.Background(), "p/app", "v1", digest.Digest(dc.String())); err != nil {
+		t.Fatal(err)
+	}
+	if got := head(); got.String() != dc.String() {
+		t.Fatalf("after a direct tag v1 = %s, want %s", got, dc)
+	}
+	// Deleted over /v2/: gone, not served from the cache.
+	byDigest, _ := name.ParseReference(host+"/p/app@"+dc.String(), name.Insecure)
+	if _, err := remote.Head(byDigest); err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Delete(byDigest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.Head(byDigest); err == nil {
+		t.Fatal("a deleted manifest is still served")
+	}
+	// Accept: an OCI manifest is not served to a client that names only
+	// Docker types, exactly as distribution answers.
+	if err := remote.Write(ref, a); err != nil {
+		t.Fatal(err)
+	}
+	head()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v2/p/app/manifests/v1", nil)
+	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("OCI manifest to a Docker-only client = %d, want distribution's 404", resp.StatusCode)
+	}
+}
