@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -112,5 +113,50 @@ func TestManifestCacheNeverServesStale(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("OCI manifest to a Docker-only client = %d, want distribution's 404", resp.StatusCode)
+	}
+}
+
+// TestServeBlobDirect: blobs are served whole, by range and to HEAD with
+// distribution's headers, and never from a repository they are not linked into.
+func TestServeBlobDirect(t *testing.T) {
+	t.Parallel()
+	r := newTest(t, t.TempDir())
+	srv := httptest.NewServer(r.Handler())
+	defer srv.Close()
+	ctx := context.Background()
+	data := []byte("0123456789abcdefghij")
+	d := digest.FromBytes(data)
+	if _, err := r.WriteBlob(ctx, "p/one", Descriptor{Digest: d, Size: int64(len(data))}, strings.NewReader(string(data))); err != nil {
+		t.Fatal(err)
+	}
+	get := func(method, repo, rangeHdr string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+"/v2/"+repo+"/blobs/"+d.String(), nil)
+		if rangeHdr != "" {
+			req.Header.Set("Range", rangeHdr)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b := new(strings.Builder)
+		_, _ = io.Copy(b, resp.Body)
+		return resp, b.String()
+	}
+	resp, body := get(http.MethodGet, "p/one", "")
+	if resp.StatusCode != 200 || body != string(data) || resp.Header.Get("Docker-Content-Digest") != d.String() || resp.Header.Get("Etag") != `"`+d.String()+`"` {
+		t.Fatalf("GET = %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	resp, body = get(http.MethodGet, "p/one", "bytes=5-9")
+	if resp.StatusCode != http.StatusPartialContent || body != "56789" {
+		t.Fatalf("range GET = %d %q", resp.StatusCode, body)
+	}
+	resp, body = get(http.MethodHead, "p/one", "")
+	if resp.StatusCode != 200 || body != "" || resp.ContentLength != int64(len(data)) {
+		t.Fatalf("HEAD = %d %q %d", resp.StatusCode, body, resp.ContentLength)
+	}
+	if resp, _ = get(http.MethodGet, "p/other", ""); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a blob from a repository it is not linked into = %d, want 404", resp.StatusCode)
 	}
 }

@@ -271,7 +271,7 @@ func ReadOnlyError(reason string) string {
 func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	switch req.Method {
 	case http.MethodGet, http.MethodHead:
-		if r.serveCachedManifest(w, req) {
+		if r.serveCachedManifest(w, req) || r.serveBlob(w, req) {
 			return
 		}
 	case http.MethodOptions:
