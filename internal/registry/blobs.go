@@ -83,4 +83,3 @@ func blobPath(p string) (repo, ref string, ok bool) {
 	}
 	return repo, ref, true
 }
-
