@@ -45,7 +45,10 @@ func statusOf(err error) (int, string) {
 		return http.StatusGone, "GONE"
 	}
 	var he *echo.HTTPError
+	var tooLarge *http.MaxBytesError
 	switch {
+	case errors.As(err, &tooLarge):
+		return http.StatusRequestEntityTooLarge, "TOO_LARGE"
 	case errors.As(err, &he):
 		return he.Code, http.StatusText(he.Code)
 	case errors.Is(err, errUnauthenticated), errors.Is(err, auth.ErrBadCredentials):

@@ -258,8 +258,9 @@ func (s *Server) httpsHandler() http.Handler {
 			v2.ServeHTTP(w, r)
 			return
 		}
-		if r.Method == http.MethodPost && r.URL.Path == "/api/v1/imports" {
-			// Archives are streamed in the body: no size limit.
+		if isUpload(r) {
+			// Archives and packages are streamed in the body; their
+			// handlers bound what they read.
 			api.ServeHTTP(w, r)
 			return
 		}
@@ -270,6 +271,19 @@ func (s *Server) httpsHandler() http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, maxAPIBodyLen)
 		api.ServeHTTP(w, r)
 	})
+}
+
+// isUpload tells the requests whose bodies are streamed content (an
+// archive to import, .deb files) rather than small JSON documents.
+func isUpload(r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		return false
+	}
+	if r.URL.Path == "/api/v1/imports" {
+		return true
+	}
+	rest, ok := strings.CutPrefix(r.URL.Path, "/api/v1/apt/repos/")
+	return ok && strings.HasSuffix(rest, "/packages") && strings.Count(rest, "/") == 2
 }
 
 // httpHandler serves /ca.crt, health and metrics in the clear and sends

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,12 @@ import (
 
 // buildDeb makes a .deb with dpkg-deb.
 func buildDeb(t *testing.T, dir, name, version, depends string) string {
+	t.Helper()
+	return buildDebSized(t, dir, name, version, depends, 0)
+}
+
+// buildDebSized adds a payload of random bytes (incompressible) of size bytes.
+func buildDebSized(t *testing.T, dir, name, version, depends string, size int) string {
 	t.Helper()
 	root := filepath.Join(dir, name+"_"+version)
 	if err := os.MkdirAll(filepath.Join(root, "DEBIAN"), 0o755); err != nil {
@@ -31,6 +38,15 @@ func buildDeb(t *testing.T, dir, name, version, depends string) string {
 	}
 	if err := os.WriteFile(filepath.Join(root, "usr", "share", "doc", name, "README"), []byte(name+" "+version), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if size > 0 {
+		payload := make([]byte, size)
+		if _, err := rand.Read(payload); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "usr", "share", "doc", name, "payload.bin"), payload, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	out := filepath.Join(dir, name+"_"+version+"_all.deb")
 	if b, err := exec.Command("dpkg-deb", "--root-owner-group", "--build", root, out).CombinedOutput(); err != nil {
@@ -94,6 +110,11 @@ func TestAptThroughTheAppliance(t *testing.T) {
 	mustOK(t, "apt add", out, err)
 	out, err = a.cli(in, append([]string{"apt", "add", "ubuntu", "noble", "--component", "main", a2}, admin...)...)
 	mustOK(t, "apt add v2", out, err)
+	// Real packages are often megabytes: uploads are not bound by the
+	// API's limit on JSON bodies.
+	big := buildDebSized(t, debs, "cuda-sample", "12.4", "", 3<<20)
+	out, err = a.cli(in, append([]string{"apt", "add", "ubuntu", "noble", "--component", "multiverse", big}, admin...)...)
+	mustOK(t, "apt add of a 3 MiB package", out, err)
 
 	base := "http://" + a.httpAddr + "/apt"
 	get := func(path string) string {
@@ -138,13 +159,13 @@ func TestAptThroughTheAppliance(t *testing.T) {
 	ci := get("/cloud-init.yaml")
 	caPEM, _ := os.ReadFile(filepath.Join(a.dataDir, "ca.crt"))
 	for _, want := range []string{"#cloud-config", "ca_certs:", strings.Split(string(caPEM), "\n")[1], "preserve_sources_list: false",
-		"deb [signed-by=$KEY_FILE] " + base + "/ubuntu noble main", "BEGIN PGP PUBLIC KEY BLOCK", "uri: " + base + "/ubuntu"} {
+		"deb [signed-by=$KEY_FILE] " + base + "/ubuntu noble main multiverse", "BEGIN PGP PUBLIC KEY BLOCK", "uri: " + base + "/ubuntu"} {
 		if !strings.Contains(ci, want) {
 			t.Errorf("cloud-init.yaml lacks %q:\n%s", want, ci)
 		}
 	}
 	src := get("/ubuntu.sources")
-	for _, want := range []string{"Types: deb\n", "URIs: " + base + "/ubuntu\n", "Suites: noble\n", "Components: main\n", "Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----"} {
+	for _, want := range []string{"Types: deb\n", "URIs: " + base + "/ubuntu\n", "Suites: noble\n", "Components: main multiverse\n", "Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----"} {
 		if !strings.Contains(src, want) {
 			t.Errorf("ubuntu.sources lacks %q:\n%s", want, src)
 		}
@@ -153,7 +174,7 @@ func TestAptThroughTheAppliance(t *testing.T) {
 	// CLI views and a rollback to the first publish.
 	out, err = a.cli("", "apt", "ls")
 	mustOK(t, "apt ls", out, err)
-	if !regexp.MustCompile(`ubuntu\s+noble\s+main\(3\)`).MatchString(out) {
+	if !regexp.MustCompile(`ubuntu\s+noble\s+main\(3\) multiverse\(1\)`).MatchString(out) {
 		t.Errorf("apt ls:\n%s", out)
 	}
 	out, err = a.cli("", "apt", "search", "gpu-tools")
