@@ -46,7 +46,9 @@ appliance's own disk (mounted media) and nothing is uploaded.`,
 			for _, arg := range args {
 				var rec importer.Record
 				if onServer {
-					err = cl.Do(cmd.Context(), http.MethodPost, "/api/v1/imports", server.ImportPathRequest{Path: arg, ToRepo: toRepo, KeepNames: keepNames}, &rec)
+					// As long as the import takes: a time-out here would
+					// cancel the import on the appliance.
+					err = cl.DoLong(cmd.Context(), http.MethodPost, "/api/v1/imports", server.ImportPathRequest{Path: arg, ToRepo: toRepo, KeepNames: keepNames}, &rec)
 				} else {
 					err = c.upload(cmd.Context(), cl, arg, toRepo, keepNames, &rec)
 				}

@@ -112,8 +112,18 @@ func (c *Client) Upload(ctx context.Context, path, contentType string, body io.R
 }
 
 // Do sends a request with an optional JSON body and decodes a JSON answer
-// into out (when out is not nil).
+// into out (when out is not nil). It gives up after five minutes.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	return c.do(ctx, c.http, method, path, in, out)
+}
+
+// DoLong is Do without the five-minute limit, for calls that take as long
+// as the work they start (an import of mounted media); ctx bounds it.
+func (c *Client) DoLong(ctx context.Context, method, path string, in, out any) error {
+	return c.do(ctx, &http.Client{Transport: c.http.Transport}, method, path, in, out)
+}
+
+func (c *Client) do(ctx context.Context, hc *http.Client, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -137,7 +147,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	if c.username != "" {
 		req.SetBasicAuth(c.username, c.password)
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the appliance at %s: %w", c.base.Redacted(), err)
 	}
