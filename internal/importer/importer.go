@@ -13,11 +13,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"slices"
@@ -141,10 +139,19 @@ func (imp *Importer) Import(ctx context.Context, req Request) (*Record, error) {
 		return imp.finish(rec, err)
 	}
 	defer s.cleanup()
-	counting := &hashingReader{r: req.Reader, h: sha256.New()}
+	counting := newAsyncHash(req.Reader)
+	hashed := false
+	sourceSum := func() {
+		if !hashed {
+			hashed = true
+			rec.SourceSHA256, rec.SourceBytes = counting.sum(), counting.n
+		}
+	}
+	defer sourceSum()
 	br := bufio.NewReaderSize(counting, 1<<20)
 	plain, compression, closeFn, err := decompress(br)
 	if err != nil {
+		sourceSum()
 		return imp.finish(rec, &Error{Op: "read", Source: req.Source, Err: err})
 	}
 	defer closeFn()
@@ -160,8 +167,7 @@ func (imp *Importer) Import(ctx context.Context, req Request) (*Record, error) {
 			err = &Error{Op: "read", Source: req.Source, Err: derr}
 		}
 	}
-	rec.SourceSHA256 = hex.EncodeToString(counting.h.Sum(nil))
-	rec.SourceBytes = counting.n
+	sourceSum()
 	if err != nil {
 		return imp.finish(rec, err)
 	}
@@ -185,19 +191,6 @@ func (imp *Importer) finish(rec *Record, err error) (*Record, error) {
 		}
 	}
 	return rec, err
-}
-
-type hashingReader struct {
-	r io.Reader
-	h hash.Hash
-	n int64
-}
-
-func (h *hashingReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	h.h.Write(p[:n])
-	h.n += int64(n)
-	return n, err
 }
 
 // lockRepos serializes imports per destination repository, always in the
