@@ -35,6 +35,8 @@ type session struct {
 	fresh map[digest.Digest]struct{} // of those, the ones this import wrote
 	meta  map[string][]byte          // metadata files by name
 	order []string                   // entry names as they came
+
+	pending []*pendingWrite // blob writes still running (pipeline.go)
 }
 
 type fileRef struct {
@@ -55,6 +57,7 @@ func (imp *Importer) newSession(ctx context.Context, req Request, rec *Record) (
 // cleanup removes the staging repository (its links, not the blobs, which
 // the destination repositories now link too, or garbage collection frees).
 func (s *session) cleanup() {
+	_ = s.wait(0) // no writer may still be adding to staging
 	ctx := context.WithoutCancel(s.ctx)
 	if err := s.imp.store.RemoveRepository(ctx, s.staging); err != nil {
 		s.imp.log.Warn("staging repository not removed", "repository", s.staging, "error", err)
@@ -77,7 +80,7 @@ func (s *session) consume(er entryReader) error {
 		}
 		e, err := er.next()
 		if errors.Is(err, io.EOF) {
-			return nil
+			return s.wait(0)
 		}
 		if err != nil {
 			return s.fail("read", "", err)
@@ -165,14 +168,16 @@ func (s *session) storeBlob(e *entry, want digest.Digest) (fileRef, error) {
 			if desc, ok, err := st.StatBlob(s.ctx, want); err != nil {
 				return fileRef{}, s.fail("store", e.name, err)
 			} else if !ok {
-				got, err := st.WriteBlob(s.ctx, s.staging, registry.Descriptor{Digest: want, Size: e.size}, e.r)
-				if err != nil {
-					return fileRef{}, s.fail("verify", e.name, mapStoreErr(err))
+				// Written on a goroutine of its own (pipeline.go); a
+				// failure surfaces, naming this entry, before anything is
+				// planned or committed.
+				if err := s.writeAsync(e, want); err != nil {
+					return fileRef{}, err
 				}
-				s.have[want], s.fresh[want] = got.Size, struct{}{}
+				s.have[want], s.fresh[want] = e.size, struct{}{}
 				s.rec.BlobsNew++
-				s.rec.BytesNew += got.Size
-				return fileRef{digest: want, size: got.Size}, nil
+				s.rec.BytesNew += e.size
+				return fileRef{digest: want, size: e.size}, nil
 			} else if desc.Size != e.size {
 				return fileRef{}, s.fail("verify", e.name, fmt.Errorf("%w: %d bytes, but the registry holds %s with %d", ErrDigestMismatch, e.size, want, desc.Size))
 			}

@@ -1,0 +1,130 @@
+package importer
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/appliance-dev/appliance/internal/registry"
+)
+
+// Blob writes run on goroutines of their own, fed in 1 MiB chunks, so that
+// reading the input (from the network or the medium) overlaps hashing,
+// writing and fsync of the blobs before it. At most maxInFlight blobs are
+// being written, and at most chunksAhead chunks wait for each writer.
+const (
+	chunkSize   = 1 << 20
+	chunksAhead = 8
+	maxInFlight = 2
+)
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+type pendingWrite struct {
+	entry string
+	done  chan error
+}
+
+// chanReader reads the chunks a writer is fed; if the feeding stopped on
+// an error, it ends with io.ErrUnexpectedEOF so nothing is committed.
+type chanReader struct {
+	ch      chan *[]byte
+	cur     *[]byte
+	off     int
+	n       int
+	aborted *atomic.Bool
+	sizes   chan int
+}
+
+func (c *chanReader) Read(p []byte) (int, error) {
+	for c.cur == nil || c.off == c.n {
+		if c.cur != nil {
+			chunkPool.Put(c.cur)
+			c.cur = nil
+		}
+		b, ok := <-c.ch
+		if !ok {
+			if c.aborted.Load() {
+				return 0, io.ErrUnexpectedEOF
+			}
+			return 0, io.EOF
+		}
+		c.cur, c.off, c.n = b, 0, <-c.sizes
+	}
+	k := copy(p, (*c.cur)[c.off:c.n])
+	c.off += k
+	return k, nil
+}
+
+// writeAsync starts writing entry e as blob want into staging and returns
+// once its bytes have been handed over; the result is collected by wait.
+func (s *session) writeAsync(e *entry, want digest.Digest) error {
+	if err := s.wait(maxInFlight - 1); err != nil {
+		return err
+	}
+	ch := make(chan *[]byte, chunksAhead)
+	sizes := make(chan int, chunksAhead)
+	var aborted atomic.Bool
+	p := &pendingWrite{entry: e.name, done: make(chan error, 1)}
+	s.pending = append(s.pending, p)
+	go func() {
+		cr := &chanReader{ch: ch, sizes: sizes, aborted: &aborted}
+		_, err := s.imp.store.WriteBlob(s.ctx, s.staging, registry.Descriptor{Digest: want, Size: e.size}, cr)
+		for b := range ch { // unblock the feeder if the write stopped early
+			<-sizes
+			chunkPool.Put(b)
+		}
+		p.done <- err
+	}()
+	// io.ReadFull reports io.ErrUnexpectedEOF both at the end of an entry
+	// shorter than a chunk and for a truncated archive: count the bytes.
+	var (
+		feedErr error
+		total   int64
+	)
+	for {
+		buf := chunkPool.Get().(*[]byte)
+		n, err := io.ReadFull(e.r, *buf)
+		total += int64(n)
+		if n > 0 {
+			ch <- buf
+			sizes <- n
+		} else {
+			chunkPool.Put(buf)
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				feedErr = truncated(err)
+			} else if total != e.size {
+				feedErr = ErrTruncated
+			}
+			break
+		}
+	}
+	if feedErr != nil {
+		aborted.Store(true)
+	}
+	close(ch)
+	if feedErr != nil {
+		_ = s.wait(0)
+		return s.fail("read", e.name, feedErr)
+	}
+	return nil
+}
+
+// wait collects finished writes until at most limit are in flight,
+// returning the first failure (naming its entry).
+func (s *session) wait(limit int) error {
+	var first error
+	for len(s.pending) > limit {
+		p := s.pending[0]
+		s.pending = s.pending[1:]
+		if err := <-p.done; err != nil && first == nil {
+			first = s.fail("verify", p.entry, mapStoreErr(err))
+		}
+	}
+	return first
+}
