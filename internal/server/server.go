@@ -146,11 +146,11 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 	}
 	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly })
 	s.httpsSrv = &http.Server{
-		Handler:           s.httpsHandler(),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{s.pki.ServerTLS}},
+		Handler:   s.httpsHandler(),
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{s.pki.ServerTLS}},
 		// Imports stream gigabytes in one request body: HTTP/2's default
 		// 1 MiB receive windows make the client wait for window updates.
-		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerConnection: 16 << 20, MaxReceiveBufferPerStream: 16 << 20},
+		HTTP2:             &http.HTTP2Config{MaxReceiveBufferPerConnection: 16 << 20, MaxReceiveBufferPerStream: 16 << 20},
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
