@@ -209,7 +209,7 @@ func (c *cli) uploadDebs(ctx context.Context, cl interface {
 					return err
 				}
 				_, err = io.Copy(part, fh)
-				fh.Close()
+				_ = fh.Close()
 				if err != nil {
 					return err
 				}

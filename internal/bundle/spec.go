@@ -19,10 +19,10 @@ type Spec struct {
 	Name string `yaml:"name"`
 	// Images keep their repository path and tag without the source
 	// registry's host unless they set a destination.
-	Images  []ImageSpec  `yaml:"images"`
-	Bundles []BundleSpec `yaml:"bundles"`
-	Files   []FileSpec   `yaml:"files"`
-	Apt     []AptSpec    `yaml:"apt"`
+	Images  []ImageSpec        `yaml:"images"`
+	Bundles []ImgpkgBundleSpec `yaml:"bundles"`
+	Files   []FileSpec         `yaml:"files"`
+	Apt     []AptSpec          `yaml:"apt"`
 }
 
 // Lifecycle is what every artifact records: its version and the event that
@@ -50,8 +50,8 @@ type ImageSpec struct {
 	Lifecycle    `yaml:",inline"`
 }
 
-// BundleSpec is an imgpkg bundle, followed through .imgpkg/images.yml.
-type BundleSpec struct {
+// ImgpkgBundleSpec is an imgpkg bundle, followed through .imgpkg/images.yml.
+type ImgpkgBundleSpec struct {
 	Ref         string `yaml:"ref"`
 	Destination string `yaml:"destination"`
 	Lifecycle   `yaml:",inline"`

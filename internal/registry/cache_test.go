@@ -129,7 +129,8 @@ func TestServeBlobDirect(t *testing.T) {
 	if _, err := r.WriteBlob(ctx, "p/one", Descriptor{Digest: d, Size: int64(len(data))}, strings.NewReader(string(data))); err != nil {
 		t.Fatal(err)
 	}
-	get := func(method, repo, rangeHdr string) (*http.Response, string) {
+	// get closes the body itself and returns the response for its headers.
+	get := func(method, repo, rangeHdr string) (*http.Response, string) { //nolint:bodyclose // closed inside
 		t.Helper()
 		req, _ := http.NewRequest(method, srv.URL+"/v2/"+repo+"/blobs/"+d.String(), nil)
 		if rangeHdr != "" {
@@ -144,19 +145,19 @@ func TestServeBlobDirect(t *testing.T) {
 		_, _ = io.Copy(b, resp.Body)
 		return resp, b.String()
 	}
-	resp, body := get(http.MethodGet, "p/one", "")
+	resp, body := get(http.MethodGet, "p/one", "") //nolint:bodyclose // closed inside get
 	if resp.StatusCode != 200 || body != string(data) || resp.Header.Get("Docker-Content-Digest") != d.String() || resp.Header.Get("Etag") != `"`+d.String()+`"` {
 		t.Fatalf("GET = %d %q %v", resp.StatusCode, body, resp.Header)
 	}
-	resp, body = get(http.MethodGet, "p/one", "bytes=5-9")
+	resp, body = get(http.MethodGet, "p/one", "bytes=5-9") //nolint:bodyclose // closed inside get
 	if resp.StatusCode != http.StatusPartialContent || body != "56789" {
 		t.Fatalf("range GET = %d %q", resp.StatusCode, body)
 	}
-	resp, body = get(http.MethodHead, "p/one", "")
+	resp, body = get(http.MethodHead, "p/one", "") //nolint:bodyclose // closed inside get
 	if resp.StatusCode != 200 || body != "" || resp.ContentLength != int64(len(data)) {
 		t.Fatalf("HEAD = %d %q %d", resp.StatusCode, body, resp.ContentLength)
 	}
-	if resp, _ = get(http.MethodGet, "p/other", ""); resp.StatusCode != http.StatusNotFound {
+	if resp, _ = get(http.MethodGet, "p/other", ""); resp.StatusCode != http.StatusNotFound { //nolint:bodyclose // closed inside get
 		t.Fatalf("a blob from a repository it is not linked into = %d, want 404", resp.StatusCode)
 	}
 }

@@ -63,7 +63,7 @@ type aptClient struct {
 	opts []string
 }
 
-func newAptClient(t *testing.T, sourcesLine string, keyFile string) *aptClient {
+func newAptClient(t *testing.T, sourcesLine string) *aptClient {
 	t.Helper()
 	dir := t.TempDir()
 	for _, d := range []string{"lists/partial", "cache/archives/partial", "etc"} {
@@ -144,7 +144,7 @@ func TestAptThroughTheAppliance(t *testing.T) {
 	out, err = run(t, nil, "gpgv", "--keyring", keyFile, inrel)
 	mustOK(t, "gpgv InRelease", out, err)
 
-	apt := newAptClient(t, "deb [signed-by="+keyFile+"] "+base+"/ubuntu noble main", keyFile)
+	apt := newAptClient(t, "deb [signed-by="+keyFile+"] "+base+"/ubuntu noble main")
 	out, err = apt.run("apt-get", "update")
 	mustOK(t, "apt-get update", out, err)
 	out, err = apt.run("apt-get", "install", "-y", "--download-only", "gpu-tools")
