@@ -11,10 +11,7 @@
 //     about one in ten "Architecture: all", most depending on one or two
 //     others, one file of -payload-bytes each), the way internal/aptrepo's
 //     tests do: an ar archive of debian-binary, control.tar.gz and
-//     data.tar.gz. They are kept tiny on purpose: the appliance bounds
-//     every API request body to 1 MiB, the `apt add` upload included, and
-//     1,000 packages of 48 bytes each make a multipart body of about
-//     1,040,000 bytes (the report gives the exact size);
+//     data.tar.gz (the report gives the multipart upload's size);
 //  2. starts the appliance (the built binary, as a subprocess, fresh data
 //     folder, free loopback ports) and times one `appliance apt add` of all
 //     of them (one publish);
@@ -63,6 +60,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/appliance-dev/appliance/bench/internal/benchkit"
 	"io"
 	"io/fs"
 	"math"
@@ -89,7 +87,6 @@ const (
 	// disturbedCores is how much CPU other processes may use, on average,
 	// while one update runs before it counts as disturbed.
 	disturbedCores = 0.25
-	userHZ         = 100 // clock ticks per second in /proc/PID/stat
 	goalRatio      = 1.10
 )
 
@@ -114,7 +111,7 @@ type options struct {
 func main() {
 	var o options
 	flag.IntVar(&o.packages, "packages", 1000, "packages to generate and publish with one `apt add`")
-	flag.IntVar(&o.payload, "payload-bytes", 48, "bytes of the one file in each package (the packages must stay small: see the upload note in the report)")
+	flag.IntVar(&o.payload, "payload-bytes", 48, "bytes of the one file in each package")
 	flag.IntVar(&o.rounds, "rounds", 20, "timed `apt-get update` rounds per server")
 	flag.IntVar(&o.oneMore, "one-more", 3, "times to add one more package to the published distribution (one new package each)")
 	flag.IntVar(&o.latencyGets, "latency-gets", 30, "GETs per file and server for the per-request latency table (0: skip)")
@@ -145,10 +142,6 @@ func main() {
 func fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench/apt: "+format+"\n", args...)
 	os.Exit(1)
-}
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
 // report is everything measured, for the Markdown report and -json.
@@ -221,7 +214,7 @@ type server struct {
 	Base    string `json:"base_url"` // …/apt
 	Kind    string `json:"kind"`
 	pid     int    // the serving process, for its CPU time; 0 = this process
-	proc    *process
+	proc    *benchkit.Process
 	httpSrv *http.Server
 }
 
@@ -296,7 +289,7 @@ func run(ctx context.Context, o options) error {
 	if !o.keep {
 		defer os.RemoveAll(work)
 	}
-	logf("work folder %s", work)
+	benchkit.Logf("work folder %s", work)
 
 	// Tools.
 	for _, tool := range []string{"apt-get", "gpgv"} {
@@ -314,7 +307,7 @@ func run(ctx context.Context, o options) error {
 	if slices.Contains(statics, "nginx") {
 		nginxBin = findNginx(o.nginx)
 		if nginxBin == "" {
-			logf("nginx not found (apt-get install -y nginx-light): comparing with Go's http.FileServer only")
+			benchkit.Logf("nginx not found (apt-get install -y nginx-light): comparing with Go's http.FileServer only")
 			statics = slices.DeleteFunc(statics, func(s string) bool { return s == "nginx" })
 			if len(statics) == 0 {
 				statics = []string{"go"}
@@ -323,7 +316,7 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.appliance == "" {
 		o.appliance = filepath.Join(work, "appliance")
-		logf("building the appliance: go build -o %s ./cmd/appliance", o.appliance)
+		benchkit.Logf("building the appliance: go build -o %s ./cmd/appliance", o.appliance)
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", o.appliance, "./cmd/appliance")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build ./cmd/appliance (run from the repository's root): %v\n%s", err, out)
@@ -340,7 +333,7 @@ func run(ctx context.Context, o options) error {
 	}
 	info.GenSeconds = time.Since(t0).Seconds()
 	rep.Debs = info
-	logf("generated %d .debs (%d bytes) in %.2fs", info.Count, info.Bytes, info.GenSeconds)
+	benchkit.Logf("generated %d .debs (%d bytes) in %.2fs", info.Count, info.Bytes, info.GenSeconds)
 	if _, err := exec.LookPath("dpkg-deb"); err == nil {
 		if out, err := exec.CommandContext(ctx, "dpkg-deb", "--info", debs[1]).CombinedOutput(); err != nil {
 			return fmt.Errorf("dpkg-deb refuses a generated package: %v\n%s", err, out)
@@ -352,14 +345,14 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	defer app.proc.stop()
+	defer app.proc.Stop()
 	rep.QuietWaits = append(rep.QuietWaits, waitQuiet(ctx, "publish", o.quietWait))
 	pub, err := app.add(ctx, debs)
 	if err != nil {
 		return err
 	}
 	rep.Publish = pub
-	logf("published %d packages in %.2fs (publish %s)", pub.Total, pub.Seconds, pub.ID)
+	benchkit.Logf("published %d packages in %.2fs (publish %s)", pub.Total, pub.Seconds, pub.ID)
 
 	// 3. The static copy of the publish.
 	pubDir := filepath.Join(app.dataDir, "apt", "public", pub.ID)
@@ -368,7 +361,7 @@ func run(ctx context.Context, o options) error {
 	if rep.Tree, err = copyTree(pubDir, filepath.Join(staticRoot, "apt", repoName)); err != nil {
 		return err
 	}
-	servers := []*server{{Name: "appliance", Kind: rep.Machine.Appliance + ", HTTP listener", Base: "http://" + app.httpAddr + "/apt", pid: app.proc.pid()}}
+	servers := []*server{{Name: "appliance", Kind: rep.Machine.Appliance + ", HTTP listener", Base: "http://" + app.httpAddr + "/apt", pid: app.proc.PID()}}
 	for _, s := range statics {
 		switch s {
 		case "nginx":
@@ -376,7 +369,7 @@ func run(ctx context.Context, o options) error {
 			if err != nil {
 				return err
 			}
-			defer srv.proc.stop()
+			defer srv.proc.Stop()
 			servers = append(servers, srv)
 		case "go":
 			srv, err := startGoStatic(staticRoot)
@@ -392,7 +385,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	rep.Tree.VerifiedOK = true
-	logf("all %d files of dists/ are byte-identical on %d servers", rep.Tree.Files, len(servers))
+	benchkit.Logf("all %d files of dists/ are byte-identical on %d servers", rep.Tree.Files, len(servers))
 
 	// 4. apt-get update.
 	key, err := httpGet(ctx, servers[0].Base+"/key.gpg")
@@ -431,7 +424,7 @@ func run(ctx context.Context, o options) error {
 				rep.Disturbed++
 			}
 		}
-		logf("round %d/%d: %s", round+1, o.rounds, lastRound(rep.Updates, len(servers)))
+		benchkit.Logf("round %d/%d: %s", round+1, o.rounds, lastRound(rep.Updates, len(servers)))
 	}
 	rep.Summary, rep.Goal = summarize(servers, rep.Updates)
 
@@ -449,7 +442,7 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		logf("added one more package in %.2fs (%d packages now)", r.Seconds, r.Total)
+		benchkit.Logf("added one more package in %.2fs (%d packages now)", r.Seconds, r.Total)
 		rep.OneMore = append(rep.OneMore, r)
 	}
 
@@ -653,136 +646,21 @@ func arArchive(members [][2][]byte) []byte {
 
 // ---- processes ----
 
-type process struct {
-	name, logPath string
-	cmd           *exec.Cmd
-	done          chan struct{}
-	waitErr       error
-}
-
-func startProcess(name, logPath, bin string, args ...string) (*process, error) {
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = cleanEnv()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// The server dies with the benchmark, even if the benchmark is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *process) pid() int { return p.cmd.Process.Pid }
-
-func (p *process) exited() error {
-	select {
-	case <-p.done:
-		if p.waitErr == nil {
-			return errors.New("exit status 0")
-		}
-		return p.waitErr
-	default:
-		return nil
-	}
-}
-
-// stop sends SIGTERM (SIGQUIT to nginx, its graceful stop) and waits up to
-// 30 s, then kills.
-func (p *process) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	sig := syscall.SIGTERM
-	if p.name == "nginx" {
-		sig = syscall.SIGQUIT
-	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		logf("%s did not stop within 30s; killing it", p.name)
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *process) tail() string {
-	data, _ := os.ReadFile(p.logPath)
-	if len(data) > 4000 {
-		data = data[len(data)-4000:]
-	}
-	return string(data)
-}
-
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "APPLIANCE_") || strings.HasPrefix(k, "APT_") ||
-			strings.EqualFold(k, "https_proxy") || strings.EqualFold(k, "http_proxy") || strings.EqualFold(k, "all_proxy") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// waitReady polls check every 50 ms for up to 60 s.
-func waitReady(ctx context.Context, p *process, check func() bool) error {
-	deadline := time.Now().Add(60 * time.Second)
-	for !check() {
-		if err := p.exited(); err != nil {
-			return fmt.Errorf("%s exited during start: %w\n%s", p.name, err, p.tail())
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready within 60s\n%s", p.name, p.tail())
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
 // ---- the appliance ----
 
 type appliance struct {
 	bin, dataDir        string
 	httpAddr, httpsAddr string
 	password            string
-	proc                *process
+	proc                *benchkit.Process
 }
 
 func startAppliance(ctx context.Context, bin, dataDir string) (*appliance, error) {
-	httpsAddr, err := freeAddr()
+	httpsAddr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -790,27 +668,19 @@ func startAppliance(ctx context.Context, bin, dataDir string) (*appliance, error
 		return nil, err
 	}
 	args := []string{"serve", "--data-dir", dataDir, "--https-addr", httpsAddr, "--http-addr", httpAddr}
-	logf("appliance: %s %s", bin, strings.Join(args, " "))
-	p, err := startProcess("appliance", dataDir+".log", bin, args...)
+	benchkit.Logf("appliance: %s %s", bin, strings.Join(args, " "))
+	p, err := benchkit.Start("appliance", dataDir+".log", benchkit.CleanEnv("APT_"), bin, args...)
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Timeout: 2 * time.Second}
-	err = waitReady(ctx, p, func() bool {
-		resp, err := hc.Get("http://" + httpAddr + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	err = benchkit.WaitHTTP(ctx, p, nil, "http://"+httpAddr+"/healthz", 60*time.Second)
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return nil, err
 	}
 	pw, err := os.ReadFile(filepath.Join(dataDir, "initial-admin-password"))
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return nil, fmt.Errorf("appliance admin password: %w", err)
 	}
 	return &appliance{bin: bin, dataDir: dataDir, httpAddr: httpAddr, httpsAddr: httpsAddr,
@@ -818,10 +688,6 @@ func startAppliance(ctx context.Context, bin, dataDir string) (*appliance, error
 }
 
 var publishedRE = regexp.MustCompile(`published \S+ \S+ as (\S+) \(add\): (\d+) packages`)
-
-// apiBodyLimit is the appliance's bound on an API request body
-// (internal/server maxAPIBodyLen); `apt add` uploads are not exempt from it.
-const apiBodyLimit = 1 << 20
 
 // countWriter counts bytes.
 type countWriter struct{ n int64 }
@@ -846,30 +712,22 @@ func uploadSize(files []string) int64 {
 // add runs `appliance apt add` of files and times it.
 func (a *appliance) add(ctx context.Context, files []string) (publishResult, error) {
 	size := uploadSize(files)
-	if size > apiBodyLimit {
-		logf("warning: the upload is %d bytes, over the appliance's 1 MiB API body limit: `apt add` will likely be refused", size)
-	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
 	args := append([]string{"apt", "add", repoName, distName}, files...)
 	args = append(args, "--username", "admin", "--password-stdin")
 	cmd := exec.CommandContext(ctx, a.bin, args...)
-	cmd.Env = append(cleanEnv(), "APPLIANCE_SERVER=https://"+a.httpsAddr, "APPLIANCE_CA="+filepath.Join(a.dataDir, "ca.crt"))
+	cmd.Env = append(benchkit.CleanEnv("APT_"), "APPLIANCE_SERVER=https://"+a.httpsAddr, "APPLIANCE_CA="+filepath.Join(a.dataDir, "ca.crt"))
 	cmd.Stdin = strings.NewReader(a.password + "\n")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	win := beginWindow(a.proc.pid())
+	win := benchkit.BeginWindow(a.proc.PID())
 	start := time.Now()
 	err := cmd.Run()
 	wall := time.Since(start).Seconds()
-	server, _, other, _ := win.end()
+	server, _, other, _ := win.End()
 	if err != nil {
-		hint := ""
-		if strings.Contains(out.String(), "request body too large") {
-			hint = fmt.Sprintf("\n(the multipart upload is %d bytes: the appliance bounds every API request body, "+
-				"this upload included, to 1 MiB; try a smaller -payload-bytes or fewer -packages)", size)
-		}
-		return publishResult{}, fmt.Errorf("appliance apt add (%d files): %v\n%s%s", len(files), err, out.String(), hint)
+		return publishResult{}, fmt.Errorf("appliance apt add (%d files, %d bytes): %w\n%s", len(files), size, err, out.String())
 	}
 	var cli float64
 	if ps := cmd.ProcessState; ps != nil {
@@ -953,7 +811,7 @@ func findNginx(flagValue string) string {
 // workers: the single process keeps this benchmark's user and reads the
 // copy), with a config and prefix of its own, on a free loopback port.
 func startNginx(ctx context.Context, bin, prefix, root string) (*server, error) {
-	addr, err := freeAddr()
+	addr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -991,13 +849,14 @@ http {
 		return nil, err
 	}
 	args := []string{"-p", prefix + "/", "-c", confPath, "-e", filepath.Join(prefix, "error.log")}
-	logf("nginx: %s %s", bin, strings.Join(args, " "))
-	p, err := startProcess("nginx", filepath.Join(prefix, "stdout.log"), bin, args...)
+	benchkit.Logf("nginx: %s %s", bin, strings.Join(args, " "))
+	p, err := benchkit.Start("nginx", filepath.Join(prefix, "stdout.log"), benchkit.CleanEnv("APT_"), bin, args...)
 	if err != nil {
 		return nil, err
 	}
+	p.StopSignal = syscall.SIGQUIT // nginx's graceful stop
 	hc := &http.Client{Timeout: 2 * time.Second}
-	if err := waitReady(ctx, p, func() bool {
+	if err := benchkit.WaitReady(ctx, p, 60*time.Second, func() bool {
 		resp, err := hc.Get("http://" + addr + "/")
 		if err != nil {
 			return false
@@ -1005,11 +864,11 @@ http {
 		resp.Body.Close()
 		return true
 	}); err != nil {
-		p.stop()
+		p.Stop()
 		b, _ := os.ReadFile(filepath.Join(prefix, "error.log"))
 		return nil, fmt.Errorf("%w\n%s", err, b)
 	}
-	return &server{Name: "nginx", Kind: "nginx, one process, sendfile", Base: "http://" + addr + "/apt", pid: p.pid(), proc: p}, nil
+	return &server{Name: "nginx", Kind: "nginx, one process, sendfile", Base: "http://" + addr + "/apt", pid: p.PID(), proc: p}, nil
 }
 
 // startGoStatic serves root with http.FileServer in this process.
@@ -1161,7 +1020,7 @@ func (a *aptRunner) command(ctx context.Context, dir string, extra ...string) *e
 	args := append(a.args(dir), extra...)
 	args = append(args, "update")
 	cmd := exec.CommandContext(ctx, "apt-get", args...)
-	cmd.Env = append(cleanEnv(), "APT_CONFIG="+a.confPath, "LC_ALL=C")
+	cmd.Env = append(benchkit.CleanEnv("APT_"), "APT_CONFIG="+a.confPath, "LC_ALL=C")
 	return cmd
 }
 
@@ -1264,11 +1123,11 @@ func (a *aptRunner) timedRun(ctx context.Context, s *server, round, retries int)
 		cmd := a.command(runCtx, dir, "-q")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
-		win := beginWindow(s.pid)
+		win := benchkit.BeginWindow(s.pid)
 		start := time.Now()
 		err = cmd.Run()
 		wall := time.Since(start)
-		server, self, other, elapsed := win.end()
+		server, self, other, elapsed := win.End()
 		cancel()
 		if err != nil || aptWarned(out.Bytes()) {
 			return u, fmt.Errorf("apt-get update against %s: %v\n%s", s.Name, err, out.String())
@@ -1363,7 +1222,7 @@ func latencies(ctx context.Context, servers []*server, paths []string, n int) []
 		}
 		for name, v := range samples {
 			slices.Sort(v)
-			row.Medians[name] = median(v)
+			row.Medians[name] = benchkit.Median(v)
 			row.P90s[name] = pct(v, 0.9)
 		}
 		rows = append(rows, row)
@@ -1372,17 +1231,6 @@ func latencies(ctx context.Context, servers []*server, paths []string, n int) []
 }
 
 // ---- statistics ----
-
-func median(sorted []float64) float64 {
-	n := len(sorted)
-	if n == 0 {
-		return math.NaN()
-	}
-	if n%2 == 1 {
-		return sorted[n/2]
-	}
-	return (sorted[n/2-1] + sorted[n/2]) / 2
-}
 
 // pct is the nearest-rank percentile of sorted values.
 func pct(sorted []float64, p float64) float64 {
@@ -1417,8 +1265,8 @@ func summarize(servers []*server, runs []updateRun) ([]summaryRow, goalResult) {
 		row.N = len(wall)
 		if row.N > 0 {
 			row.Mean /= float64(row.N)
-			row.Median, row.P90, row.Min, row.Max = median(wall), pct(wall, 0.9), wall[0], wall[len(wall)-1]
-			row.ServerCPUMed, row.ClientCPUMed = median(scpu), median(ccpu)
+			row.Median, row.P90, row.Min, row.Max = benchkit.Median(wall), pct(wall, 0.9), wall[0], wall[len(wall)-1]
+			row.ServerCPUMed, row.ClientCPUMed = benchkit.Median(scpu), benchkit.Median(ccpu)
 		}
 		rows = append(rows, row)
 		by[s.Name] = row
@@ -1478,105 +1326,6 @@ func machineInfo(ctx context.Context, applianceBin, nginxBin string) machine {
 	return m
 }
 
-// machineBusy is the CPU time, in seconds, all CPUs have spent not idle
-// since boot (/proc/stat).
-func machineBusy() float64 {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return 0
-	}
-	var busy int64
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest times are already in user
-			continue
-		}
-		busy += n
-	}
-	return float64(busy) / userHZ
-}
-
-// cpuSeconds is the CPU time of pid's threads, in nanoseconds from
-// /proc/PID/task/*/schedstat (a server spends well under one 10 ms clock
-// tick per update), else in clock ticks from /proc/PID/stat.
-func cpuSeconds(pid int) float64 {
-	if tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); err == nil {
-		var ns int64
-		ok := false
-		for _, t := range tasks {
-			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
-			if err != nil {
-				continue
-			}
-			f := strings.Fields(string(data))
-			if len(f) > 0 {
-				if v, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-					ns += v
-					ok = true
-				}
-			}
-		}
-		if ok {
-			return float64(ns) / 1e9
-		}
-	}
-	return cpuTicks(pid)
-}
-
-// cpuTicks is the user+system CPU time of pid from /proc/PID/stat.
-func cpuTicks(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return float64(u+st) / userHZ
-}
-
-// cpuWindow measures, over a span of time, the CPU of a server (pid), of
-// this process, and of the whole machine.
-type cpuWindow struct {
-	pid                  int
-	server0, self0, busy float64
-	start                time.Time
-}
-
-func beginWindow(pid int) cpuWindow {
-	w := cpuWindow{pid: pid, busy: machineBusy(), start: time.Now(), self0: cpuSeconds(os.Getpid())}
-	if pid > 0 {
-		w.server0 = cpuSeconds(pid)
-	}
-	return w
-}
-
-// end returns the CPU seconds the server and this process used since the
-// window began, the CPU seconds of everything else (children included),
-// and the seconds elapsed.
-func (w cpuWindow) end() (server, self, other, elapsed float64) {
-	elapsed = time.Since(w.start).Seconds()
-	self = cpuSeconds(os.Getpid()) - w.self0
-	if w.pid > 0 {
-		server = cpuSeconds(w.pid) - w.server0
-	}
-	other = max(0, machineBusy()-w.busy-self-server)
-	return server, self, other, elapsed
-}
-
 // waitQuiet waits, at most maxWait, until the rest of the machine has used
 // under disturbedCores/2 of a CPU for three seconds in a row, and says what
 // it saw.
@@ -1585,13 +1334,13 @@ func waitQuiet(ctx context.Context, what string, maxWait time.Duration) string {
 	deadline := start.Add(maxWait)
 	quiet := 0
 	for i := 0; ; i++ {
-		w := beginWindow(0)
+		w := benchkit.BeginWindow(0)
 		select {
 		case <-ctx.Done():
 			return what + ": cancelled"
 		case <-time.After(time.Second):
 		}
-		_, _, other, elapsed := w.end()
+		_, _, other, elapsed := w.End()
 		cores := other / elapsed
 		if cores < disturbedCores/2 {
 			quiet++
@@ -1601,17 +1350,17 @@ func waitQuiet(ctx context.Context, what string, maxWait time.Duration) string {
 		if quiet >= 3 {
 			s := fmt.Sprintf("%s: quiet after %.0fs", what, time.Since(start).Seconds())
 			if what != "" {
-				logf("%s", s)
+				benchkit.Logf("%s", s)
 			}
 			return s
 		}
 		if time.Now().After(deadline) {
 			s := fmt.Sprintf("%s: machine still busy after %.0fs (%.2f cores used by other processes); measured anyway", what, time.Since(start).Seconds(), cores)
-			logf("%s", s)
+			benchkit.Logf("%s", s)
 			return s
 		}
 		if i%30 == 0 && what != "" {
-			logf("waiting for a quiet machine before %s (%.2f cores used by other processes)", what, cores)
+			benchkit.Logf("waiting for a quiet machine before %s (%.2f cores used by other processes)", what, cores)
 		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/appliance-dev/appliance/bench/internal/benchkit"
 	"hash"
 	"io"
 	"log/slog"
@@ -153,13 +154,13 @@ func analysisPhase(ctx context.Context, o options, ds *dataset, work, name strin
 	stopPerf := startPerf(o, name)
 	defer stopPerf()
 	self := os.Getpid()
-	cpu0 := cpuSeconds(self)
+	cpu0 := benchkit.CPUSeconds(self)
 	w := beginWindow()
 	start := time.Now()
 	err := body()
 	r.Seconds = time.Since(start).Seconds()
 	stopPerf()
-	r.ServerCPU = cpuSeconds(self) - cpu0
+	r.ServerCPU = benchkit.CPUSeconds(self) - cpu0
 	r.OtherCores, r.IOWaitCores = w.end(r.ServerCPU)
 	if err != nil {
 		return r, err

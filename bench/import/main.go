@@ -52,10 +52,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/appliance-dev/appliance/bench/internal/benchkit"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -160,10 +160,6 @@ func main() {
 	}
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-}
-
 // result is one timed measurement.
 type result struct {
 	Name         string  `json:"name"`
@@ -254,7 +250,7 @@ func run(ctx context.Context, o options) error {
 	if !o.keep {
 		defer os.RemoveAll(work)
 	}
-	logf("work folder %s", work)
+	benchkit.Logf("work folder %s", work)
 
 	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(ctx, o, work),
 		Options: map[string]any{"size_mib": o.sizeMiB, "layer_mib": o.layerMiB, "layers_per_image": o.layersPerImage, "seed": o.seed, "modes": modes, "skopeo_from": froms, "in_process": o.inProcess, "rounds": o.rounds, "analysis": o.analysis}}
@@ -266,7 +262,7 @@ func run(ctx context.Context, o options) error {
 	}
 	rep.Generated = time.Since(t0).Seconds()
 	rep.Data = datasetSummary{Images: len(ds.images), Layers: ds.layerCount, LayerBytes: ds.layerBytes, PayloadBytes: ds.payload, TarBytes: ds.tarSize}
-	logf("generated %d images, %d layers, %.1f MiB of layers, imgpkg tar %.1f MiB, in %.1f s", len(ds.images), ds.layerCount, mib(ds.layerBytes), mib(ds.tarSize), rep.Generated)
+	benchkit.Logf("generated %d images, %d layers, %.1f MiB of layers, imgpkg tar %.1f MiB, in %.1f s", len(ds.images), ds.layerCount, mib(ds.layerBytes), mib(ds.tarSize), rep.Generated)
 	syncDisk()
 
 	// The machine's limits.
@@ -274,12 +270,12 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	logf("sha256, one core: %.0f MB/s", rep.SHA256)
+	benchkit.Logf("sha256, one core: %.0f MB/s", rep.SHA256)
 	add := func(r *result, err error) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.Name, err)
 		}
-		logf("%s: %.2f s, %.0f MB/s", r.Name, r.Seconds, r.MBps)
+		benchkit.Logf("%s: %.2f s, %.0f MB/s", r.Name, r.Seconds, r.MBps)
 		rep.Results = append(rep.Results, r)
 		return nil
 	}
@@ -294,7 +290,7 @@ func run(ctx context.Context, o options) error {
 				}
 				return add(r, err)
 			}
-			logf("%s: %.0f MB/s, but other processes used %.2f cores meanwhile: again", r.Name, r.MBps, r.OtherCores)
+			benchkit.Logf("%s: %.0f MB/s, but other processes used %.2f cores meanwhile: again", r.Name, r.MBps, r.OtherCores)
 		}
 	}
 	// A first dd, not reported: on a VM the first writes into memory the
@@ -304,7 +300,7 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("dd warm-up: %w", err)
 	}
 	for round := 1; round <= o.rounds; round++ {
-		logf("round %d of %d", round, o.rounds)
+		benchkit.Logf("round %d of %d", round, o.rounds)
 		if err := measure(func() (*result, error) { return ddPhase(ctx, o, ds, work, ddName) }); err != nil {
 			return err
 		}
@@ -788,7 +784,7 @@ func appliancePhase(ctx context.Context, o options, ds *dataset, work, mode stri
 	if err != nil {
 		return r, err
 	}
-	defer a.proc.stop()
+	defer a.proc.Stop()
 	syncDisk()
 	quiet(ctx, o)
 	args := []string{"import", "--to-repo", repoName, "--username", "admin", "--password-stdin"}
@@ -797,23 +793,23 @@ func appliancePhase(ctx context.Context, o options, ds *dataset, work, mode stri
 	}
 	args = append(args, ds.imgpkgTar)
 	cmd := exec.CommandContext(ctx, o.appliance, args...)
-	cmd.Env = append(cleanEnv(), "APPLIANCE_SERVER="+a.base.String(), "APPLIANCE_CA="+filepath.Join(dir, "ca.crt"))
+	cmd.Env = append(benchkit.CleanEnv(), "APPLIANCE_SERVER="+a.base.String(), "APPLIANCE_CA="+filepath.Join(dir, "ca.crt"))
 	cmd.Stdin = strings.NewReader(a.password + "\n")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	stopPerf := startPerf(o, r.Name)
 	defer stopPerf()
-	sampler := newSampler(a.proc.pid())
-	cpu0 := cpuSeconds(a.proc.pid())
+	sampler := newSampler(a.proc.PID())
+	cpu0 := benchkit.CPUSeconds(a.proc.PID())
 	self := os.Getpid()
-	self0 := cpuSeconds(self)
+	self0 := benchkit.CPUSeconds(self)
 	w := beginWindow()
 	start := time.Now()
 	if mode == "upload-http1" {
 		err = uploadHTTP1(ctx, a, ds.imgpkgTar, &stdout)
 		r.Seconds = time.Since(start).Seconds()
 		stopPerf()
-		r.ClientCPU = cpuSeconds(self) - self0
+		r.ClientCPU = benchkit.CPUSeconds(self) - self0
 		r.ServerRSSMiB, _ = sampler.stop()
 	} else {
 		if err := cmd.Start(); err != nil {
@@ -828,17 +824,17 @@ func appliancePhase(ctx context.Context, o options, ds *dataset, work, mode stri
 		_, r.ClientRSSMiB = clientSampler.stop()
 		r.ClientCPU = rusage(cmd.ProcessState).cpu
 	}
-	r.ServerCPU = cpuSeconds(a.proc.pid()) - cpu0
+	r.ServerCPU = benchkit.CPUSeconds(a.proc.PID()) - cpu0
 	r.OtherCores, r.IOWaitCores = w.end(r.ServerCPU + r.ClientCPU)
-	hwm, _ := readStatus(a.proc.pid(), "VmHWM")
+	hwm, _ := readStatus(a.proc.PID(), "VmHWM")
 	r.ServerHWMMiB = mib(hwm)
 	if err != nil {
-		return r, fmt.Errorf("appliance import: %w\n%s%s\nserver log:\n%s", err, stdout.String(), stderr.String(), a.proc.tail())
+		return r, fmt.Errorf("appliance import: %w\n%s%s\nserver log:\n%s", err, stdout.String(), stderr.String(), a.proc.Tail())
 	}
 	r.MBps = float64(r.Bytes) / r.Seconds / 1e6
 	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
 		if strings.Contains(line, "blobs:") || strings.HasPrefix(line, "imported") {
-			logf("  %s", strings.TrimSpace(line))
+			benchkit.Logf("  %s", strings.TrimSpace(line))
 		}
 	}
 	if err := verify(ctx, a.client, a.base, a.authorize, ds); err != nil {
@@ -849,7 +845,7 @@ func appliancePhase(ctx context.Context, o options, ds *dataset, work, mode stri
 }
 
 type appliance struct {
-	proc      *process
+	proc      *benchkit.Process
 	base      *url.URL
 	client    *http.Client
 	password  string
@@ -860,45 +856,36 @@ func startAppliance(ctx context.Context, o options, dir string) (*appliance, err
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	httpsAddr, err := freeAddr()
+	httpsAddr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProcess(filepath.Join(dir, "serve.log"), cleanEnv(), o.appliance, "serve",
+	p, err := benchkit.Start("appliance", filepath.Join(dir, "serve.log"), benchkit.CleanEnv(), o.appliance, "serve",
 		"--data-dir", dir, "--https-addr", httpsAddr, "--http-addr", httpAddr, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
-	ready := func() bool {
-		c := &http.Client{Timeout: 2 * time.Second}
-		resp, err := c.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}
-	if err := waitReady(ctx, p, ready); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("appliance: %w\n%s", err, p.tail())
+	if err := benchkit.WaitHTTP(ctx, p, nil, "http://"+httpAddr+"/readyz", 60*time.Second); err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("appliance: %w\n%s", err, p.Tail())
 	}
 	pw, err := os.ReadFile(filepath.Join(dir, "initial-admin-password"))
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return nil, err
 	}
 	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return nil, err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		p.stop()
+		p.Stop()
 		return nil, errors.New("ca.crt holds no certificate")
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Proxy: nil}
@@ -1045,7 +1032,7 @@ func verify(ctx context.Context, c *http.Client, base *url.URL, authorize func(c
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != l.digest || n != l.size {
 		return fmt.Errorf("layer %s: got %s, %d bytes", l.digest, got, n)
 	}
-	logf("  verified: %d tags listed, %d manifests served, layer %s… pulled (%.0f MiB)", len(tags.Tags), len(ds.images), l.digest[:19], mib(n))
+	benchkit.Logf("  verified: %d tags listed, %d manifests served, layer %s… pulled (%.0f MiB)", len(tags.Tags), len(ds.images), l.digest[:19], mib(n))
 	return nil
 }
 
@@ -1104,13 +1091,13 @@ func inProcessPhase(ctx context.Context, o options, ds *dataset, work string) (*
 	stopPerf := startPerf(o, r.Name)
 	defer stopPerf()
 	self := os.Getpid()
-	cpu0 := cpuSeconds(self)
+	cpu0 := benchkit.CPUSeconds(self)
 	w := beginWindow()
 	start := time.Now()
 	rec, err := imp.Import(ctx, importer.Request{Source: "bundle.tar", Reader: f, Size: ds.tarSize, ToRepo: repoName, User: "bench"})
 	r.Seconds = time.Since(start).Seconds()
 	stopPerf()
-	r.ServerCPU = cpuSeconds(self) - cpu0
+	r.ServerCPU = benchkit.CPUSeconds(self) - cpu0
 	r.OtherCores, r.IOWaitCores = w.end(r.ServerCPU)
 	if profile {
 		pprof.StopCPUProfile()
@@ -1128,7 +1115,7 @@ func inProcessPhase(ctx context.Context, o options, ds *dataset, work string) (*
 			return r, fmt.Errorf("tag %s missing", img.tag)
 		}
 	}
-	logf("  in-process: %d blobs new, %d tags", rec.BlobsNew, len(tags))
+	benchkit.Logf("  in-process: %d blobs new, %d tags", rec.BlobsNew, len(tags))
 	r.Note = "server CPU = this process's; tags verified in storage"
 	return r, nil
 }
@@ -1143,7 +1130,7 @@ func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string)
 	if err != nil {
 		return r, err
 	}
-	defer reg.proc.stop()
+	defer reg.proc.Stop()
 	tmp := filepath.Join(dir, "skopeo-tmp") // oci-archive: unpacks here, on the same disk
 	if err := os.MkdirAll(tmp, 0o750); err != nil {
 		return r, err
@@ -1152,8 +1139,8 @@ func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string)
 	quiet(ctx, o)
 	stopPerf := startPerf(o, r.Name)
 	defer stopPerf()
-	sampler := newSampler(reg.proc.pid())
-	cpu0 := cpuSeconds(reg.proc.pid())
+	sampler := newSampler(reg.proc.PID())
+	cpu0 := benchkit.CPUSeconds(reg.proc.PID())
 	w := beginWindow()
 	var clientCPU, clientRSS float64
 	start := time.Now()
@@ -1164,7 +1151,7 @@ func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string)
 		}
 		cmd := exec.CommandContext(ctx, o.skopeo, "copy", "--all", "--insecure-policy", "--dest-tls-verify=false", "--quiet",
 			src, "docker://"+reg.base.Host+"/"+repoName+":"+img.tag)
-		cmd.Env = append(cleanEnv(), "TMPDIR="+tmp)
+		cmd.Env = append(benchkit.CleanEnv(), "TMPDIR="+tmp)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
@@ -1185,10 +1172,10 @@ func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string)
 	r.Seconds = time.Since(start).Seconds()
 	stopPerf()
 	r.ServerRSSMiB, _ = sampler.stop()
-	r.ServerCPU = cpuSeconds(reg.proc.pid()) - cpu0
+	r.ServerCPU = benchkit.CPUSeconds(reg.proc.PID()) - cpu0
 	r.ClientCPU, r.ClientRSSMiB = clientCPU, clientRSS
 	r.OtherCores, r.IOWaitCores = w.end(r.ServerCPU + r.ClientCPU)
-	hwm, _ := readStatus(reg.proc.pid(), "VmHWM")
+	hwm, _ := readStatus(reg.proc.PID(), "VmHWM")
 	r.ServerHWMMiB = mib(hwm)
 	r.MBps = float64(r.Bytes) / r.Seconds / 1e6
 	if err := verify(ctx, &http.Client{Timeout: 5 * time.Minute}, reg.base, nil, ds); err != nil {
@@ -1199,7 +1186,7 @@ func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string)
 }
 
 type dockerRegistry struct {
-	proc *process
+	proc *benchkit.Process
 	base *url.URL
 }
 
@@ -1207,7 +1194,7 @@ func startDockerRegistry(ctx context.Context, o options, dir string) (*dockerReg
 	if err := os.MkdirAll(filepath.Join(dir, "storage"), 0o750); err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
+	addr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -1235,125 +1222,18 @@ http:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := startProcess(filepath.Join(dir, "docker-registry.log"), cleanEnv(), o.dockerRegistry, "serve", cfgPath)
+	p, err := benchkit.Start("docker-registry", filepath.Join(dir, "docker-registry.log"), benchkit.CleanEnv(), o.dockerRegistry, "serve", cfgPath)
 	if err != nil {
 		return nil, err
 	}
-	ready := func() bool {
-		c := &http.Client{Timeout: 2 * time.Second}
-		resp, err := c.Get("http://" + addr + "/v2/")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}
-	if err := waitReady(ctx, p, ready); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("docker-registry: %w\n%s", err, p.tail())
+	if err := benchkit.WaitHTTP(ctx, p, nil, "http://"+addr+"/v2/", 60*time.Second); err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("docker-registry: %w\n%s", err, p.Tail())
 	}
 	return &dockerRegistry{proc: p, base: &url.URL{Scheme: "http", Host: addr}}, nil
 }
 
 // ---------------------------------------------------------------- processes
-
-type process struct {
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
-}
-
-func startProcess(logPath string, env []string, bin string, args ...string) (*process, error) {
-	lf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return nil, err
-	}
-	p := &process{cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		lf.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *process) pid() int { return p.cmd.Process.Pid }
-
-// stop sends SIGTERM, waits up to 20 s, then kills.
-func (p *process) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *process) tail() string {
-	b, _ := os.ReadFile(p.log)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
-}
-
-func waitReady(ctx context.Context, p *process, ready func() bool) error {
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			return fmt.Errorf("exited: %v", p.err)
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		if ready() {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return errors.New("not ready after 60 s")
-}
-
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch strings.ToUpper(k) {
-		case "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY":
-			continue
-		}
-		if strings.HasPrefix(k, "APPLIANCE_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
 
 type usage struct{ cpu float64 }
 
@@ -1424,26 +1304,6 @@ func readStatus(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
 }
 
-// cpuSeconds is a process's user+system time so far (all threads).
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
-}
-
 // cpuTimes reads the machine's busy and iowait jiffies from /proc/stat.
 func cpuTimes() (busy, iowait float64) {
 	b, err := os.ReadFile("/proc/stat")
@@ -1495,7 +1355,7 @@ func quiet(ctx context.Context, o options) {
 		if other < 0.1*float64(runtime.NumCPU()) {
 			return
 		}
-		logf("  waiting for a quiet machine (%.2f cores busy)", other)
+		benchkit.Logf("  waiting for a quiet machine (%.2f cores busy)", other)
 	}
 }
 
@@ -1511,7 +1371,7 @@ func startPerf(o options, name string) func() {
 	}
 	base := filepath.Join(o.perf, strings.Trim(slugRE.ReplaceAllString(strings.ToLower(name), "-"), "-"))
 	if err := os.MkdirAll(o.perf, 0o750); err != nil {
-		logf("  perf: %v", err)
+		benchkit.Logf("  perf: %v", err)
 		return func() {}
 	}
 	for i := 2; ; i++ {
@@ -1522,14 +1382,14 @@ func startPerf(o options, name string) func() {
 	}
 	lf, err := os.Create(base + ".perf.log")
 	if err != nil {
-		logf("  perf: %v", err)
+		benchkit.Logf("  perf: %v", err)
 		return func() {}
 	}
 	cmd := exec.Command("perf", "record", "-a", "-g", "-F", "499", "-o", base+".perf.data")
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		lf.Close()
-		logf("  perf: %v", err)
+		benchkit.Logf("  perf: %v", err)
 		return func() {}
 	}
 	time.Sleep(time.Second) // let it attach before the timed part
@@ -1553,7 +1413,7 @@ func stopPerf(cmd *exec.Cmd, lf *os.File, base string) {
 			out, err := exec.Command("perf", "report", "--stdio", "--no-children", "--percent-limit", "0.5", "-g", "none",
 				"--sort", sort, "-i", base+".perf.data").Output()
 			if err != nil {
-				logf("  perf report: %v", err)
+				benchkit.Logf("  perf report: %v", err)
 				return
 			}
 			f := base + ".by-dso.txt"
@@ -1638,18 +1498,6 @@ type summary struct {
 	IOWaitCores  float64 `json:"iowait_cores"`          // median
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	v = slices.Clone(v)
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}
-
 func summarize(rep *report) []summary {
 	var names []string
 	by := map[string][]*result{}
@@ -1670,7 +1518,7 @@ func summarize(rep *report) []summary {
 			s.ServerRSSMiB, s.ServerHWMMiB = max(s.ServerRSSMiB, r.ServerRSSMiB), max(s.ServerHWMMiB, r.ServerHWMMiB)
 			s.ClientRSSMiB, s.OtherCores = max(s.ClientRSSMiB, r.ClientRSSMiB), max(s.OtherCores, r.OtherCores)
 		}
-		s.MedianMBps, s.MedianSecs, s.ServerCPU, s.ClientCPU, s.IOWaitCores = median(mbps), median(secs), median(scpu), median(ccpu), median(iow)
+		s.MedianMBps, s.MedianSecs, s.ServerCPU, s.ClientCPU, s.IOWaitCores = benchkit.Median(mbps), benchkit.Median(secs), benchkit.Median(scpu), benchkit.Median(ccpu), benchkit.Median(iow)
 		out = append(out, s)
 	}
 	return out

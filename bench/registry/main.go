@@ -58,6 +58,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/appliance-dev/appliance/bench/internal/benchkit"
 	"io"
 	"math/big"
 	mrand "math/rand/v2"
@@ -97,7 +98,6 @@ const (
 	// disturbedCores is how much CPU other processes may use during a
 	// phase before the report flags its figures.
 	disturbedCores = 0.2
-	userHZ         = 100 // clock ticks per second in /proc/PID/stat (USER_HZ, 100 on Linux)
 )
 
 type options struct {
@@ -192,17 +192,14 @@ func fatalf(format string, args ...any) {
 	os.Exit(1)
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
-}
-
 // target is one registry under test.
 type target struct {
 	name     string
 	base     *url.URL
 	pool     *x509.CertPool
-	proc     *process
-	user     string // push credentials ("" when the registry needs none)
+	proc     *benchkit.Process
+	sampler  *sampler // RSS of proc, from the start on
+	user     string   // push credentials ("" when the registry needs none)
 	password string
 	res      *result
 	prof     *profiler // nil unless -profile
@@ -266,13 +263,13 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	if o.keep {
-		logf("temporary folder: %s (kept)", tmp)
+		benchkit.Logf("temporary folder: %s (kept)", tmp)
 	} else {
 		defer os.RemoveAll(tmp)
 	}
 	if o.appliance == "" {
 		o.appliance = filepath.Join(tmp, "appliance")
-		logf("building the appliance into %s", o.appliance)
+		benchkit.Logf("building the appliance into %s", o.appliance)
 		if err := goBuild(ctx, o.appliance, "github.com/appliance-dev/appliance/cmd/appliance"); err != nil {
 			return err
 		}
@@ -287,19 +284,19 @@ func run(ctx context.Context, o options) error {
 	}
 
 	// The image: one random (incompressible) layer, a config, a manifest.
-	logf("generating a %d MiB random layer", o.blobMiB)
+	benchkit.Logf("generating a %d MiB random layer", o.blobMiB)
 	img := makeImage(o.blobMiB)
 
 	app, err := startAppliance(ctx, o, filepath.Join(tmp, "appliance-data"))
 	if err != nil {
 		return err
 	}
-	defer app.proc.stop()
+	defer app.proc.Stop()
 	dr, err := startDockerRegistry(ctx, o, filepath.Join(tmp, "docker-registry"))
 	if err != nil {
 		return err
 	}
-	defer dr.proc.stop()
+	defer dr.proc.Stop()
 	targets := []*target{app, dr}
 	all := slices.Clone(targets)
 	var ref *target
@@ -307,24 +304,24 @@ func run(ctx context.Context, o options) error {
 		if ref, err = startStatic(ctx, filepath.Join(tmp, "static"), img); err != nil {
 			return err
 		}
-		defer ref.proc.stop()
+		defer ref.proc.Stop()
 		all = append(all, ref)
 	}
 	for _, t := range all {
 		t.res = &result{Name: t.name, Blob: map[int]blobResult{}, PhaseRSSMiB: map[string]float64{}, PhaseCPU: map[string]phaseCPUResult{}}
-		t.proc.sampler = newSampler(t.proc.pid(), o.sampleEvery)
-		go t.proc.sampler.run(ctx)
+		t.sampler = newSampler(t.proc.PID(), o.sampleEvery)
+		go t.sampler.run(ctx)
 	}
 	app.res.Version = binaryVersion(o.appliance)
 	dr.res.Version = commandVersion(ctx, o.dockerRegistry)
 	time.Sleep(500 * time.Millisecond) // let the idle sample settle
 	for _, t := range targets {
-		t.res.RSSIdleMiB = mib(t.proc.sampler.current())
+		t.res.RSSIdleMiB = mib(t.sampler.current())
 	}
 
 	for _, t := range targets {
 		err := phase(t, "push", func() error {
-			logf("%s: pushing the image", t.name)
+			benchkit.Logf("%s: pushing the image", t.name)
 			return push(ctx, t, img)
 		})
 		if err != nil {
@@ -383,13 +380,13 @@ func run(ctx context.Context, o options) error {
 	}
 	if app.prof != nil {
 		if err := app.prof.heap(ctx); err != nil {
-			logf("heap profile: %v", err)
+			benchkit.Logf("heap profile: %v", err)
 		}
 	}
 
 	for _, t := range targets {
-		t.res.RSSMaxMiB = mib(t.proc.sampler.max())
-		hwm, err := readStatus(t.proc.pid(), "VmHWM:")
+		t.res.RSSMaxMiB = mib(t.sampler.max())
+		hwm, err := readStatus(t.proc.PID(), "VmHWM:")
 		if err != nil {
 			return fmt.Errorf("%s: VmHWM: %w", t.name, err)
 		}
@@ -422,25 +419,25 @@ func run(ctx context.Context, o options) error {
 func phase(t *target, name string, f func() error) error {
 	if t.prof != nil {
 		if err := t.prof.start(name); err != nil {
-			logf("profile %s: %v", name, err)
+			benchkit.Logf("profile %s: %v", name, err)
 		}
 		defer func() {
 			if err := t.prof.stop(); err != nil {
-				logf("profile %s: %v", name, err)
+				benchkit.Logf("profile %s: %v", name, err)
 			}
 		}()
 	}
-	t.proc.sampler.resetPhaseMax()
-	cpu0, _ := cpuSeconds(t.proc.pid())
-	self0, _ := cpuSeconds(os.Getpid())
-	busy0 := machineBusy()
+	t.sampler.resetPhaseMax()
+	cpu0 := benchkit.CPUSeconds(t.proc.PID())
+	self0 := benchkit.CPUSeconds(os.Getpid())
+	busy0 := benchkit.MachineBusy()
 	start := time.Now()
 	err := f()
 	elapsed := time.Since(start).Seconds()
-	cpu1, _ := cpuSeconds(t.proc.pid())
-	self1, _ := cpuSeconds(os.Getpid())
-	busy1 := machineBusy()
-	t.res.PhaseRSSMiB[name] = mib(t.proc.sampler.phaseMax())
+	cpu1 := benchkit.CPUSeconds(t.proc.PID())
+	self1 := benchkit.CPUSeconds(os.Getpid())
+	busy1 := benchkit.MachineBusy()
+	t.res.PhaseRSSMiB[name] = mib(t.sampler.phaseMax())
 	server, self := cpu1-cpu0, self1-self0
 	t.res.PhaseCPU[name] = phaseCPUResult{
 		CPUSeconds:  server,
@@ -451,65 +448,10 @@ func phase(t *target, name string, f func() error) error {
 	return err
 }
 
-// machineBusy is the CPU time, in seconds, all CPUs have spent not idle
-// since boot (/proc/stat).
-func machineBusy() float64 {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return 0
-	}
-	var busy int64
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest times are already in user
-			continue
-		}
-		busy += n
-	}
-	return float64(busy) / userHZ
-}
-
-// cpuWindow measures, over a span of time, how much CPU every process but
-// the registry under test (pid) and the benchmark itself used.
-type cpuWindow struct {
-	pid                  int
-	server0, self0, busy float64
-	start                time.Time
-}
-
-func beginWindow(pid int) cpuWindow {
-	w := cpuWindow{pid: pid, busy: machineBusy(), start: time.Now()}
-	w.self0, _ = cpuSeconds(os.Getpid())
-	if pid > 0 {
-		w.server0, _ = cpuSeconds(pid)
-	}
-	return w
-}
-
-// end returns the CPU seconds the registry (server), the benchmark
-// (client) and all other processes (other) used since the window began,
-// and the seconds elapsed.
-func (w cpuWindow) end() (server, client, other, elapsed float64) {
-	elapsed = time.Since(w.start).Seconds()
-	self1, _ := cpuSeconds(os.Getpid())
-	client = self1 - w.self0
-	if w.pid > 0 {
-		s1, _ := cpuSeconds(w.pid)
-		server = s1 - w.server0
-	}
-	other = max(0, machineBusy()-w.busy-client-server)
-	return server, client, other, elapsed
-}
-
 // otherCores is the average number of cores the rest of the machine used
 // since the window began.
-func (w cpuWindow) otherCores() float64 {
-	_, _, other, elapsed := w.end()
+func otherCores(w benchkit.CPUWindow) float64 {
+	_, _, other, elapsed := w.End()
 	return other / elapsed
 }
 
@@ -520,9 +462,9 @@ func waitQuiet(ctx context.Context, maxWait time.Duration) {
 	deadline := time.Now().Add(maxWait)
 	quiet := 0
 	for i := 0; ; i++ {
-		w := beginWindow(0)
+		w := benchkit.BeginWindow(0)
 		sleepCtx(ctx, time.Second)
-		other := w.otherCores()
+		other := otherCores(w)
 		if other < disturbedCores/2 {
 			quiet++
 		} else {
@@ -532,19 +474,19 @@ func waitQuiet(ctx context.Context, maxWait time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			logf("machine still busy (%.2f cores used by other processes); measuring anyway", other)
+			benchkit.Logf("machine still busy (%.2f cores used by other processes); measuring anyway", other)
 			return
 		}
 		if i%10 == 0 {
-			logf("waiting for the machine to be quiet (%.2f cores used by other processes)", other)
+			benchkit.Logf("waiting for the machine to be quiet (%.2f cores used by other processes)", other)
 		}
 	}
 }
 
 func firstErr(ts []*target) error {
 	for _, t := range ts {
-		if err := t.proc.exited(); err != nil {
-			return fmt.Errorf("%s exited: %w\n%s", t.name, err, t.proc.tail())
+		if err := t.proc.Exited(); err != nil {
+			return fmt.Errorf("%s exited: %w\n%s", t.name, err, t.proc.Tail())
 		}
 	}
 	return nil
@@ -852,14 +794,14 @@ func blobBench(ctx context.Context, targets []*target, img *image, n int, o opti
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 		states[i] = &state{c: c, authz: authz, u: t.base.JoinPath("/v2/", repo, "/blobs/", img.layerDigest).String(), res: blobResult{Clients: n}}
-		t.proc.sampler.resetPhaseMax()
+		t.sampler.resetPhaseMax()
 		if t.prof != nil {
 			if err := t.prof.start(name); err != nil {
-				logf("profile %s: %v", name, err)
+				benchkit.Logf("profile %s: %v", name, err)
 			} else {
 				defer func() {
 					if err := t.prof.stop(); err != nil {
-						logf("profile %s: %v", name, err)
+						benchkit.Logf("profile %s: %v", name, err)
 					}
 				}()
 			}
@@ -871,21 +813,21 @@ func blobBench(ctx context.Context, targets []*target, img *image, n int, o opti
 			st := states[i]
 			for {
 				waitQuiet(ctx, o.quietWait)
-				win := beginWindow(t.proc.pid())
+				win := benchkit.BeginWindow(t.proc.PID())
 				if err := pullConcurrently(ctx, st.c, st.u, st.authz, want, n); err != nil {
 					return fmt.Errorf("%s: blob pull with %d clients: %w", t.name, n, err)
 				}
-				server, client, other, elapsed := win.end()
+				server, client, other, elapsed := win.End()
 				st.server, st.client, st.other, st.elapse = st.server+server, st.client+client, st.other+other, st.elapse+elapsed
 				mibs := float64(n) * float64(want) / (1 << 20) / elapsed
 				otherCores := other / elapsed
 				if otherCores > disturbedCores {
 					if st.res.Discarded < o.retries {
-						logf("%s: blob round with %d clients disturbed (%.2f cores of other work, %.0f MiB/s): repeating it", t.name, n, otherCores, mibs)
+						benchkit.Logf("%s: blob round with %d clients disturbed (%.2f cores of other work, %.0f MiB/s): repeating it", t.name, n, otherCores, mibs)
 						st.res.Discarded++
 						continue
 					}
-					logf("%s: blob round with %d clients disturbed (%.2f cores of other work, %.0f MiB/s): kept, retries used up", t.name, n, otherCores, mibs)
+					benchkit.Logf("%s: blob round with %d clients disturbed (%.2f cores of other work, %.0f MiB/s): kept, retries used up", t.name, n, otherCores, mibs)
 				}
 				st.res.Rounds = append(st.res.Rounds, mibs)
 				st.res.OtherCores = max(st.res.OtherCores, otherCores)
@@ -895,11 +837,11 @@ func blobBench(ctx context.Context, targets []*target, img *image, n int, o opti
 	}
 	for i, t := range targets {
 		st := states[i]
-		st.res.MedianMiB = median(st.res.Rounds)
+		st.res.MedianMiB = benchkit.Median(st.res.Rounds)
 		t.res.Blob[n] = st.res
-		t.res.PhaseRSSMiB[name] = mib(t.proc.sampler.phaseMax())
+		t.res.PhaseRSSMiB[name] = mib(t.sampler.phaseMax())
 		t.res.PhaseCPU[name] = phaseCPUResult{CPUSeconds: st.server, Cores: st.server / st.elapse, ClientCores: st.client / st.elapse, OtherCores: st.other / st.elapse}
-		logf("%s: blob pull, %d clients: %.0f MiB/s (rounds %s), %.3f ms of server CPU per MiB", t.name, n, st.res.MedianMiB, fmtFloats(st.res.Rounds),
+		benchkit.Logf("%s: blob pull, %d clients: %.0f MiB/s (rounds %s), %.3f ms of server CPU per MiB", t.name, n, st.res.MedianMiB, fmtFloats(st.res.Rounds),
 			st.server*1000/(float64(n)*float64(want)/(1<<20)*float64(len(st.res.Rounds)+st.res.Discarded)))
 	}
 	return nil
@@ -977,12 +919,12 @@ func manifestMeasure(ctx context.Context, t *target, img *image, o options, name
 		if other <= disturbedCores || attempt >= o.retries {
 			break
 		}
-		logf("%s: %s disturbed (%.2f cores of other work, %.0f/s): repeating it", t.name, name, other, mr.PerSecond)
+		benchkit.Logf("%s: %s disturbed (%.2f cores of other work, %.0f/s): repeating it", t.name, name, other, mr.PerSecond)
 	}
 	cpu := t.res.PhaseCPU[name]
 	mr.ServerCPU = cpu.Cores
 	mr.CPUPerReq = time.Duration(cpu.CPUSeconds / float64(mr.Requests+mr.warmupRequests) * 1e9)
-	logf("%s: %s (%s): %.0f/s, p50 %s ms, p99 %s ms, errors %d, server CPU %.2f cores, %.0f µs per GET",
+	benchkit.Logf("%s: %s (%s): %.0f/s, p50 %s ms, p99 %s ms, errors %d, server CPU %.2f cores, %.0f µs per GET",
 		t.name, name, mr.Auth, mr.PerSecond, ms(mr.P50), ms(mr.P99), mr.Errors, mr.ServerCPU, us(mr.CPUPerReq))
 	return mr, nil
 }
@@ -1161,138 +1103,15 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 	return sorted[i]
 }
 
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // ---------------------------------------------------------------------------
 // Processes
 
-type process struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	waitErr error
-	sampler *sampler
-}
-
-func startProcess(name, logPath string, bin string, args ...string) (*process, error) {
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = cleanEnv()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// The registry dies with the benchmark, even if the benchmark is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *process) pid() int { return p.cmd.Process.Pid }
-
-func (p *process) exited() error {
-	select {
-	case <-p.done:
-		if p.waitErr == nil {
-			return errors.New("exit status 0")
-		}
-		return p.waitErr
-	default:
-		return nil
-	}
-}
-
-// stop sends SIGTERM and waits up to 30 s, then kills.
-func (p *process) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		logf("%s did not stop within 30s of SIGTERM; killing it", p.name)
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// tail is the end of the process's log, for error messages.
-func (p *process) tail() string {
-	data, _ := os.ReadFile(p.logPath)
-	if len(data) > 4000 {
-		data = data[len(data)-4000:]
-	}
-	return string(data)
-}
-
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "APPLIANCE_") || strings.HasPrefix(k, "REGISTRY_") ||
-			strings.EqualFold(k, "https_proxy") || strings.EqualFold(k, "http_proxy") || strings.EqualFold(k, "all_proxy") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// freeAddr returns a loopback address with a port the kernel just gave out.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// waitReady polls check every 50 ms for up to 30 s.
-func waitReady(ctx context.Context, p *process, check func() bool) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for !check() {
-		if err := p.exited(); err != nil {
-			return fmt.Errorf("%s exited during start: %w\n%s", p.name, err, p.tail())
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready within 30s\n%s", p.name, p.tail())
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
 func startAppliance(ctx context.Context, o options, dir string) (*target, error) {
-	httpsAddr, err := freeAddr()
+	httpsAddr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -1302,7 +1121,7 @@ func startAppliance(ctx context.Context, o options, dir string) (*target, error)
 	args := []string{"serve", "--data-dir", filepath.Join(dir, "data"), "--https-addr", httpsAddr, "--http-addr", httpAddr}
 	var prof *profiler
 	if o.profileDir != "" {
-		pprofAddr, err := freeAddr()
+		pprofAddr, err := benchkit.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
@@ -1313,38 +1132,30 @@ func startAppliance(ctx context.Context, o options, dir string) (*target, error)
 		args = append(args, "--pprof-addr", pprofAddr, "--profile-dir", abs)
 		prof = &profiler{base: "http://" + pprofAddr, dir: abs}
 	}
-	logf("appliance: %s %s", o.appliance, strings.Join(args, " "))
-	p, err := startProcess("appliance", filepath.Join(dir, "appliance.log"), o.appliance, args...)
+	benchkit.Logf("appliance: %s %s", o.appliance, strings.Join(args, " "))
+	p, err := benchkit.Start("appliance", filepath.Join(dir, "appliance.log"), benchkit.CleanEnv("REGISTRY_"), o.appliance, args...)
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Timeout: 2 * time.Second}
-	err = waitReady(ctx, p, func() bool {
-		resp, err := hc.Get("http://" + httpAddr + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	err = benchkit.WaitHTTP(ctx, p, nil, "http://"+httpAddr+"/healthz", 30*time.Second)
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return nil, err
 	}
 	dataDir := filepath.Join(dir, "data")
 	pw, err := os.ReadFile(filepath.Join(dataDir, "initial-admin-password"))
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return nil, fmt.Errorf("appliance admin password: %w", err)
 	}
 	caPEM, err := os.ReadFile(filepath.Join(dataDir, "ca.crt"))
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return nil, err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		p.stop()
+		p.Stop()
 		return nil, errors.New("appliance ca.crt holds no certificate")
 	}
 	return &target{
@@ -1354,7 +1165,7 @@ func startAppliance(ctx context.Context, o options, dir string) (*target, error)
 }
 
 func startDockerRegistry(ctx context.Context, o options, dir string) (*target, error) {
-	addr, err := freeAddr()
+	addr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -1408,8 +1219,8 @@ http:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	logf("docker-registry: %s serve %s", o.dockerRegistry, cfgPath)
-	p, err := startProcess("docker-registry", filepath.Join(dir, "docker-registry.log"), o.dockerRegistry, "serve", cfgPath)
+	benchkit.Logf("docker-registry: %s serve %s", o.dockerRegistry, cfgPath)
+	p, err := benchkit.Start("docker-registry", filepath.Join(dir, "docker-registry.log"), benchkit.CleanEnv("REGISTRY_"), o.dockerRegistry, "serve", cfgPath)
 	if err != nil {
 		return nil, err
 	}
@@ -1417,17 +1228,10 @@ http:
 	pool.AppendCertsFromPEM(certPEM)
 	base := &url.URL{Scheme: "https", Host: addr}
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: newTransport(pool, 1)}
-	err = waitReady(ctx, p, func() bool {
-		resp, err := hc.Get(base.JoinPath("/v2/").String())
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	err = benchkit.WaitHTTP(ctx, p, hc, base.JoinPath("/v2/").String(), 30*time.Second)
 	hc.CloseIdleConnections()
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return nil, err
 	}
 	return &target{name: "docker-registry", base: base, pool: pool, proc: p}, nil
@@ -1468,7 +1272,7 @@ func selfSigned() (certPEM, keyPEM []byte, err error) {
 // startStatic runs this program as "serve-static": a minimal HTTPS server
 // that answers GET /v2/ and the manifest from memory, the reference ceiling.
 func startStatic(ctx context.Context, dir string, img *image) (*target, error) {
-	addr, err := freeAddr()
+	addr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -1489,7 +1293,7 @@ func startStatic(ctx context.Context, dir string, img *image) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProcess("reference", filepath.Join(dir, "static.log"), exe, "serve-static", addr, certPath, keyPath, manPath)
+	p, err := benchkit.Start("reference", filepath.Join(dir, "static.log"), benchkit.CleanEnv("REGISTRY_"), exe, "serve-static", addr, certPath, keyPath, manPath)
 	if err != nil {
 		return nil, err
 	}
@@ -1497,17 +1301,10 @@ func startStatic(ctx context.Context, dir string, img *image) (*target, error) {
 	pool.AppendCertsFromPEM(certPEM)
 	base := &url.URL{Scheme: "https", Host: addr}
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: newTransport(pool, 1)}
-	err = waitReady(ctx, p, func() bool {
-		resp, err := hc.Get(base.JoinPath("/v2/").String())
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	err = benchkit.WaitHTTP(ctx, p, hc, base.JoinPath("/v2/").String(), 30*time.Second)
 	hc.CloseIdleConnections()
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return nil, err
 	}
 	return &target{name: "reference", base: base, pool: pool, proc: p}, nil
@@ -1658,29 +1455,6 @@ func readStatus(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
-// cpuSeconds is utime+stime of the process (all its threads).
-func cpuSeconds(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, errors.New("malformed stat")
-	}
-	f := strings.Fields(string(data[i+1:]))
-	// After the command: state(3) ... utime(14) stime(15), 1-based overall.
-	if len(f) < 13 {
-		return 0, errors.New("short stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, errors.New("malformed stat times")
-	}
-	return float64(ut+st) / userHZ, nil
-}
-
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // ---------------------------------------------------------------------------
@@ -1739,7 +1513,7 @@ func fetchTo(ctx context.Context, u, path string, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	logf("profile written: %s", path)
+	benchkit.Logf("profile written: %s", path)
 	return os.WriteFile(path, data, 0o644)
 }
 
