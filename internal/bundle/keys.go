@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/appliance-dev/appliance/internal/fsutil"
+	"github.com/appliance-dev/appliance/internal/pki"
 )
 
 // Errors about keys and signatures.
@@ -45,15 +46,11 @@ func GenerateKey(privatePath, publicPath string) error {
 	if err != nil {
 		return fmt.Errorf("generate key: %w", err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return fmt.Errorf("generate key: %w", err)
-	}
 	pub, err := x509.MarshalPKIXPublicKey(k.Public())
 	if err != nil {
 		return fmt.Errorf("generate key: %w", err)
 	}
-	if err := fsutil.WriteFileAtomic(privatePath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := pki.WriteKey(privatePath, k); err != nil {
 		return fmt.Errorf("generate key: %w", err)
 	}
 	if err := fsutil.WriteFileAtomic(publicPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
@@ -65,27 +62,15 @@ func GenerateKey(privatePath, publicPath string) error {
 // Signer signs inventories and parts lists.
 type Signer struct{ key *ecdsa.PrivateKey }
 
-// LoadSigner reads a private key written by GenerateKey (PKCS#8 or SEC 1 EC PEM).
+// LoadSigner reads a private key written by GenerateKey (PKCS#8 or SEC 1
+// EC PEM; an encrypted cosign key must be exported first).
 func LoadSigner(path string) (*Signer, error) {
-	data, err := os.ReadFile(path)
+	k, err := pki.LoadSigner(path)
 	if err != nil {
+		if errors.Is(err, pki.ErrCorrupt) {
+			return nil, fmt.Errorf("load signing key: %w: %w", ErrBadKey, err)
+		}
 		return nil, fmt.Errorf("load signing key: %w", err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("load signing key %s: %w: no PEM block", path, ErrBadKey)
-	}
-	var k any
-	switch block.Type {
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("load signing key %s: %w: PEM block %q (an encrypted cosign key must be exported first)", path, ErrBadKey, block.Type)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load signing key %s: %w: %w", path, ErrBadKey, err)
 	}
 	ek, ok := k.(*ecdsa.PrivateKey)
 	if !ok || ek.Curve != elliptic.P256() {

@@ -24,9 +24,17 @@ import (
 // filling the cache with what it read before the write.
 type manifestCache struct {
 	mu    sync.RWMutex
-	gen   map[string]uint64        // repository → generation
-	tags  map[string]digest.Digest // "repo:tag" → digest
-	mans  map[string]cachedManifest
+	gen   map[string]uint64 // repository → generation
+	repos map[string]*repoCache
+	n     int   // manifests cached
+	bytes int64 // their payload bytes
+}
+
+// repoCache is what is cached for one repository: invalidating it is
+// dropping it.
+type repoCache struct {
+	tags  map[string]digest.Digest // tag → digest
+	mans  map[digest.Digest]cachedManifest
 	bytes int64
 }
 
@@ -42,7 +50,7 @@ const (
 )
 
 func newManifestCache() *manifestCache {
-	return &manifestCache{gen: map[string]uint64{}, tags: map[string]digest.Digest{}, mans: map[string]cachedManifest{}}
+	return &manifestCache{gen: map[string]uint64{}, repos: map[string]*repoCache{}}
 }
 
 // invalidate drops everything cached for repo.
@@ -50,17 +58,10 @@ func (c *manifestCache) invalidate(repo string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen[repo]++
-	prefixTag, prefixMan := repo+":", repo+"@"
-	for k := range c.tags {
-		if strings.HasPrefix(k, prefixTag) {
-			delete(c.tags, k)
-		}
-	}
-	for k, m := range c.mans {
-		if strings.HasPrefix(k, prefixMan) {
-			c.bytes -= int64(len(m.payload))
-			delete(c.mans, k)
-		}
+	if rc, ok := c.repos[repo]; ok {
+		c.n -= len(rc.mans)
+		c.bytes -= rc.bytes
+		delete(c.repos, repo)
 	}
 }
 
@@ -70,14 +71,17 @@ func (c *manifestCache) get(repo, ref string) (digest.Digest, cachedManifest, bo
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	gen := c.gen[repo]
+	rc, ok := c.repos[repo]
+	if !ok {
+		return "", cachedManifest{}, false, gen
+	}
 	d := digest.Digest(ref)
 	if !strings.Contains(ref, ":") {
-		var ok bool
-		if d, ok = c.tags[repo+":"+ref]; !ok {
+		if d, ok = rc.tags[ref]; !ok {
 			return "", cachedManifest{}, false, gen
 		}
 	}
-	m, ok := c.mans[repo+"@"+d.String()]
+	m, ok := rc.mans[d]
 	return d, m, ok, gen
 }
 
@@ -91,17 +95,22 @@ func (c *manifestCache) put(repo, ref string, gen uint64, d digest.Digest, m cac
 	if c.gen[repo] != gen {
 		return
 	}
-	if len(c.mans) >= maxCachedManifests || c.bytes+int64(len(m.payload)) > maxCacheBytes {
-		clear(c.mans)
-		clear(c.tags)
-		c.bytes = 0
+	if c.n >= maxCachedManifests || c.bytes+int64(len(m.payload)) > maxCacheBytes {
+		clear(c.repos)
+		c.n, c.bytes = 0, 0
+	}
+	rc, ok := c.repos[repo]
+	if !ok {
+		rc = &repoCache{tags: map[string]digest.Digest{}, mans: map[digest.Digest]cachedManifest{}}
+		c.repos[repo] = rc
 	}
 	if !strings.Contains(ref, ":") {
-		c.tags[repo+":"+ref] = d
+		rc.tags[ref] = d
 	}
-	key := repo + "@" + d.String()
-	if _, ok := c.mans[key]; !ok {
-		c.mans[key] = m
+	if _, ok := rc.mans[d]; !ok {
+		rc.mans[d] = m
+		rc.bytes += int64(len(m.payload))
+		c.n++
 		c.bytes += int64(len(m.payload))
 	}
 }
@@ -121,20 +130,6 @@ func manifestPath(p string) (repo, ref string, ok bool) {
 		return "", "", false
 	}
 	return repo, ref, true
-}
-
-// repoOfPath returns the repository a /v2/ path names, if any.
-func repoOfPath(p string) (string, bool) {
-	rest, ok := strings.CutPrefix(p, "/v2/")
-	if !ok {
-		return "", false
-	}
-	for _, sep := range []string{"/manifests/", "/blobs/", "/tags/"} {
-		if i := strings.LastIndex(rest, sep); i > 0 {
-			return rest[:i], true
-		}
-	}
-	return "", false
 }
 
 // acceptsType tells whether the Accept headers take mediaType. Like

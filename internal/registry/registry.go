@@ -281,8 +281,9 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 			_ = errcode.ServeJSON(w, errcode.ErrorCodeDenied.WithMessage(ReadOnlyError(st.Reason)))
 			return
 		}
-		// A write: nothing cached for the repository may outlive it.
-		if repo, ok := repoOfPath(req.URL.Path); ok {
+		// A manifest or tag write: nothing cached for the repository may
+		// outlive it. (Blob writes do not change what a manifest says.)
+		if repo, _, ok := manifestPath(req.URL.Path); ok {
 			r.cache.invalidate(repo)
 			defer r.cache.invalidate(repo)
 		}
