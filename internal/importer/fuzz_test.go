@@ -31,8 +31,11 @@ func FuzzImport(f *testing.F) {
 	f.Add(makeTar(f, tarEntry{name: "manifest.json", body: []byte(`[{"Config":"c.json","RepoTags":["a:b"],"Layers":["l/layer.tar"]}]`)}, tarEntry{name: "c.json", body: []byte(`{}`)}))
 	f.Add([]byte{})
 	f.Add([]byte{0x1f, 0x8b, 0x08})
+	// One registry for all inputs of this process, in a folder the
+	// framework removes at the end.
+	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fuzzOnce.Do(func() { fuzzEnv = newEnvFuzz() })
+		fuzzOnce.Do(func() { fuzzEnv = mustEnvAt(dir) })
 		rec, err := fuzzEnv.imp.Import(context.Background(), importer.Request{Source: "fuzz.tar", Reader: bytes.NewReader(data), ToRepo: "fuzz/target"})
 		if err != nil {
 			var ie *importer.Error
@@ -44,14 +47,4 @@ func FuzzImport(f *testing.F) {
 			}
 		}
 	})
-}
-
-// newEnvFuzz is newEnv for a fuzz process, which has no *testing.T that
-// outlives one input.
-func newEnvFuzz() *env {
-	dir, err := os.MkdirTemp("", "importer-fuzz-")
-	if err != nil {
-		panic(err)
-	}
-	return mustEnvAt(dir)
 }

@@ -6,7 +6,6 @@
 package pki
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -338,6 +337,3 @@ func (a *Authority) Pool() *x509.CertPool {
 	p.AddCert(a.CACert)
 	return p
 }
-
-// SameCA tells whether pemBytes holds this authority's CA certificate.
-func (a *Authority) SameCA(pemBytes []byte) bool { return bytes.Contains(pemBytes, a.CAPEM) }
