@@ -318,9 +318,15 @@ func (s *Server) putProject(c echo.Context) error {
 	return c.JSON(http.StatusOK, pr)
 }
 
-// bind decodes a JSON body strictly: unknown fields are errors.
+// bind decodes a JSON body strictly, unknown fields being errors, and
+// reads at most maxAPIBodyLen of it. (Handlers that take streamed content,
+// archives and packages, do not use bind and bound what they read.)
 func bind(c echo.Context, v any) error {
-	dec := jsonDecoder(c.Request().Body)
+	r := c.Request()
+	if r.ContentLength > maxAPIBodyLen {
+		return &http.MaxBytesError{Limit: maxAPIBodyLen}
+	}
+	dec := jsonDecoder(http.MaxBytesReader(c.Response(), r.Body, maxAPIBodyLen))
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: invalid JSON body: %w", errBadRequest, err)
 	}

@@ -261,32 +261,8 @@ func (s *Server) httpsHandler() http.Handler {
 			v2.ServeHTTP(w, r)
 			return
 		}
-		if isUpload(r) {
-			// Archives and packages are streamed in the body; their
-			// handlers bound what they read.
-			api.ServeHTTP(w, r)
-			return
-		}
-		if r.ContentLength > maxAPIBodyLen {
-			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxAPIBodyLen)
 		api.ServeHTTP(w, r)
 	})
-}
-
-// isUpload tells the requests whose bodies are streamed content (an
-// archive to import, .deb files) rather than small JSON documents.
-func isUpload(r *http.Request) bool {
-	if r.Method != http.MethodPost {
-		return false
-	}
-	if r.URL.Path == "/api/v1/imports" {
-		return true
-	}
-	rest, ok := strings.CutPrefix(r.URL.Path, "/api/v1/apt/repos/")
-	return ok && strings.HasSuffix(rest, "/packages") && strings.Count(rest, "/") == 2
 }
 
 // httpHandler serves /ca.crt, health and metrics in the clear and sends

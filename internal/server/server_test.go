@@ -336,3 +336,34 @@ func TestSystemAndHealth(t *testing.T) {
 		t.Fatalf("unknown API path = %d %+v, want a JSON 404", got, e)
 	}
 }
+
+// TestJSONBodyLimit: JSON bodies over 1 MiB are refused with 413, whether
+// their length is declared or they arrive chunked.
+func TestJSONBodyLimit(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	big := `{"public": true, "pad": "` + strings.Repeat("x", 2<<20) + `"}`
+	for _, chunked := range []bool{false, true} {
+		var body io.Reader = strings.NewReader(big)
+		if chunked {
+			body = io.MultiReader(strings.NewReader(big)) // length unknown: sent chunked
+		}
+		req, err := http.NewRequest(http.MethodPut, ts.base+"/api/v1/projects/x", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("admin", ts.admin)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := ts.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("chunked=%v: %d, want 413", chunked, resp.StatusCode)
+		}
+	}
+	if got := ts.call(t, "PUT", "/api/v1/projects/x", "admin", ts.admin, map[string]bool{"public": false}, nil); got != 200 {
+		t.Fatalf("a small body = %d", got)
+	}
+}
