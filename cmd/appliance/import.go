@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/apiclient"
+	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/server"
 )
@@ -25,14 +26,21 @@ func (c *cli) importCmd() *cobra.Command {
 		toRepo    string
 		keepNames bool
 		onServer  bool
+		unsigned  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "import --to-repo PROJECT/REPO FILE...",
-		Short: "Import imgpkg tars, OCI layouts (folders or tars, plain, gzip or zstd) and docker-save tars",
+		Use:   "import [--to-repo PROJECT/REPO] FILE...",
+		Short: "Import imgpkg tars, OCI layouts (folders or tars, plain, gzip or zstd), docker-save tars and appliance bundles",
 		Long: `Import what crossed the gap into the running appliance. The format is
 recognised from the content. Every byte is verified before anything becomes
 visible; tags are applied last. An imgpkg tar lands exactly as
 "imgpkg copy --tar FILE --to-repo PROJECT/REPO" would leave it.
+
+An appliance bundle (appliance bundle create) needs no --to-repo: its signed
+inventory names every destination. It is refused unless signed by a key in
+the appliance's trust.keys (or imported with --allow-unsigned, which the
+history records). A bundle split for media is imported by naming OUT, with
+OUT.001... and OUT.parts.json beside it; a damaged part is named.
 
 Files are streamed to the appliance. With --on-server, FILE is a path on the
 appliance's own disk (mounted media) and nothing is uploaded.`,
@@ -48,9 +56,9 @@ appliance's own disk (mounted media) and nothing is uploaded.`,
 				if onServer {
 					// As long as the import takes: a time-out here would
 					// cancel the import on the appliance.
-					err = cl.DoLong(cmd.Context(), http.MethodPost, "/api/v1/imports", server.ImportPathRequest{Path: arg, ToRepo: toRepo, KeepNames: keepNames}, &rec)
+					err = cl.DoLong(cmd.Context(), http.MethodPost, "/api/v1/imports", server.ImportPathRequest{Path: arg, ToRepo: toRepo, KeepNames: keepNames, AllowUnsigned: unsigned}, &rec)
 				} else {
-					err = c.upload(cmd.Context(), cl, arg, toRepo, keepNames, &rec)
+					err = c.upload(cmd.Context(), cl, arg, uploadOptions{toRepo: toRepo, keepNames: keepNames, allowUnsigned: unsigned}, &rec)
 				}
 				if err != nil {
 					failed++
@@ -69,19 +77,35 @@ appliance's own disk (mounted media) and nothing is uploaded.`,
 	cmd.Flags().StringVar(&toRepo, "to-repo", "", "destination repository, PROJECT/REPO (with --keep-names: an optional prefix)")
 	cmd.Flags().BoolVar(&keepNames, "keep-names", false, "keep the repository paths the archive names (OCI layouts, docker-save), without their registry host")
 	cmd.Flags().BoolVar(&onServer, "on-server", false, "FILE is a path on the appliance's disk; nothing is uploaded")
+	cmd.Flags().BoolVar(&unsigned, "allow-unsigned", false, "accept an unsigned appliance bundle (recorded in the import history)")
 	return cmd
 }
 
 // upload streams one file (or an OCI layout folder, as a tar) with progress.
-func (c *cli) upload(ctx context.Context, cl *apiclient.Client, path, toRepo string, keepNames bool, rec *importer.Record) error {
-	info, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
+type uploadOptions struct {
+	toRepo                   string
+	keepNames, allowUnsigned bool
+}
+
+func (c *cli) upload(ctx context.Context, cl *apiclient.Client, path string, o uploadOptions, rec *importer.Record) error {
 	var (
 		body io.Reader
 		size = int64(-1)
 	)
+	if list, _, _, lerr := bundle.ReadPartsList(path); lerr == nil {
+		// A bundle split for media: every part is checked first (a damaged
+		// one is named), then they stream as one.
+		r, _, err := bundle.Open(path, bundle.Trust{AnySigner: true})
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		return c.send(ctx, cl, path, r, list.Size, o, rec)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
 	if info.IsDir() {
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(importer.TarFolder(ctx, path, pw)) }()
@@ -98,18 +122,23 @@ func (c *cli) upload(ctx context.Context, cl *apiclient.Client, path, toRepo str
 	if size == 0 {
 		return errors.New("the file is empty")
 	}
-	q := url.Values{"to_repo": {toRepo}, "source": {filepath.Base(path)}}
-	if keepNames {
+	return c.send(ctx, cl, path, body, size, o, rec)
+}
+
+// send streams one import body with progress.
+func (c *cli) send(ctx context.Context, cl *apiclient.Client, path string, body io.Reader, size int64, o uploadOptions, rec *importer.Record) error {
+	q := url.Values{"to_repo": {o.toRepo}, "source": {filepath.Base(path)}}
+	if o.keepNames {
 		q.Set("keep_names", "true")
+	}
+	if o.allowUnsigned {
+		q.Set("allow_unsigned", "true")
 	}
 	p := newProgress(c.stderr, filepath.Base(path), size)
 	var failure server.ImportFailure
-	err = cl.Upload(ctx, "/api/v1/imports?"+q.Encode(), "application/octet-stream", p.reader(body), size, rec, &failure)
+	err := cl.Upload(ctx, "/api/v1/imports?"+q.Encode(), "application/octet-stream", p.reader(body), size, rec, &failure)
 	p.finish()
-	if err != nil {
-		return err
-	}
-	return nil
+	return err
 }
 
 func printRecord(w io.Writer, r importer.Record) {
@@ -121,6 +150,20 @@ func printRecord(w io.Writer, r importer.Record) {
 			moved = " (moved from " + t.Previous + ")"
 		}
 		fmt.Fprintf(w, "  %s:%s → %s%s\n", t.Repository, t.Tag, t.Digest, moved)
+	}
+	if b := r.Bundle; b != nil {
+		switch {
+		case b.Signed:
+			fmt.Fprintf(w, "  bundle %q signed by %s (%s)\n", b.Name, b.Fingerprint, b.SignedBy)
+		default:
+			fmt.Fprintf(w, "  bundle %q UNSIGNED, accepted with --allow-unsigned\n", b.Name)
+		}
+		for _, f := range b.Files {
+			fmt.Fprintf(w, "  file %s\n", f)
+		}
+		for _, p := range b.Packages {
+			fmt.Fprintf(w, "  apt %s\n", p)
+		}
 	}
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", warn)

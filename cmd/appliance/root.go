@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 )
@@ -20,6 +21,11 @@ func (c *cli) getenv(key string) string {
 		}
 	}
 	return ""
+}
+
+// logger logs a client command's progress to stderr.
+func (c *cli) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 func newRootCmd(stdin io.Reader, stdout, stderr io.Writer, env []string) *cobra.Command {
@@ -46,6 +52,8 @@ commands act on a running appliance through its API.`,
 		c.importsCmd(),
 		c.aptCmd(),
 		c.keyCmd(),
+		c.bundleCmd(),
+		c.receiptCmd(),
 	)
 	return root
 }

@@ -23,8 +23,14 @@ type Inventory struct {
 	Created       time.Time `json:"created"`
 	Tool          string    `json:"tool"`
 	// Since is set on a delta: the sha256 of the receipt it was made against.
-	Since     string     `json:"since,omitempty"`
+	Since string `json:"since,omitempty"`
+	// Signer is the fingerprint (sha256 of the DER public key) of the key
+	// the creator signed with, empty when unsigned.
+	Signer    string     `json:"signer,omitempty"`
 	Artifacts []Artifact `json:"artifacts"`
+	// Index is index.json, the OCI layout's list of images, which the
+	// inventory covers like any blob.
+	Index Blob `json:"index"`
 	// Blobs lists every blob in blobs/sha256/, sorted by digest. A delta
 	// also lists, under Present, what it relies on the enclave to hold.
 	Blobs   []Blob `json:"blobs"`
@@ -42,10 +48,36 @@ type Artifact struct {
 	Version     string            `json:"version,omitempty"`
 	Refresh     string            `json:"refresh,omitempty"`
 	Platforms   []string          `json:"platforms,omitempty"`
+	// FileKind says what a file is: nim-profile, driver, iso, file…
+	FileKind string            `json:"fileKind,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
-	// Related lists what travels with an image: signatures, attestations,
-	// SBOMs and referrers, as "kind digest" (sig sha256:…).
-	Related []string `json:"related,omitempty"`
+	// Related lists what travels with an image (signatures, attestations,
+	// SBOMs, referrers) and, for an imgpkg bundle, every image and nested
+	// bundle it reaches.
+	Related []Related `json:"related,omitempty"`
+}
+
+// Kinds of related manifests.
+const (
+	RelatedSignature   = "signature"   // cosign sha256-<hex>.sig
+	RelatedAttestation = "attestation" // cosign sha256-<hex>.att
+	RelatedSBOM        = "sbom"        // cosign sha256-<hex>.sbom
+	RelatedReferrer    = "referrer"    // an OCI referrer (its manifest names a subject)
+	RelatedImage       = "image"       // an image of an imgpkg bundle
+	RelatedBundle      = "bundle"      // a nested imgpkg bundle
+)
+
+// Related is a manifest that travels with an artifact.
+type Related struct {
+	Kind      string `json:"kind"`
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+	MediaType string `json:"mediaType"`
+	// Tag is the tag it carries at the destination (cosign's
+	// sha256-<hex>.sig), if any.
+	Tag string `json:"tag,omitempty"`
+	// Source is where it was fetched from.
+	Source string `json:"source,omitempty"`
 }
 
 // Blob is one content-addressed blob.

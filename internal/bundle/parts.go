@@ -289,3 +289,17 @@ func CheckParts(out string, list PartsList) ([]string, error) {
 	}
 	return nil, nil
 }
+
+// Abort removes what a failed write left: the part being written and the
+// parts already finished (the parts list is only written by Close, so a
+// reader never sees an incomplete set as whole).
+func (w *SplitWriter) Abort() {
+	if w.cur != nil {
+		_ = w.cur.Close()
+		_ = os.Remove(w.tmpName)
+		w.cur = nil
+	}
+	for i := range w.list.Parts {
+		_ = os.Remove(w.partName(i + 1))
+	}
+}

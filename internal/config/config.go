@@ -45,6 +45,16 @@ type Config struct {
 	// component of a repository name; undeclared projects are public unless
 	// changed through the API.
 	Projects []Project `mapstructure:"projects"`
+	// Trust lists the public keys whose bundles the appliance imports.
+	Trust Trust `mapstructure:"trust"`
+}
+
+// Trust is the bundle trust section.
+type Trust struct {
+	// Keys are PEM public key files (ECDSA P-256, as `appliance key
+	// generate` and cosign write them). A bundle signed by none of them is
+	// refused.
+	Keys []string `mapstructure:"keys"`
 }
 
 // Log is the logging section.
@@ -98,6 +108,7 @@ var flagKeys = map[string]string{
 	"shutdown-timeout": "shutdown_timeout",
 	"log-level":        "log.level",
 	"log-format":       "log.format",
+	"trusted-key":      "trust.keys",
 }
 
 // RegisterFlags adds serve's configuration flags to fs, with the embedded
@@ -112,6 +123,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.Duration("shutdown-timeout", d.ShutdownTimeout, "deadline for a graceful shutdown")
 	fs.String("log-level", d.Log.Level, "log level: debug, info, warn, error")
 	fs.String("log-format", d.Log.Format, "log format: text or json")
+	fs.StringArray("trusted-key", nil, "public key file whose signed bundles are imported (repeatable; overrides trust.keys)")
 }
 
 // Load reads the configuration: defaults, then the file named by --config (or
@@ -130,6 +142,7 @@ func Load(fs *pflag.FlagSet, env []string) (Config, error) {
 	v.SetDefault("auth.token_ttl", d.Auth.TokenTTL)
 	v.SetDefault("apt.keep_snapshots", d.Apt.KeepSnapshots)
 	v.SetDefault("projects", []any{})
+	v.SetDefault("trust.keys", []string{})
 
 	envMap := map[string]string{}
 	for _, kv := range env {
@@ -156,7 +169,7 @@ func Load(fs *pflag.FlagSet, env []string) (Config, error) {
 	for _, key := range v.AllKeys() {
 		name := EnvPrefix + "_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))
 		if val, ok := envMap[name]; ok {
-			if key == "hostnames" {
+			if key == "hostnames" || key == "trust.keys" {
 				v.Set(key, splitList(val))
 			} else {
 				v.Set(key, val)
@@ -243,6 +256,11 @@ func (c Config) Validate() error {
 	}
 	if c.Apt.KeepSnapshots < 1 || c.Apt.KeepSnapshots > 1000 {
 		bad("apt.keep_snapshots: must be between 1 and 1000, got %d", c.Apt.KeepSnapshots)
+	}
+	for i, k := range c.Trust.Keys {
+		if strings.TrimSpace(k) == "" {
+			bad("trust.keys[%d]: empty file name", i)
+		}
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Projects {

@@ -19,6 +19,13 @@ const (
 
 // complete decides the format, plans what becomes visible, and commits it.
 func (s *session) complete() error {
+	if s.bundle != nil {
+		p, err := s.planBundle()
+		if err != nil {
+			return err
+		}
+		return s.commitBundle(p)
+	}
 	p, err := s.plan()
 	if err != nil {
 		return err
@@ -277,6 +284,13 @@ func (s *session) planOCIManifest(p *plan, repo string, d descriptor, depth int)
 	}
 	if isIndex(mt) {
 		for _, c := range doc.Manifests {
+			if s.partial[md] {
+				if cd, err := digest.Parse(c.Digest); err == nil {
+					if _, ok := s.have[cd]; !ok {
+						continue // a platform the bundle did not carry
+					}
+				}
+			}
 			if _, err := s.planOCIManifest(p, repo, c, depth+1); err != nil {
 				return "", err
 			}
@@ -481,6 +495,14 @@ func (s *session) readHead(d digest.Digest, n int) ([]byte, error) {
 // there, then, holding the destination repositories, link blobs, store
 // manifests children first, and apply the tags last.
 func (s *session) commit(p *plan) error {
+	if err := s.check(p); err != nil {
+		return err
+	}
+	return s.apply(p)
+}
+
+// check verifies that everything the plan needs is there.
+func (s *session) check(p *plan) error {
 	planned := map[digest.Digest]bool{}
 	for _, m := range p.manifests {
 		planned[m.digest] = true
@@ -496,7 +518,7 @@ func (s *session) commit(p *plan) error {
 			}
 		}
 		for _, c := range m.children {
-			if planned[c] {
+			if planned[c] || s.partial[m.digest] {
 				continue
 			}
 			if _, _, err := s.imp.store.GetManifest(s.ctx, m.repo, c); err != nil {
@@ -504,6 +526,12 @@ func (s *session) commit(p *plan) error {
 			}
 		}
 	}
+	return nil
+}
+
+// apply makes the checked plan visible, holding the destination
+// repositories: link blobs, store manifests children first, tags last.
+func (s *session) apply(p *plan) error {
 	repos := p.repos()
 	unlock := s.imp.lockRepos(repos)
 	defer unlock()

@@ -19,10 +19,12 @@ var (
 	ErrDigestMismatch = errors.New("content does not match its digest")
 	ErrMissingBlob    = errors.New("a manifest references a blob that is neither in the archive nor in the registry")
 	ErrInvalidJSON    = errors.New("invalid JSON")
-	ErrUnknownFormat  = errors.New("not an imgpkg tar, an OCI image layout or a docker-save archive")
+	ErrUnknownFormat  = errors.New("not an imgpkg tar, an OCI image layout, a docker-save archive or an appliance bundle")
 	ErrUnexpected     = errors.New("unexpected entry")
 	ErrInvalidRequest = errors.New("invalid import request")
 	ErrTagConflict    = errors.New("one tag would name two different manifests")
+	ErrUnsigned       = errors.New("unsigned bundle refused")
+	ErrSignature      = errors.New("bundle signature refused")
 )
 
 // Error tells an operator which source and entry failed, and why.

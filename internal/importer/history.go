@@ -49,6 +49,9 @@ type Record struct {
 	BlobsExisting int              `json:"blobs_existing"`
 	BytesNew      int64            `json:"bytes_new"`
 	BytesExisting int64            `json:"bytes_existing"`
+
+	// Bundle is set for the appliance's own bundles: signer and inventory.
+	Bundle *BundleRecord `json:"bundle,omitempty"`
 }
 
 // ManifestRecord is one manifest an import stored.

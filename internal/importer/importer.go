@@ -26,6 +26,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
 
@@ -62,6 +63,8 @@ const DefaultMaxEntrySize int64 = 1 << 40 // 1 TiB
 // Importer imports archives into a Store and records every import.
 type Importer struct {
 	store   Store
+	files   Files
+	apt     Apt
 	history *History
 	log     *slog.Logger
 	maxSize int64
@@ -75,6 +78,12 @@ type Option func(*Importer)
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(i *Importer) { i.log = l } }
+
+// WithFiles gives bundles a file store for the files they carry.
+func WithFiles(f Files) Option { return func(i *Importer) { i.files = f } }
+
+// WithApt gives bundles an apt repository for the packages they carry.
+func WithApt(a Apt) Option { return func(i *Importer) { i.apt = a } }
 
 // WithMaxEntrySize bounds the size an entry may claim.
 func WithMaxEntrySize(n int64) Option { return func(i *Importer) { i.maxSize = n } }
@@ -90,6 +99,9 @@ func New(store Store, history *History, opts ...Option) (*Importer, error) {
 	}
 	return i, nil
 }
+
+// errNoDestination refuses archives other than bundles without a destination.
+var errNoDestination = fmt.Errorf("%w: a destination repository (--to-repo PROJECT/REPO) is required (only appliance bundles carry their own)", ErrInvalidRequest)
 
 // Request describes one import.
 type Request struct {
@@ -109,14 +121,13 @@ type Request struct {
 	KeepNames bool
 	// User is who asked, for the history.
 	User string
+	// Trust decides which signed bundles are accepted (bundles only).
+	Trust bundle.Trust
 }
 
 func (r Request) validate() error {
 	if r.Reader == nil {
 		return fmt.Errorf("%w: no input", ErrInvalidRequest)
-	}
-	if r.ToRepo == "" && !r.KeepNames {
-		return fmt.Errorf("%w: a destination repository (--to-repo PROJECT/REPO) is required", ErrInvalidRequest)
 	}
 	if r.ToRepo != "" && !validRepo(r.ToRepo) {
 		return fmt.Errorf("%w: %q is not a valid repository name (lower-case path components such as project/repo)", ErrInvalidRequest, r.ToRepo)

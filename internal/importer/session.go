@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
 
@@ -37,6 +38,9 @@ type session struct {
 	order []string                   // entry names as they came
 
 	pending []*pendingWrite // blob writes still running (pipeline.go)
+
+	bundle  *bundleState             // set when the archive is an appliance bundle
+	partial map[digest.Digest]bool // indexes carried with only some platforms
 }
 
 type fileRef struct {
@@ -50,7 +54,7 @@ func (imp *Importer) newSession(ctx context.Context, req Request, rec *Record) (
 		staging: StagingProject + "/" + rec.ID,
 		files:   map[string]fileRef{}, links: map[string]string{},
 		have: map[digest.Digest]int64{}, fresh: map[digest.Digest]struct{}{},
-		meta: map[string][]byte{},
+		meta: map[string][]byte{}, partial: map[digest.Digest]bool{},
 	}, nil
 }
 
@@ -58,6 +62,11 @@ func (imp *Importer) newSession(ctx context.Context, req Request, rec *Record) (
 // the destination repositories now link too, or garbage collection frees).
 func (s *session) cleanup() {
 	_ = s.wait(0) // no writer may still be adding to staging
+	if s.bundle != nil && s.bundle.stage != nil {
+		if err := s.bundle.stage.Discard(); err != nil {
+			s.imp.log.Warn("file staging not removed", "id", s.rec.ID, "error", err)
+		}
+	}
 	ctx := context.WithoutCancel(s.ctx)
 	if err := s.imp.store.RemoveRepository(ctx, s.staging); err != nil {
 		s.imp.log.Warn("staging repository not removed", "repository", s.staging, "error", err)
@@ -106,6 +115,16 @@ func legacyDockerJunk(name string) bool {
 }
 
 func (s *session) entry(e *entry) error {
+	if len(s.order) == 0 && s.bundle == nil {
+		if bundle.IsBundleStart(e.name) && !e.isLink {
+			s.bundle = &bundleState{check: bundle.NewChecker(s.req.Trust)}
+		} else if s.req.ToRepo == "" && !s.req.KeepNames {
+			return s.fail("read", "", errNoDestination)
+		}
+	}
+	if s.bundle != nil {
+		return s.bundleEntry(e)
+	}
 	if e.isLink {
 		// Only docker-save's layer entries may legitimately be links (one
 		// layer linked to another inside the archive).

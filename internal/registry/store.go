@@ -334,3 +334,26 @@ func (r *Registry) GetManifest(ctx context.Context, repo string, d digest.Digest
 	}
 	return mt, payload, nil
 }
+
+// Blobs lists every blob in storage with its size, sorted by digest: what a
+// receipt reports the appliance holds.
+func (r *Registry) Blobs(ctx context.Context) ([]Descriptor, error) {
+	var out []Descriptor
+	err := r.namespace.Blobs().Enumerate(ctx, func(d digest.Digest) error {
+		desc, err := r.namespace.BlobStatter().Stat(ctx, d)
+		if errors.Is(err, distribution.ErrBlobUnknown) {
+			return nil // removed while listing
+		}
+		if err != nil {
+			return err
+		}
+		out = append(out, Descriptor{Digest: d, Size: desc.Size, MediaType: desc.MediaType})
+		return nil
+	})
+	var notFound storagedriver.PathNotFoundError
+	if err != nil && !errors.As(err, &notFound) {
+		return nil, fmt.Errorf("list blobs: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Digest < out[j].Digest })
+	return out, nil
+}

@@ -106,6 +106,8 @@ func (s *Server) routes(e *echo.Echo) {
 	api.POST("/imports", s.postImport)
 	api.GET("/imports", s.listImports, s.requireUser)
 	api.GET("/imports/:id", s.getImport, s.requireUser)
+	api.GET("/receipt", s.getReceipt, s.requireUser)
+	api.GET("/files", s.listFiles)
 
 	s.aptAPI(api)
 

@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
+	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/auth"
 )
 
@@ -33,6 +34,8 @@ func statusOf(err error) (int, string) {
 		return status, code
 	}
 	switch {
+	case errors.Is(err, bundle.ErrBadPart), errors.Is(err, bundle.ErrBadSignature), errors.Is(err, bundle.ErrUntrusted):
+		return http.StatusUnprocessableEntity, "IMPORT_REFUSED"
 	case errors.Is(err, aptrepo.ErrConflict):
 		return http.StatusConflict, "CONFLICT"
 	case errors.Is(err, aptrepo.ErrNotDeb), errors.Is(err, aptrepo.ErrBadControl), errors.Is(err, aptrepo.ErrTooLarge):

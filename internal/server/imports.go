@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/appliance-dev/appliance/internal/auth"
+	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
@@ -22,6 +23,8 @@ type ImportPathRequest struct {
 	Path      string `json:"path"`
 	ToRepo    string `json:"to_repo"`
 	KeepNames bool   `json:"keep_names"`
+	// AllowUnsigned accepts an unsigned appliance bundle (recorded).
+	AllowUnsigned bool `json:"allow_unsigned"`
 }
 
 // ImportFailure is the answer to an import that was refused: the error,
@@ -65,8 +68,18 @@ func (s *Server) postImport(c echo.Context) error {
 		if statErr != nil {
 			return fmt.Errorf("%w: %w", errBadRequest, statErr)
 		}
-		ir := importer.Request{Source: req.Path, ToRepo: req.ToRepo, KeepNames: req.KeepNames, User: p.Name}
-		if info.IsDir() {
+		ir := importer.Request{Source: req.Path, ToRepo: req.ToRepo, KeepNames: req.KeepNames, User: p.Name,
+			Trust: bundle.Trust{Keys: s.trust, AllowUnsigned: req.AllowUnsigned}}
+		if _, perr := os.Stat(req.Path + ".parts.json"); perr == nil && !info.IsDir() {
+			// A bundle split for media: the parts are checked, then read as one.
+			r, _, oerr := bundle.Open(req.Path, ir.Trust)
+			if oerr != nil {
+				return oerr
+			}
+			defer r.Close()
+			ir.Reader = r
+			rec, err = s.importer.Import(ctx, ir)
+		} else if info.IsDir() {
 			rec, err = s.importer.ImportDir(ctx, req.Path, ir)
 		} else {
 			f, openErr := os.Open(req.Path)
@@ -79,6 +92,7 @@ func (s *Server) postImport(c echo.Context) error {
 		}
 	} else {
 		keep, _ := strconv.ParseBool(c.QueryParam("keep_names"))
+		unsigned, _ := strconv.ParseBool(c.QueryParam("allow_unsigned"))
 		source := c.QueryParam("source")
 		if source == "" {
 			source = "upload"
@@ -86,6 +100,7 @@ func (s *Server) postImport(c echo.Context) error {
 		rec, err = s.importer.Import(ctx, importer.Request{
 			Source: filepath.Base(source), Reader: c.Request().Body, Size: max(c.Request().ContentLength, 0),
 			ToRepo: c.QueryParam("to_repo"), KeepNames: keep, User: p.Name,
+			Trust: bundle.Trust{Keys: s.trust, AllowUnsigned: unsigned},
 		})
 	}
 	if err != nil {

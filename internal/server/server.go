@@ -26,6 +26,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
+	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/filestore"
 	"github.com/appliance-dev/appliance/internal/auth"
 	"github.com/appliance-dev/appliance/internal/config"
 	"github.com/appliance-dev/appliance/internal/importer"
@@ -57,6 +59,9 @@ type Server struct {
 	apt           *aptrepo.Repos
 	history       *importer.History
 	importer      *importer.Importer
+	files         *filestore.Store
+	trust         []bundle.TrustedKey
+	receiptKey    *bundle.Signer
 	metrics       *metrics
 	started       time.Time
 
@@ -129,12 +134,27 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		_ = s.reg.Close()
 		return nil, err
 	}
-	if s.history, err = importer.OpenHistory(filepath.Join(dir, importsDir)); err != nil {
+	closeStores := func() {
 		_ = s.reg.Close()
 		_ = s.apt.Close()
+	}
+	if s.history, err = importer.OpenHistory(filepath.Join(dir, importsDir)); err != nil {
+		closeStores()
 		return nil, err
 	}
-	if s.importer, err = importer.New(s.reg, s.history, importer.WithLogger(log)); err != nil {
+	if s.files, err = filestore.Open(filepath.Join(dir, filesDir), log); err != nil {
+		closeStores()
+		return nil, err
+	}
+	if s.trust, err = bundle.LoadTrustedKeys(cfg.Trust.Keys); err != nil {
+		closeStores()
+		return nil, err
+	}
+	if s.receiptKey, err = openReceiptKey(dir); err != nil {
+		closeStores()
+		return nil, err
+	}
+	if s.importer, err = importer.New(s.reg, s.history, importer.WithLogger(log), importer.WithFiles(s.files), importer.WithApt(aptImport{s.apt})); err != nil {
 		_ = s.reg.Close()
 		_ = s.apt.Close()
 		return nil, err
@@ -247,6 +267,7 @@ func (s *Server) newEcho() *echo.Echo {
 	e.GET("/ca.crt", s.caCert)
 	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()))
 	s.aptRoutes(e)
+	s.filesRoutes(e)
 	return e
 }
 
