@@ -35,21 +35,39 @@ var (
 	ErrMissingKey = errors.New("signing key missing")
 	// ErrClosed is a call on closed Repos.
 	ErrClosed = errors.New("apt repositories closed")
+	// ErrSignature is an upstream Release (InRelease, or Release with
+	// Release.gpg) whose signature does not verify with the keyring given
+	// to Mirror: a wrong keyring, or a tampered Release.
+	ErrSignature = errors.New("upstream signature does not verify with the given keyring")
+	// ErrChecksum is an upstream file whose size or checksum differs from
+	// the one its signed index gives: a Packages file that does not match
+	// the Release, or a .deb that does not match the Packages file.
+	ErrChecksum = errors.New("size or checksum differs from the signed index")
+	// ErrUnreachable is an upstream archive that cannot be reached or
+	// answers with an error.
+	ErrUnreachable = errors.New("upstream archive unreachable")
 )
 
-// Error tells an operator which repository, distribution and file a
-// refused change was about, and why.
+// Error tells an operator which repository (or upstream archive),
+// distribution and file a refused change or a failed mirror was about, and
+// why.
 type Error struct {
-	Op   string // "add", "remove", "rollback", "open", …
+	Op   string // "add", "remove", "rollback", "open", "mirror", …
 	Repo string // repository name; may be empty
+	URL  string // the upstream archive (Mirror); may be empty
 	Dist string // distribution; may be empty
-	File string // the package file (Deb.Name) or state file; may be empty
+	File string // the package file (Deb.Name), state file, keyring or upstream file; may be empty
 	Err  error
 }
 
 func (e *Error) Error() string {
 	s := "apt repository " + e.Op
-	if e.Repo != "" {
+	if e.URL != "" {
+		s += " " + e.URL
+		if e.Dist != "" {
+			s += " " + e.Dist
+		}
+	} else if e.Repo != "" {
 		s += " " + e.Repo
 		if e.Dist != "" {
 			s += "/" + e.Dist

@@ -125,12 +125,16 @@ func writeBlob(tw *tar.Writer, b Blob, mtime time.Time, blobs BlobSource) error 
 		return fmt.Errorf("write bundle %s: %w", name, err)
 	}
 	h := sha256.New()
-	n, err := io.Copy(tw, io.TeeReader(io.LimitReader(rc, b.Size+1), h))
+	n, err := io.Copy(tw, io.TeeReader(io.LimitReader(rc, b.Size), h))
 	if err != nil {
 		return fmt.Errorf("write bundle %s: %w", name, err)
 	}
+	var one [1]byte
+	if extra, _ := rc.Read(one[:]); extra > 0 {
+		n++
+	}
 	if n != b.Size || hex.EncodeToString(h.Sum(nil)) != hexDigest {
-		return fmt.Errorf("write bundle %s: the source changed: %d bytes hashing to sha256:%x, want %d bytes", name, n, h.Sum(nil), b.Size)
+		return fmt.Errorf("write bundle %s: the source changed: it no longer has %d bytes hashing to %s (the cache or the file was altered; delete it from the cache and run again)", name, b.Size, b.Digest)
 	}
 	return nil
 }

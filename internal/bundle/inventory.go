@@ -39,18 +39,18 @@ type Inventory struct {
 
 // Artifact is one thing the bundle carries.
 type Artifact struct {
-	Kind        string            `json:"kind"`
-	Source      string            `json:"source"`
-	Destination string            `json:"destination"`
-	Digest      string            `json:"digest"`
-	Size        int64             `json:"size"`
-	MediaType   string            `json:"mediaType,omitempty"`
-	Version     string            `json:"version,omitempty"`
-	Refresh     string            `json:"refresh,omitempty"`
-	Platforms   []string          `json:"platforms,omitempty"`
+	Kind        string   `json:"kind"`
+	Source      string   `json:"source"`
+	Destination string   `json:"destination"`
+	Digest      string   `json:"digest"`
+	Size        int64    `json:"size"`
+	MediaType   string   `json:"mediaType,omitempty"`
+	Version     string   `json:"version,omitempty"`
+	Refresh     string   `json:"refresh,omitempty"`
+	Platforms   []string `json:"platforms,omitempty"`
 	// FileKind says what a file is: nim-profile, driver, iso, file…
 	FileKind string            `json:"fileKind,omitempty"`
-	Metadata    map[string]string `json:"metadata,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
 	// Related lists what travels with an image (signatures, attestations,
 	// SBOMs, referrers) and, for an imgpkg bundle, every image and nested
 	// bundle it reaches.
