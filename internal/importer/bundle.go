@@ -37,10 +37,10 @@ type Apt interface {
 // BundleRecord is what the history keeps of a bundle import: who signed it
 // and its whole inventory.
 type BundleRecord struct {
-	Name        string          `json:"name,omitempty"`
-	Signed      bool            `json:"signed"`
-	SignedBy    string          `json:"signed_by,omitempty"`
-	Fingerprint string          `json:"fingerprint,omitempty"`
+	Name        string `json:"name,omitempty"`
+	Signed      bool   `json:"signed"`
+	SignedBy    string `json:"signed_by,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
 	// AllowedUnsigned records that --allow-unsigned let an unsigned bundle in.
 	AllowedUnsigned bool            `json:"allowed_unsigned,omitempty"`
 	Since           string          `json:"since,omitempty"`

@@ -39,7 +39,7 @@ type session struct {
 
 	pending []*pendingWrite // blob writes still running (pipeline.go)
 
-	bundle  *bundleState             // set when the archive is an appliance bundle
+	bundle  *bundleState           // set when the archive is an appliance bundle
 	partial map[digest.Digest]bool // indexes carried with only some platforms
 }
 

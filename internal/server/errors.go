@@ -8,8 +8,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
-	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/auth"
+	"github.com/appliance-dev/appliance/internal/bundle"
 )
 
 // APIError is the body of every error the JSON API returns.

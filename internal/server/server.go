@@ -26,10 +26,10 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
-	"github.com/appliance-dev/appliance/internal/bundle"
-	"github.com/appliance-dev/appliance/internal/filestore"
 	"github.com/appliance-dev/appliance/internal/auth"
+	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/config"
+	"github.com/appliance-dev/appliance/internal/filestore"
 	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/pki"
 	"github.com/appliance-dev/appliance/internal/registry"
