@@ -319,7 +319,7 @@ func run(ctx context.Context, o options) error {
 		benchkit.Logf("building the appliance: go build -o %s ./cmd/appliance", o.appliance)
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", o.appliance, "./cmd/appliance")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/appliance (run from the repository's root): %v\n%s", err, out)
+			return fmt.Errorf("go build ./cmd/appliance (run from the repository's root): %w\n%s", err, out)
 		}
 	}
 	rep.Machine = machineInfo(ctx, o.appliance, nginxBin)
@@ -336,7 +336,7 @@ func run(ctx context.Context, o options) error {
 	benchkit.Logf("generated %d .debs (%d bytes) in %.2fs", info.Count, info.Bytes, info.GenSeconds)
 	if _, err := exec.LookPath("dpkg-deb"); err == nil {
 		if out, err := exec.CommandContext(ctx, "dpkg-deb", "--info", debs[1]).CombinedOutput(); err != nil {
-			return fmt.Errorf("dpkg-deb refuses a generated package: %v\n%s", err, out)
+			return fmt.Errorf("dpkg-deb refuses a generated package: %w\n%s", err, out)
 		}
 	}
 
@@ -956,7 +956,7 @@ func verifySame(ctx context.Context, servers []*server, copyRoot string, listing
 		for _, s := range servers {
 			got, err := httpGet(ctx, s.Base+"/"+repoName+"/"+filepath.ToSlash(rel))
 			if err != nil || !bytes.Equal(got, want) {
-				return fmt.Errorf("verify %s: pool file %s: %v", s.Name, rel, err)
+				return fmt.Errorf("verify %s: pool file %s: %w", s.Name, rel, err)
 			}
 		}
 	}
@@ -1045,7 +1045,7 @@ func (a *aptRunner) debugRun(ctx context.Context, s *server) (fresh, warm reques
 		logPath := filepath.Join(a.work, fmt.Sprintf("apt-debug-%s-%d.log", s.Name, i+1))
 		_ = os.WriteFile(logPath, out, 0o644)
 		if err != nil || aptWarned(out) {
-			return fresh, warm, fmt.Errorf("apt-get update against %s: %v\n%s", s.Name, err, out)
+			return fresh, warm, fmt.Errorf("apt-get update against %s: %w\n%s", s.Name, err, out)
 		}
 		*row = parseDebug(s.Name, logPath, out)
 	}
@@ -1130,7 +1130,7 @@ func (a *aptRunner) timedRun(ctx context.Context, s *server, round, retries int)
 		server, self, other, elapsed := win.End()
 		cancel()
 		if err != nil || aptWarned(out.Bytes()) {
-			return u, fmt.Errorf("apt-get update against %s: %v\n%s", s.Name, err, out.String())
+			return u, fmt.Errorf("apt-get update against %s: %w\n%s", s.Name, err, out.String())
 		}
 		if m, _ := filepath.Glob(filepath.Join(dir, "lists", "*Packages*")); len(m) == 0 {
 			return u, fmt.Errorf("apt-get update against %s left no Packages in its lists:\n%s", s.Name, out.String())

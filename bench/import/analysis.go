@@ -170,7 +170,7 @@ func analysisPhase(ctx context.Context, o options, ds *dataset, work, name strin
 		for _, img := range ds.images {
 			for _, l := range img.layers {
 				if _, ok, err := reg.StatBlob(ctx, digest.Digest(l.digest)); err != nil || !ok {
-					return r, fmt.Errorf("blob %s not stored (%v)", l.digest, err)
+					return r, fmt.Errorf("blob %s not stored (%w)", l.digest, err)
 				}
 			}
 		}

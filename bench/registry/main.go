@@ -1356,7 +1356,7 @@ func serveStatic(args []string) {
 func goBuild(ctx context.Context, out, pkg string) error {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return fmt.Errorf("go build %s: the go tool is not on PATH: %w", pkg, err)
 	}
 	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, pkg)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

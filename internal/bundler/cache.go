@@ -60,7 +60,7 @@ func (c *cache) put(d string, size int64, r io.Reader, count func(int64)) error 
 	}
 	defer func() { _ = os.Remove(f.Name()) }()
 	h := sha256.New()
-	var src io.Reader = r
+	src := r
 	if size >= 0 {
 		src = io.LimitReader(r, size+1)
 	}

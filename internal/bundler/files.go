@@ -151,7 +151,7 @@ func (b *builder) downloadRound(ctx context.Context, url, partial string) (bool,
 	default:
 		return false, fmt.Errorf("download %s: HTTP %s", url, resp.Status)
 	}
-	fh, err := os.OpenFile(partial, flags, 0o640)
+	fh, err := os.OpenFile(partial, flags, 0o600)
 	if err != nil {
 		return false, fmt.Errorf("download %s: %w", url, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -142,7 +143,8 @@ func imgpkgBundleImage(t *testing.T, images ...string) v1.Image {
 	}
 	_ = tw.Close()
 	_ = zw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	data := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -582,7 +584,7 @@ func editTarEntry(t *testing.T, src, dst, entry string, edit func([]byte) []byte
 	tr, tw := tar.NewReader(in), tar.NewWriter(outF)
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
