@@ -126,14 +126,14 @@ func explain(ref string, err error) error {
 		return fmt.Errorf("%s: the registry refused access (HTTP %d); log in with `podman login` or `docker login`, or check the credentials in your auth file: %w", ref, te.StatusCode, err)
 	case errors.As(err, &te) && te.StatusCode == http.StatusNotFound:
 		return fmt.Errorf("%s: does not exist in the registry: %w", ref, err)
-	case errors.Is(err, errPlainHTTP):
-		return fmt.Errorf("%s: %w", ref, err)
 	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("%s: the registry speaks plain HTTP; name its host with --insecure-registry to allow that: %w", ref, err)
 	case strings.Contains(err.Error(), "certificate"):
 		return fmt.Errorf("%s: the registry's TLS certificate is not trusted; give its CA with --ca FILE (or --insecure-registry HOST): %w", ref, err)
 	case strings.Contains(err.Error(), "connection refused"), strings.Contains(err.Error(), "no such host"), strings.Contains(err.Error(), "i/o timeout"):
 		return fmt.Errorf("%s: the registry is unreachable: %w", ref, err)
+	case errors.Is(err, errPlainHTTP):
+		return fmt.Errorf("%s: %w", ref, err)
 	}
 	return fmt.Errorf("%s: %w", ref, err)
 }
