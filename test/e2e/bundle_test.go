@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -424,6 +425,27 @@ apt:
 		single := filepath.Join(work, "single.bundle")
 		out, err := runBin(t, "bundle", "create", "-f", specFile, "-o", single, "--key", filepath.Join(work, "release.key"), "--cache", cache, "--insecure-registry", up.host)
 		mustOK(t, "bundle create", out, err)
+		// The archive reads as an OCI layout, and its signature checks
+		// without the appliance (cosign verify-blob's format: base64 DER).
+		out, err = run(t, nil, "skopeo", "inspect", "--raw", "oci-archive:"+single+":enclave/alpha:1.0")
+		mustOK(t, "skopeo reads the bundle as an OCI archive", out, err)
+		if fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(out))) != alphaD.String() {
+			t.Errorf("oci-archive alpha digest differs from %s", alphaD)
+		}
+		need(t, "openssl")
+		x := t.TempDir()
+		for _, e := range []string{"inventory.json", "inventory.json.sig"} {
+			extractTarEntry(t, single, e, filepath.Join(x, e))
+		}
+		sig, _ := os.ReadFile(filepath.Join(x, "inventory.json.sig"))
+		der, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(sig)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = os.WriteFile(filepath.Join(x, "sig.der"), der, 0o644)
+		out, err = run(t, nil, "openssl", "dgst", "-sha256", "-verify", filepath.Join(work, "release.pub"), "-signature", filepath.Join(x, "sig.der"), filepath.Join(x, "inventory.json"))
+		mustOK(t, "openssl verifies inventory.json.sig", out, err)
+
 		edited := filepath.Join(work, "edited.bundle")
 		editTarEntry(t, single, edited, "inventory.json", func(b []byte) []byte {
 			return bytes.Replace(b, []byte(`"vmware/tkg-packages:v1"`), []byte(`"vmware/tkg-packages:v9"`), 1)
@@ -566,6 +588,33 @@ func getBytesAuth(t *testing.T, a *appliance, path string) []byte {
 		t.Fatalf("GET %s = %d: %s", path, resp.StatusCode, b)
 	}
 	return b
+}
+
+// extractTarEntry writes one entry of a tar to dst.
+func extractTarEntry(t *testing.T, src, entry, dst string) {
+	t.Helper()
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("%s has no %s: %v", src, entry, err)
+		}
+		if h.Name == entry {
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(dst, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
 }
 
 // editTarEntry copies a tar, changing one entry's content.
