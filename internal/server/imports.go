@@ -64,13 +64,14 @@ func (s *Server) postImport(c echo.Context) error {
 		if !filepath.IsAbs(req.Path) {
 			return fmt.Errorf("%w: path %q must be absolute", errBadRequest, req.Path)
 		}
-		info, statErr := os.Stat(req.Path)
-		if statErr != nil {
-			return fmt.Errorf("%w: %w", errBadRequest, statErr)
-		}
 		ir := importer.Request{Source: req.Path, ToRepo: req.ToRepo, KeepNames: req.KeepNames, User: p.Name,
 			Trust: bundle.Trust{Keys: s.trust, AllowUnsigned: req.AllowUnsigned}}
-		if _, perr := os.Stat(req.Path + ".parts.json"); perr == nil && !info.IsDir() {
+		_, partsErr := os.Stat(req.Path + ".parts.json")
+		info, statErr := os.Stat(req.Path)
+		if statErr != nil && partsErr != nil {
+			return fmt.Errorf("%w: %w", errBadRequest, statErr)
+		}
+		if partsErr == nil && (statErr != nil || !info.IsDir()) {
 			// A bundle split for media: the parts are checked, then read as one.
 			r, _, oerr := bundle.Open(req.Path, ir.Trust)
 			if oerr != nil {

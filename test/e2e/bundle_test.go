@@ -219,7 +219,11 @@ func TestBundleRoundTrip(t *testing.T) {
 	app1 := randomImage(t, 100<<10, 2)
 	app1D := up.push(t, "tkg/app1:v1", app1)
 	app1SigD := up.push(t, "tkg/app1:sha256-"+app1D.Hex+".sig", cosignLike(t, app1D, up.host+"/tkg/app1"))
-	bundleD := up.push(t, "tkg/bundle:v1", imgpkgBundleImage(t, up.host+"/tkg/app1@"+app1D.String()))
+	// A nested bundle: the outer one names the inner one and app1.
+	app2 := randomImage(t, 50<<10, 1)
+	app2D := up.push(t, "tkg/app2:v1", app2)
+	innerD := up.push(t, "tkg/inner:v1", imgpkgBundleImage(t, up.host+"/tkg/app2@"+app2D.String()))
+	bundleD := up.push(t, "tkg/bundle:v1", imgpkgBundleImage(t, up.host+"/tkg/app1@"+app1D.String(), up.host+"/tkg/inner@"+innerD.String()))
 
 	// A real signed apt archive: a second appliance, packages added with
 	// its CLI, served over plain HTTP with its key.
@@ -361,13 +365,15 @@ apt:
 
 	// Pulled with skopeo: digests identical to the upstream's.
 	for ref, want := range map[string]v1.Hash{
-		"enclave/alpha:1.0":                                   alphaD,
-		"enclave/alpha:sha256-" + alphaD.Hex + ".sig":         sigD,
-		"enclave/alpha@" + refD.String():                      refD,
-		"enclave/multi:2.0":                                   multiD,
-		"vmware/tkg-packages:v1":                              bundleD,
-		"vmware/tkg-packages:sha256-" + app1D.Hex + ".imgpkg": app1D,
-		"vmware/tkg-packages:sha256-" + app1D.Hex + ".sig":    app1SigD,
+		"enclave/alpha:1.0":                                    alphaD,
+		"enclave/alpha:sha256-" + alphaD.Hex + ".sig":          sigD,
+		"enclave/alpha@" + refD.String():                       refD,
+		"enclave/multi:2.0":                                    multiD,
+		"vmware/tkg-packages:v1":                               bundleD,
+		"vmware/tkg-packages:sha256-" + app1D.Hex + ".imgpkg":  app1D,
+		"vmware/tkg-packages:sha256-" + app1D.Hex + ".sig":     app1SigD,
+		"vmware/tkg-packages:sha256-" + innerD.Hex + ".imgpkg": innerD,
+		"vmware/tkg-packages:sha256-" + app2D.Hex + ".imgpkg":  app2D,
 	} {
 		if got := enclaveDigest(t, enclave, ref); got != want.String() {
 			t.Errorf("%s: digest %s, upstream %s", ref, got, want)
@@ -387,8 +393,10 @@ apt:
 	}
 	tagsOut, err = run(t, nil, "skopeo", "list-tags", "--cert-dir", enclave.certDir(), "docker://"+enclave.host()+"/vmware/tkg-packages")
 	mustOK(t, "list-tags", tagsOut, err)
-	if !strings.Contains(tagsOut, "sha256-"+bundleD.Hex+".image-locations.imgpkg") {
-		t.Errorf("no imgpkg locations image:\n%s", tagsOut)
+	for _, b := range []v1.Hash{bundleD, innerD} {
+		if !strings.Contains(tagsOut, "sha256-"+b.Hex+".image-locations.imgpkg") {
+			t.Errorf("no imgpkg locations image for %s:\n%s", b, tagsOut)
+		}
 	}
 
 	// Files at /files/ with their sums, over HTTP and HTTPS.
@@ -480,6 +488,12 @@ apt:
 		mustOK(t, "import --allow-unsigned", out, err)
 		if !strings.Contains(out, "UNSIGNED") {
 			t.Errorf("the import does not say it let an unsigned bundle in:\n%s", out)
+		}
+		// The split bundle, from the appliance's own disk (mounted media).
+		out, err = fresh.cli(in, append([]string{"import", "--on-server", b}, admin...)...)
+		mustOK(t, "import --on-server of the split bundle", out, err)
+		if got := enclaveDigest(t, fresh, "vmware/tkg-packages:v1"); got != bundleD.String() {
+			t.Errorf("after --on-server import: %s, want %s", got, bundleD)
 		}
 	})
 
