@@ -9,6 +9,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -44,100 +45,157 @@ type BlobSource interface {
 
 // WriteArchive writes a bundle: inventory.json, its signature and signer
 // key (when signer is set), oci-layout, index.json, then every blob the
-// inventory lists, each checked against its digest as it is copied.
+// inventory lists, in its order, each checked against its digest as it is
+// copied.
 func WriteArchive(w io.Writer, inv *Inventory, index []byte, signer *Signer, blobs BlobSource) error {
-	sum := sha256.Sum256(index)
-	inv.Index = Blob{Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(index))}
-	if signer != nil {
-		pub, err := signer.PublicKey()
+	aw, err := NewArchiveWriter(w, inv, index, signer)
+	if err != nil {
+		return err
+	}
+	for _, b := range inv.Blobs {
+		rc, err := blobs.Open(b.Digest)
+		if err != nil {
+			return fmt.Errorf("write bundle: blob %s: %w", b.Digest, err)
+		}
+		err = aw.Blob(b, rc, false)
+		_ = rc.Close()
 		if err != nil {
 			return err
 		}
+	}
+	return aw.Close()
+}
+
+// ArchiveWriter writes a bundle whose blobs come in any order: the
+// inventory (which lists them all) first, then each blob as it becomes
+// available, so writing can overlap fetching.
+type ArchiveWriter struct {
+	tw      *tar.Writer
+	mtime   time.Time
+	want    map[string]int64
+	written map[string]bool
+}
+
+// NewArchiveWriter completes the inventory (index digest, signer), writes
+// it, its signature and key, oci-layout and index.json.
+func NewArchiveWriter(w io.Writer, inv *Inventory, index []byte, signer *Signer) (*ArchiveWriter, error) {
+	sum := sha256.Sum256(index)
+	inv.Index = Blob{Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(index))}
+	var pub []byte
+	if signer != nil {
+		var err error
+		if pub, err = signer.PublicKey(); err != nil {
+			return nil, err
+		}
 		k, err := ParsePublicKey("signer", pub)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		inv.Signer = "sha256:" + k.Fingerprint()
 	}
 	data, err := inv.Marshal()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	tw := tar.NewWriter(w)
-	mtime := inv.Created
-	if mtime.IsZero() {
-		mtime = time.Unix(0, 0)
+	a := &ArchiveWriter{tw: tar.NewWriter(w), mtime: inv.Created, want: make(map[string]int64, len(inv.Blobs)), written: map[string]bool{}}
+	if a.mtime.IsZero() {
+		a.mtime = time.Unix(0, 0)
 	}
-	put := func(name string, body []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), ModTime: mtime, Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-			return fmt.Errorf("write bundle %s: %w", name, err)
-		}
-		if _, err := tw.Write(body); err != nil {
-			return fmt.Errorf("write bundle %s: %w", name, err)
-		}
-		return nil
+	for _, b := range inv.Blobs {
+		a.want[b.Digest] = b.Size
 	}
-	if err := put(EntryInventory, data); err != nil {
-		return err
+	if err := a.put(EntryInventory, data); err != nil {
+		return nil, err
 	}
 	if signer != nil {
 		sig, err := signer.Sign(data)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		pub, _ := signer.PublicKey()
-		if err := put(EntrySignature, sig); err != nil {
-			return err
+		if err := a.put(EntrySignature, sig); err != nil {
+			return nil, err
 		}
-		if err := put(EntrySignerKey, pub); err != nil {
-			return err
-		}
-	}
-	if err := put(EntryLayout, []byte(LayoutFile)); err != nil {
-		return err
-	}
-	if err := put(EntryIndex, index); err != nil {
-		return err
-	}
-	for _, b := range inv.Blobs {
-		if err := writeBlob(tw, b, mtime, blobs); err != nil {
-			return err
+		if err := a.put(EntrySignerKey, pub); err != nil {
+			return nil, err
 		}
 	}
-	if err := tw.Close(); err != nil {
+	if err := a.put(EntryLayout, []byte(LayoutFile)); err != nil {
+		return nil, err
+	}
+	if err := a.put(EntryIndex, index); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *ArchiveWriter) put(name string, body []byte) error {
+	if err := a.tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), ModTime: a.mtime, Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
+	}
+	if _, err := a.tw.Write(body); err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
+	}
+	return nil
+}
+
+// Blob writes one blob the inventory lists, once. Unless verified (the
+// caller hashed these very bytes already), its sha256 is checked while it
+// is copied; a source that changed is an error, and the archive is then
+// unusable.
+func (a *ArchiveWriter) Blob(b Blob, r io.Reader, verified bool) error {
+	hexDigest, ok := strings.CutPrefix(b.Digest, "sha256:")
+	if !ok {
+		return fmt.Errorf("write bundle: blob %s: only sha256 digests are supported", b.Digest)
+	}
+	if size, listed := a.want[b.Digest]; !listed || size != b.Size {
+		return fmt.Errorf("write bundle: blob %s (%d bytes) is not in the inventory", b.Digest, b.Size)
+	}
+	if a.written[b.Digest] {
+		return fmt.Errorf("write bundle: blob %s written twice", b.Digest)
+	}
+	name := blobPrefix + hexDigest
+	if err := a.tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: b.Size, ModTime: a.mtime, Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
+	}
+	h := sha256.New()
+	var src io.Reader = io.LimitReader(r, b.Size)
+	if !verified {
+		src = io.TeeReader(src, h)
+	}
+	buf := copyBuffers.Get().(*[]byte)
+	n, err := io.CopyBuffer(a.tw, src, *buf)
+	copyBuffers.Put(buf)
+	if err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
+	}
+	var one [1]byte
+	if extra, _ := r.Read(one[:]); extra > 0 {
+		n++
+	}
+	if n != b.Size || (!verified && hex.EncodeToString(h.Sum(nil)) != hexDigest) {
+		return fmt.Errorf("write bundle %s: the source changed: it no longer has %d bytes hashing to %s (the cache or the file was altered; delete it from the cache and run again)", name, b.Size, b.Digest)
+	}
+	a.written[b.Digest] = true
+	return nil
+}
+
+// Close checks that every listed blob was written and ends the archive.
+func (a *ArchiveWriter) Close() error {
+	if len(a.written) != len(a.want) {
+		for d := range a.want {
+			if !a.written[d] {
+				return fmt.Errorf("write bundle: blob %s was never written", d)
+			}
+		}
+	}
+	if err := a.tw.Close(); err != nil {
 		return fmt.Errorf("write bundle: %w", err)
 	}
 	return nil
 }
 
-func writeBlob(tw *tar.Writer, b Blob, mtime time.Time, blobs BlobSource) error {
-	hexDigest, ok := strings.CutPrefix(b.Digest, "sha256:")
-	if !ok {
-		return fmt.Errorf("write bundle: blob %s: only sha256 digests are supported", b.Digest)
-	}
-	rc, err := blobs.Open(b.Digest)
-	if err != nil {
-		return fmt.Errorf("write bundle: blob %s: %w", b.Digest, err)
-	}
-	defer rc.Close()
-	name := blobPrefix + hexDigest
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: b.Size, ModTime: mtime, Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-		return fmt.Errorf("write bundle %s: %w", name, err)
-	}
-	h := sha256.New()
-	n, err := io.Copy(tw, io.TeeReader(io.LimitReader(rc, b.Size), h))
-	if err != nil {
-		return fmt.Errorf("write bundle %s: %w", name, err)
-	}
-	var one [1]byte
-	if extra, _ := rc.Read(one[:]); extra > 0 {
-		n++
-	}
-	if n != b.Size || hex.EncodeToString(h.Sum(nil)) != hexDigest {
-		return fmt.Errorf("write bundle %s: the source changed: it no longer has %d bytes hashing to %s (the cache or the file was altered; delete it from the cache and run again)", name, b.Size, b.Digest)
-	}
-	return nil
-}
+// copyBuffers are the 1 MiB buffers blobs are copied with.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // Trust is how a reader decides whether to accept a bundle's signature.
 type Trust struct {

@@ -141,9 +141,6 @@ func Create(ctx context.Context, o Options) (*Result, error) {
 	if err := b.collect(ctx); err != nil {
 		return nil, err
 	}
-	if err := b.download(ctx); err != nil {
-		return nil, err
-	}
 	return b.write(ctx)
 }
 
@@ -232,8 +229,10 @@ func (b *builder) download1(ctx context.Context, d string, it fetchItem) error {
 	return nil
 }
 
-// download fetches every blob not yet in the cache, o.Parallel at a time.
-func (b *builder) download(ctx context.Context) error {
+// download fetches every blob not yet in the cache, o.Parallel at a time,
+// largest first so the long downloads overlap the short ones, and sends
+// each digest to ready as soon as it is in the cache (verified).
+func (b *builder) download(ctx context.Context, ready chan<- string) error {
 	keys := make([]string, 0, len(b.fetch))
 	var total int64
 	for d, it := range b.fetch {
@@ -243,16 +242,18 @@ func (b *builder) download(ctx context.Context) error {
 		keys = append(keys, d)
 		total += it.size
 	}
-	// Largest first, so the long downloads overlap the short ones.
 	sort.Slice(keys, func(i, j int) bool { return b.fetch[keys[i]].size > b.fetch[keys[j]].size })
-	if b.o.Progress != nil {
-		b.o.Progress.Phase("download", total)
-	}
 	b.log.Info("downloading", "blobs", len(keys), "bytes", total, "parallel", b.o.Parallel)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(b.o.Parallel)
 	for _, d := range keys {
-		g.Go(func() error { return b.download1(gctx, d, b.fetch[d]) })
+		g.Go(func() error {
+			if err := b.download1(gctx, d, b.fetch[d]); err != nil {
+				return err
+			}
+			ready <- d
+			return nil
+		})
 	}
 	return g.Wait()
 }
@@ -315,15 +316,11 @@ func (b *builder) write(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("create bundle: index.json: %w", err)
 	}
 	if b.o.Progress != nil {
-		b.o.Progress.Phase("write", res.Bytes)
-	}
-	src := bundle.BlobSource(b.cache)
-	if b.o.Progress != nil {
-		src = countingSource{b.cache, b.o.Progress}
+		b.o.Progress.Phase("download and write", res.Bytes)
 	}
 	if b.o.SplitSize > 0 {
 		sw := bundle.NewSplitWriter(b.o.Out, b.o.SplitSize)
-		if err := bundle.WriteArchive(ctxWriter{ctx, sw}, inv, index, b.o.Signer, src); err != nil {
+		if err := b.stream(ctx, sw, inv, index); err != nil {
 			sw.Abort()
 			return nil, err
 		}
@@ -341,11 +338,91 @@ func (b *builder) write(ctx context.Context) (*Result, error) {
 		}
 		return res, nil
 	}
-	if err := writeAtomic(ctx, b.o.Out, func(w io.Writer) error { return bundle.WriteArchive(w, inv, index, b.o.Signer, src) }); err != nil {
+	if err := writeAtomic(ctx, b.o.Out, func(w io.Writer) error { return b.stream(ctx, w, inv, index) }); err != nil {
 		return nil, err
 	}
 	res.Files = []string{b.o.Out}
 	return res, nil
+}
+
+// stream writes the archive while the blobs still missing are downloaded:
+// the inventory (every digest is known once the manifests are read) first,
+// then the blobs already at hand, then each download as it completes.
+// Blobs downloaded and verified by this run are not hashed a second time;
+// blobs from an earlier run's cache and local files are.
+func (b *builder) stream(ctx context.Context, w io.Writer, inv *bundle.Inventory, index []byte) error {
+	aw, err := bundle.NewArchiveWriter(ctxWriter{ctx, w}, inv, index, b.o.Signer)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ready := make(chan string, len(inv.Blobs))
+	fresh := map[string]bool{}
+	var pending []string
+	for _, bl := range inv.Blobs {
+		if it, ok := b.fetch[bl.Digest]; ok && !b.cache.has(bl.Digest, it.size) {
+			fresh[bl.Digest] = true
+			continue
+		}
+		pending = append(pending, bl.Digest)
+	}
+	dlErr := make(chan error, 1)
+	go func() { dlErr <- b.download(ctx, ready) }()
+	sizes := make(map[string]int64, len(inv.Blobs))
+	for _, bl := range inv.Blobs {
+		sizes[bl.Digest] = bl.Size
+	}
+	put := func(d string) error {
+		rc, err := b.cache.Open(d)
+		if err != nil {
+			return fmt.Errorf("write bundle: blob %s: %w", d, err)
+		}
+		defer rc.Close()
+		var r io.Reader = rc
+		if b.o.Progress != nil && !fresh[d] {
+			// Downloads count themselves; count what comes from the cache.
+			r = countingReader{rc, b.o.Progress}
+		}
+		return aw.Blob(bundle.Blob{Digest: d, Size: sizes[d]}, r, fresh[d])
+	}
+	for _, d := range pending {
+		if err := put(d); err != nil {
+			return err
+		}
+	}
+	for range len(fresh) {
+		select {
+		case d := <-ready:
+			if err := put(d); err != nil {
+				return err
+			}
+		case err := <-dlErr:
+			if err != nil {
+				return err
+			}
+			dlErr = nil // all downloads done; the rest is in ready
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if dlErr != nil {
+		if err := <-dlErr; err != nil {
+			return err
+		}
+	}
+	return aw.Close()
+}
+
+type countingReader struct {
+	r io.Reader
+	p Progress
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.p.Add(int64(n))
+	return n, err
 }
 
 // writeAtomic writes path through a temporary file, synced and renamed.
@@ -381,28 +458,4 @@ func (c ctxWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.w.Write(p)
-}
-
-type countingSource struct {
-	c *cache
-	p Progress
-}
-
-func (s countingSource) Open(d string) (io.ReadCloser, error) {
-	rc, err := s.c.Open(d)
-	if err != nil {
-		return nil, err
-	}
-	return countingReadCloser{rc, s.p}, nil
-}
-
-type countingReadCloser struct {
-	io.ReadCloser
-	p Progress
-}
-
-func (c countingReadCloser) Read(b []byte) (int, error) {
-	n, err := c.ReadCloser.Read(b)
-	c.p.Add(int64(n))
-	return n, err
 }
