@@ -223,7 +223,9 @@ func (b *builder) download1(ctx context.Context, d string, it fetchItem) error {
 	if b.o.Progress != nil {
 		count = b.o.Progress.Add
 	}
-	if err := b.cache.put(d, it.size, rc, count); err != nil {
+	// go-containerregistry's reader checks the digest itself and fails at
+	// the end on a mismatch, before the cache renames the file into place.
+	if err := b.cache.putVerified(d, it.size, rc, count); err != nil {
 		return explain(ref.String(), err)
 	}
 	return nil
@@ -232,15 +234,10 @@ func (b *builder) download1(ctx context.Context, d string, it fetchItem) error {
 // download fetches every blob not yet in the cache, o.Parallel at a time,
 // largest first so the long downloads overlap the short ones, and sends
 // each digest to ready as soon as it is in the cache (verified).
-func (b *builder) download(ctx context.Context, ready chan<- string) error {
-	keys := make([]string, 0, len(b.fetch))
+func (b *builder) download(ctx context.Context, keys []string, ready chan<- string) error {
 	var total int64
-	for d, it := range b.fetch {
-		if b.cache.has(d, it.size) {
-			continue
-		}
-		keys = append(keys, d)
-		total += it.size
+	for _, d := range keys {
+		total += b.fetch[d].size
 	}
 	sort.Slice(keys, func(i, j int) bool { return b.fetch[keys[i]].size > b.fetch[keys[j]].size })
 	b.log.Info("downloading", "blobs", len(keys), "bytes", total, "parallel", b.o.Parallel)
@@ -359,16 +356,23 @@ func (b *builder) stream(ctx context.Context, w io.Writer, inv *bundle.Inventory
 	defer cancel()
 	ready := make(chan string, len(inv.Blobs))
 	fresh := map[string]bool{}
-	var pending []string
+	var pending, missing []string
 	for _, bl := range inv.Blobs {
 		if it, ok := b.fetch[bl.Digest]; ok && !b.cache.has(bl.Digest, it.size) {
 			fresh[bl.Digest] = true
+			missing = append(missing, bl.Digest)
 			continue
 		}
 		pending = append(pending, bl.Digest)
 	}
+	// ready has room for every blob, so downloads never wait on the
+	// writer; it is closed when the downloads end, well or not.
 	dlErr := make(chan error, 1)
-	go func() { dlErr <- b.download(ctx, ready) }()
+	go func() {
+		err := b.download(ctx, missing, ready)
+		close(ready)
+		dlErr <- err
+	}()
 	sizes := make(map[string]int64, len(inv.Blobs))
 	for _, bl := range inv.Blobs {
 		sizes[bl.Digest] = bl.Size
@@ -386,30 +390,23 @@ func (b *builder) stream(ctx context.Context, w io.Writer, inv *bundle.Inventory
 		}
 		return aw.Blob(bundle.Blob{Digest: d, Size: sizes[d]}, r, fresh[d])
 	}
+	fail := func(err error) error {
+		cancel()
+		<-dlErr // the downloads have stopped
+		return err
+	}
 	for _, d := range pending {
 		if err := put(d); err != nil {
-			return err
+			return fail(err)
 		}
 	}
-	for range len(fresh) {
-		select {
-		case d := <-ready:
-			if err := put(d); err != nil {
-				return err
-			}
-		case err := <-dlErr:
-			if err != nil {
-				return err
-			}
-			dlErr = nil // all downloads done; the rest is in ready
-		case <-ctx.Done():
-			return ctx.Err()
+	for d := range ready {
+		if err := put(d); err != nil {
+			return fail(err)
 		}
 	}
-	if dlErr != nil {
-		if err := <-dlErr; err != nil {
-			return err
-		}
+	if err := <-dlErr; err != nil {
+		return err
 	}
 	return aw.Close()
 }

@@ -250,6 +250,23 @@ func TestPrivateUpstream(t *testing.T) {
 		t.Fatalf("the bundle does not verify: %v", err)
 	}
 
+	// Many small blobs: the downloads finish long before the writer has
+	// written them all, and every one still lands in the bundle.
+	many, err := random.Image(1024, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.push(t, "vendor/many:1", many)
+	for i := range 3 {
+		res, err := create(filepath.Join(work, fmt.Sprint("cache-many-", i)), spec(t, up.host+"/vendor/many:1"), up.caFile)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if len(res.Inventory.Blobs) != 42 {
+			t.Fatalf("round %d: %d blobs, want 42", i, len(res.Inventory.Blobs))
+		}
+	}
+
 	// An unreachable registry says so.
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := ln.Addr().String()

@@ -50,6 +50,16 @@ func (c *cache) has(d string, size int64) bool {
 
 // put streams r into the cache, checking size (when >= 0) and digest.
 func (c *cache) put(d string, size int64, r io.Reader, count func(int64)) error {
+	return c.store(d, size, r, count, false)
+}
+
+// putVerified is put for a reader that verifies the digest itself and
+// fails at its end on a mismatch: the bytes are not hashed a second time.
+func (c *cache) putVerified(d string, size int64, r io.Reader, count func(int64)) error {
+	return c.store(d, size, r, count, true)
+}
+
+func (c *cache) store(d string, size int64, r io.Reader, count func(int64), verified bool) error {
 	hexDigest, ok := strings.CutPrefix(d, "sha256:")
 	if !ok || len(hexDigest) != 64 {
 		return fmt.Errorf("cache %s: only sha256 digests are supported", d)
@@ -64,7 +74,12 @@ func (c *cache) put(d string, size int64, r io.Reader, count func(int64)) error 
 	if size >= 0 {
 		src = io.LimitReader(r, size+1)
 	}
-	n, err := io.Copy(io.MultiWriter(f, h, counter(count)), src)
+	dst := io.MultiWriter(f, h, counter(count))
+	if verified {
+		dst = io.MultiWriter(f, counter(count))
+	}
+	buf := make([]byte, 1<<20)
+	n, err := io.CopyBuffer(dst, src, buf)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -77,7 +92,7 @@ func (c *cache) put(d string, size int64, r io.Reader, count func(int64)) error 
 	if size >= 0 && n != size {
 		return fmt.Errorf("download %s: got %d bytes, want %d", d, n, size)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != hexDigest {
+	if got := hex.EncodeToString(h.Sum(nil)); !verified && got != hexDigest {
 		return fmt.Errorf("download %s: the bytes received hash to sha256:%s", d, got)
 	}
 	if err := os.Rename(f.Name(), c.path(d)); err != nil {
