@@ -121,7 +121,7 @@ func main() {
 	flag.IntVar(&o.layers, "layers", 4, "layers per image")
 	flag.IntVar(&o.parallel, "parallel", 8, "`appliance bundle create --parallel`, and the connections of the parallel GET")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of every measurement (the order alternates); the report gives medians")
-	flag.StringVar(&o.phases, "phases", "appliance,skopeo-archive,skopeo-dir,skopeo-parallel,get,prototype", "what to time, comma-separated: appliance, skopeo-archive (the goal's baseline), skopeo-dir, skopeo-parallel, get, prototype (a what-if, see prototype.go), prototype-serial, prototype-rehash (its two variants)")
+	flag.StringVar(&o.phases, "phases", "appliance,skopeo-archive,skopeo-dir,skopeo-parallel,get", "what to time, comma-separated: appliance, skopeo-archive (the goal's baseline), skopeo-dir, skopeo-parallel, get, prototype (a what-if, see prototype.go), prototype-serial, prototype-rehash (its two variants)")
 	flag.BoolVar(&o.sign, "sign", true, "sign the bundles (a key from `appliance key generate`), as a real run would")
 	flag.BoolVar(&o.warmup, "warmup", true, "one unreported `bundle create` and skopeo run on the main set first (the first writes into memory the VM has not touched yet are slow)")
 	flag.StringVar(&o.work, "work", "", "folder for the upstream's storage and every output (default: a new folder under $TMPDIR); it is the disk under test")
