@@ -158,7 +158,7 @@ func (a *ArchiveWriter) Blob(b Blob, r io.Reader, verified bool) error {
 		return fmt.Errorf("write bundle %s: %w", name, err)
 	}
 	h := sha256.New()
-	var src io.Reader = io.LimitReader(r, b.Size)
+	src := io.LimitReader(r, b.Size)
 	if !verified {
 		src = io.TeeReader(src, h)
 	}
