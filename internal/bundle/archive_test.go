@@ -4,9 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -273,3 +276,26 @@ func TestReceipt(t *testing.T) {
 }
 
 func writeFile(p string, b []byte) error { return os.WriteFile(p, b, 0o644) }
+
+// TestEd25519TrustedKey: an Ed25519 public key (cosign's other key type)
+// can be trusted; its signatures verify, others' do not.
+func TestEd25519TrustedKey(t *testing.T) {
+	t.Parallel()
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	k, err := ParsePublicKey("ed", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte(`{"schemaVersion":1}`)
+	sig := base64.StdEncoding.EncodeToString(ed25519.Sign(priv, data))
+	if _, err := Verify(data, []byte(sig), []TrustedKey{k}); err != nil {
+		t.Fatalf("Ed25519 signature: %v", err)
+	}
+	if _, err := Verify([]byte(`{"schemaVersion":2}`), []byte(sig), []TrustedKey{k}); !errors.Is(err, ErrUntrusted) {
+		t.Fatalf("changed data = %v", err)
+	}
+}

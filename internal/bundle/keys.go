@@ -11,6 +11,7 @@ package bundle
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
@@ -126,8 +127,7 @@ func ParsePublicKey(name string, data []byte) (TrustedKey, error) {
 		if pk.Curve != elliptic.P256() {
 			return TrustedKey{}, fmt.Errorf("public key %s: %w: want P-256", name, ErrBadKey)
 		}
-	case interface{ Equal(crypto.PublicKey) bool }:
-		// Ed25519 and others are accepted by Verify only if supported there.
+	case ed25519.PublicKey:
 	default:
 		return TrustedKey{}, fmt.Errorf("public key %s: %w: unsupported type %T", name, ErrBadKey, k)
 	}
@@ -161,8 +161,16 @@ func Verify(data, sig []byte, trusted []TrustedKey) (TrustedKey, error) {
 	}
 	sum := sha256.Sum256(data)
 	for _, k := range trusted {
-		if ek, ok := k.key.(*ecdsa.PublicKey); ok && ecdsa.VerifyASN1(ek, sum[:], raw) {
-			return k, nil
+		switch pk := k.key.(type) {
+		case *ecdsa.PublicKey:
+			if ecdsa.VerifyASN1(pk, sum[:], raw) {
+				return k, nil
+			}
+		case ed25519.PublicKey:
+			// Ed25519 signs the message itself (cosign's PureEd25519).
+			if ed25519.Verify(pk, data, raw) {
+				return k, nil
+			}
 		}
 	}
 	if len(trusted) == 0 {
