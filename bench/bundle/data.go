@@ -200,7 +200,7 @@ func makeDataset(ctx context.Context, o options, up *upstream, work, label, repo
 	if err := os.WriteFile(ds.spec, spec, 0o644); err != nil {
 		return nil, err
 	}
-	benchkit.Logf("pushed %s: %d images, %d blobs, %d bytes (%.1f MiB), layers of %.1f MiB", label, len(ds.images), len(ds.blobs), ds.payload, mib(ds.payload), mib(layerBytes))
+	benchkit.Logf("pushed %s: %d images, %d blobs, %d bytes (%.1f MiB), layers of %.1f MiB", label, len(ds.images), len(ds.blobs), ds.payload, benchkit.MiB(ds.payload), benchkit.MiB(layerBytes))
 	return ds, nil
 }
 

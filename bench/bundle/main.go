@@ -486,13 +486,13 @@ func (b *bench) appliancePhase(ctx context.Context, ds *dataset) (*result, error
 	}
 	syncDisk()
 	quiet(ctx, b.o)
-	w := beginWindow()
+	w := benchkit.BeginIOWindow()
 	up0 := benchkit.CPUSeconds(b.up.proc.PID())
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return r, err
 	}
-	s := newSampler(cmd.Process.Pid)
+	s := benchkit.NewSampler(cmd.Process.Pid)
 	var lines []stampedLine
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() { // ends when the process closes stderr, at exit
@@ -501,10 +501,10 @@ func (b *bench) appliancePhase(ctx context.Context, ds *dataset) (*result, error
 	err = cmd.Wait()
 	end := time.Now()
 	r.Seconds = end.Sub(start).Seconds()
-	r.ClientRSSMiB, r.ClientHWMMiB = s.stop()
+	r.ClientRSSMiB, r.ClientHWMMiB = s.Stop()
 	r.UpstreamCPU = benchkit.CPUSeconds(b.up.proc.PID()) - up0
 	r.ClientCPU, r.ClientSys = cpuOf(cmd.ProcessState), sysOf(cmd.ProcessState)
-	r.OtherCores, r.IOWaitCores = w.end(r.ClientCPU + r.UpstreamCPU)
+	r.OtherCores, r.IOWaitCores = w.End(r.ClientCPU + r.UpstreamCPU)
 	if err != nil {
 		var log strings.Builder
 		for _, l := range lines {
@@ -630,7 +630,7 @@ func (b *bench) skopeoPhase(ctx context.Context, ds *dataset, ph string) (*resul
 	}
 	syncDisk()
 	quiet(ctx, b.o)
-	w := beginWindow()
+	w := benchkit.BeginIOWindow()
 	up0 := benchkit.CPUSeconds(b.up.proc.PID())
 	var (
 		mu            sync.Mutex
@@ -641,9 +641,9 @@ func (b *bench) skopeoPhase(ctx context.Context, ds *dataset, ph string) (*resul
 		if err := cmd.Start(); err != nil {
 			return err
 		}
-		s := newSampler(cmd.Process.Pid)
+		s := benchkit.NewSampler(cmd.Process.Pid)
 		err := cmd.Wait()
-		pr, ph := s.stop()
+		pr, ph := s.Stop()
 		mu.Lock()
 		defer mu.Unlock()
 		cpu, sys = cpu+cpuOf(cmd.ProcessState), sys+sysOf(cmd.ProcessState)
@@ -676,7 +676,7 @@ func (b *bench) skopeoPhase(ctx context.Context, ds *dataset, ph string) (*resul
 	r.Seconds = time.Since(start).Seconds()
 	r.UpstreamCPU = benchkit.CPUSeconds(b.up.proc.PID()) - up0
 	r.ClientCPU, r.ClientSys, r.ClientRSSMiB, r.ClientHWMMiB = cpu, sys, rss, hwm
-	r.OtherCores, r.IOWaitCores = w.end(r.ClientCPU + r.UpstreamCPU)
+	r.OtherCores, r.IOWaitCores = w.End(r.ClientCPU + r.UpstreamCPU)
 	if err != nil {
 		return r, err
 	}
@@ -726,7 +726,7 @@ func (b *bench) getPhase(ctx context.Context, ds *dataset, conns int) (*result, 
 	jobs := make(chan blobRef)
 	errs := make([]error, conns)
 	quiet(ctx, b.o)
-	w := beginWindow()
+	w := benchkit.BeginIOWindow()
 	self0 := benchkit.CPUSeconds(os.Getpid())
 	up0 := benchkit.CPUSeconds(b.up.proc.PID())
 	start := time.Now()
@@ -749,7 +749,7 @@ func (b *bench) getPhase(ctx context.Context, ds *dataset, conns int) (*result, 
 	r.Seconds = time.Since(start).Seconds()
 	r.ClientCPU = benchkit.CPUSeconds(os.Getpid()) - self0
 	r.UpstreamCPU = benchkit.CPUSeconds(b.up.proc.PID()) - up0
-	r.OtherCores, r.IOWaitCores = w.end(r.ClientCPU + r.UpstreamCPU)
+	r.OtherCores, r.IOWaitCores = w.End(r.ClientCPU + r.UpstreamCPU)
 	if err := errors.Join(errs...); err != nil {
 		return r, err
 	}
@@ -840,7 +840,7 @@ func (b *bench) inProcessPhase(ctx context.Context, ds *dataset) (*result, error
 	defer pf.Close()
 	syncDisk()
 	quiet(ctx, b.o)
-	w := beginWindow()
+	w := benchkit.BeginIOWindow()
 	self0 := benchkit.CPUSeconds(os.Getpid())
 	up0 := benchkit.CPUSeconds(b.up.proc.PID())
 	if err := pprof.StartCPUProfile(pf); err != nil {
@@ -853,7 +853,7 @@ func (b *bench) inProcessPhase(ctx context.Context, ds *dataset) (*result, error
 	r.Seconds = end.Sub(start).Seconds()
 	r.ClientCPU = benchkit.CPUSeconds(os.Getpid()) - self0
 	r.UpstreamCPU = benchkit.CPUSeconds(b.up.proc.PID()) - up0
-	r.OtherCores, r.IOWaitCores = w.end(r.ClientCPU + r.UpstreamCPU)
+	r.OtherCores, r.IOWaitCores = w.End(r.ClientCPU + r.UpstreamCPU)
 	if err != nil {
 		return r, err
 	}

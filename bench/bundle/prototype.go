@@ -72,7 +72,7 @@ func (b *bench) prototypePhase(ctx context.Context, ds *dataset, variant string)
 
 	syncDisk()
 	quiet(ctx, b.o)
-	w := beginWindow()
+	w := benchkit.BeginIOWindow()
 	self0 := benchkit.CPUSeconds(os.Getpid())
 	up0 := benchkit.CPUSeconds(b.up.proc.PID())
 	start := time.Now()
@@ -103,7 +103,7 @@ func (b *bench) prototypePhase(ctx context.Context, ds *dataset, variant string)
 	r.Seconds = time.Since(start).Seconds()
 	r.ClientCPU = benchkit.CPUSeconds(os.Getpid()) - self0
 	r.UpstreamCPU = benchkit.CPUSeconds(b.up.proc.PID()) - up0
-	r.OtherCores, r.IOWaitCores = w.end(r.ClientCPU + r.UpstreamCPU)
+	r.OtherCores, r.IOWaitCores = w.End(r.ClientCPU + r.UpstreamCPU)
 	if err != nil {
 		return r, err
 	}

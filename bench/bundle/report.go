@@ -127,7 +127,7 @@ func render(rep *report, o options, sets []*dataset) string {
 	}
 	w("\nSets, each %d images × %d layers of random, incompressible data, pushed to docker-registry with go-containerregistry:\n\n", o.images, o.layers)
 	for _, s := range rep.Sets {
-		w("- **%s**: layers of %.1f MiB; %d blobs (manifests, configs, layers), **%d bytes**\n", s.Label, mib(s.LayerBytes), s.Blobs, s.Payload)
+		w("- **%s**: layers of %.1f MiB; %d blobs (manifests, configs, layers), **%d bytes**\n", s.Label, benchkit.MiB(s.LayerBytes), s.Blobs, s.Payload)
 	}
 	w("\nMB/s are 10⁶ bytes of blobs per second of wall time. %d rounds, the order reversed every other round; medians, with the range. "+
 		"`bundle create --parallel %d`, a fresh cache every run, signed: %v. *+ sync* is the time a `sync()` right after the run took (output a tool left in the page cache). "+

@@ -155,13 +155,13 @@ func analysisPhase(ctx context.Context, o options, ds *dataset, work, name strin
 	defer stopPerf()
 	self := os.Getpid()
 	cpu0 := benchkit.CPUSeconds(self)
-	w := beginWindow()
+	w := benchkit.BeginIOWindow()
 	start := time.Now()
 	err := body()
 	r.Seconds = time.Since(start).Seconds()
 	stopPerf()
 	r.ServerCPU = benchkit.CPUSeconds(self) - cpu0
-	r.OtherCores, r.IOWaitCores = w.end(r.ServerCPU)
+	r.OtherCores, r.IOWaitCores = w.End(r.ServerCPU)
 	if err != nil {
 		return r, err
 	}

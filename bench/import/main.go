@@ -262,7 +262,7 @@ func run(ctx context.Context, o options) error {
 	}
 	rep.Generated = time.Since(t0).Seconds()
 	rep.Data = datasetSummary{Images: len(ds.images), Layers: ds.layerCount, LayerBytes: ds.layerBytes, PayloadBytes: ds.payload, TarBytes: ds.tarSize}
-	benchkit.Logf("generated %d images, %d layers, %.1f MiB of layers, imgpkg tar %.1f MiB, in %.1f s", len(ds.images), ds.layerCount, mib(ds.layerBytes), mib(ds.tarSize), rep.Generated)
+	benchkit.Logf("generated %d images, %d layers, %.1f MiB of layers, imgpkg tar %.1f MiB, in %.1f s", len(ds.images), ds.layerCount, benchkit.MiB(ds.layerBytes), benchkit.MiB(ds.tarSize), rep.Generated)
 	syncDisk()
 
 	// The machine's limits.
@@ -757,7 +757,7 @@ func ddPhase(ctx context.Context, o options, ds *dataset, work, name string) (*r
 		stopPerf = startPerf(o, name)
 	}
 	defer stopPerf()
-	w := beginWindow()
+	w := benchkit.BeginIOWindow()
 	cmd := exec.CommandContext(ctx, "dd", "if="+ds.imgpkgTar, "of="+out, "bs=4M", "conv=fsync")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -769,7 +769,7 @@ func ddPhase(ctx context.Context, o options, ds *dataset, work, name string) (*r
 	r.MBps = float64(r.Bytes) / r.Seconds / 1e6
 	ru := rusage(cmd.ProcessState)
 	r.ClientCPU = ru.cpu
-	r.OtherCores, r.IOWaitCores = w.end(ru.cpu)
+	r.OtherCores, r.IOWaitCores = w.End(ru.cpu)
 	r.Note = strings.TrimSpace(lastLine(stderr.String()))
 	return r, nil
 }
@@ -799,35 +799,35 @@ func appliancePhase(ctx context.Context, o options, ds *dataset, work, mode stri
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	stopPerf := startPerf(o, r.Name)
 	defer stopPerf()
-	sampler := newSampler(a.proc.PID())
+	sampler := benchkit.NewSampler(a.proc.PID())
 	cpu0 := benchkit.CPUSeconds(a.proc.PID())
 	self := os.Getpid()
 	self0 := benchkit.CPUSeconds(self)
-	w := beginWindow()
+	w := benchkit.BeginIOWindow()
 	start := time.Now()
 	if mode == "upload-http1" {
 		err = uploadHTTP1(ctx, a, ds.imgpkgTar, &stdout)
 		r.Seconds = time.Since(start).Seconds()
 		stopPerf()
 		r.ClientCPU = benchkit.CPUSeconds(self) - self0
-		r.ServerRSSMiB, _ = sampler.stop()
+		r.ServerRSSMiB, _ = sampler.Stop()
 	} else {
 		if err := cmd.Start(); err != nil {
-			sampler.stop()
+			sampler.Stop()
 			return r, err
 		}
-		clientSampler := newSampler(cmd.Process.Pid)
+		clientSampler := benchkit.NewSampler(cmd.Process.Pid)
 		err = cmd.Wait()
 		r.Seconds = time.Since(start).Seconds()
 		stopPerf()
-		r.ServerRSSMiB, _ = sampler.stop()
-		_, r.ClientRSSMiB = clientSampler.stop()
+		r.ServerRSSMiB, _ = sampler.Stop()
+		_, r.ClientRSSMiB = clientSampler.Stop()
 		r.ClientCPU = rusage(cmd.ProcessState).cpu
 	}
 	r.ServerCPU = benchkit.CPUSeconds(a.proc.PID()) - cpu0
-	r.OtherCores, r.IOWaitCores = w.end(r.ServerCPU + r.ClientCPU)
-	hwm, _ := readStatus(a.proc.PID(), "VmHWM")
-	r.ServerHWMMiB = mib(hwm)
+	r.OtherCores, r.IOWaitCores = w.End(r.ServerCPU + r.ClientCPU)
+	hwm, _ := benchkit.ReadStatus(a.proc.PID(), "VmHWM")
+	r.ServerHWMMiB = benchkit.MiB(hwm)
 	if err != nil {
 		return r, fmt.Errorf("appliance import: %w\n%s%s\nserver log:\n%s", err, stdout.String(), stderr.String(), a.proc.Tail())
 	}
@@ -1032,7 +1032,7 @@ func verify(ctx context.Context, c *http.Client, base *url.URL, authorize func(c
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != l.digest || n != l.size {
 		return fmt.Errorf("layer %s: got %s, %d bytes", l.digest, got, n)
 	}
-	benchkit.Logf("  verified: %d tags listed, %d manifests served, layer %s… pulled (%.0f MiB)", len(tags.Tags), len(ds.images), l.digest[:19], mib(n))
+	benchkit.Logf("  verified: %d tags listed, %d manifests served, layer %s… pulled (%.0f MiB)", len(tags.Tags), len(ds.images), l.digest[:19], benchkit.MiB(n))
 	return nil
 }
 
@@ -1092,13 +1092,13 @@ func inProcessPhase(ctx context.Context, o options, ds *dataset, work string) (*
 	defer stopPerf()
 	self := os.Getpid()
 	cpu0 := benchkit.CPUSeconds(self)
-	w := beginWindow()
+	w := benchkit.BeginIOWindow()
 	start := time.Now()
 	rec, err := imp.Import(ctx, importer.Request{Source: "bundle.tar", Reader: f, Size: ds.tarSize, ToRepo: repoName, User: "bench"})
 	r.Seconds = time.Since(start).Seconds()
 	stopPerf()
 	r.ServerCPU = benchkit.CPUSeconds(self) - cpu0
-	r.OtherCores, r.IOWaitCores = w.end(r.ServerCPU)
+	r.OtherCores, r.IOWaitCores = w.End(r.ServerCPU)
 	if profile {
 		pprof.StopCPUProfile()
 	}
@@ -1139,9 +1139,9 @@ func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string)
 	quiet(ctx, o)
 	stopPerf := startPerf(o, r.Name)
 	defer stopPerf()
-	sampler := newSampler(reg.proc.PID())
+	sampler := benchkit.NewSampler(reg.proc.PID())
 	cpu0 := benchkit.CPUSeconds(reg.proc.PID())
-	w := beginWindow()
+	w := benchkit.BeginIOWindow()
 	var clientCPU, clientRSS float64
 	start := time.Now()
 	for _, img := range ds.images {
@@ -1155,14 +1155,14 @@ func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
-			sampler.stop()
+			sampler.Stop()
 			return r, err
 		}
-		cs := newSampler(cmd.Process.Pid)
+		cs := benchkit.NewSampler(cmd.Process.Pid)
 		err := cmd.Wait()
-		_, hwm := cs.stop()
+		_, hwm := cs.Stop()
 		if err != nil {
-			sampler.stop()
+			sampler.Stop()
 			return r, fmt.Errorf("skopeo copy %s: %w\n%s", src, err, out.String())
 		}
 		ru := rusage(cmd.ProcessState)
@@ -1171,12 +1171,12 @@ func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string)
 	}
 	r.Seconds = time.Since(start).Seconds()
 	stopPerf()
-	r.ServerRSSMiB, _ = sampler.stop()
+	r.ServerRSSMiB, _ = sampler.Stop()
 	r.ServerCPU = benchkit.CPUSeconds(reg.proc.PID()) - cpu0
 	r.ClientCPU, r.ClientRSSMiB = clientCPU, clientRSS
-	r.OtherCores, r.IOWaitCores = w.end(r.ServerCPU + r.ClientCPU)
-	hwm, _ := readStatus(reg.proc.PID(), "VmHWM")
-	r.ServerHWMMiB = mib(hwm)
+	r.OtherCores, r.IOWaitCores = w.End(r.ServerCPU + r.ClientCPU)
+	hwm, _ := benchkit.ReadStatus(reg.proc.PID(), "VmHWM")
+	r.ServerHWMMiB = benchkit.MiB(hwm)
 	r.MBps = float64(r.Bytes) / r.Seconds / 1e6
 	if err := verify(ctx, &http.Client{Timeout: 5 * time.Minute}, reg.base, nil, ds); err != nil {
 		return r, fmt.Errorf("verify: %w", err)
@@ -1246,112 +1246,14 @@ func rusage(ps *os.ProcessState) usage {
 
 // ---------------------------------------------------------------- /proc
 
-// sampler records, every 50 ms until stopped, the peak VmRSS of a process
-// and its VmHWM (the kernel's peak since exec; ru_maxrss is no use for
-// children, which Go starts by vfork: it reports the parent's peak).
-type sampler struct {
-	quit chan struct{}
-	done chan [2]int64
-}
-
-func newSampler(pid int) *sampler {
-	s := &sampler{quit: make(chan struct{}), done: make(chan [2]int64, 1)}
-	go func() {
-		var peak, hwm int64
-		t := time.NewTicker(50 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if v, err := readStatus(pid, "VmRSS"); err == nil {
-				peak = max(peak, v)
-			}
-			if v, err := readStatus(pid, "VmHWM"); err == nil {
-				hwm = max(hwm, v)
-			}
-			select {
-			case <-s.quit:
-				s.done <- [2]int64{peak, hwm}
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-// stop returns the peak VmRSS and VmHWM seen, in MiB.
-func (s *sampler) stop() (rss, hwm float64) {
-	close(s.quit)
-	v := <-s.done
-	return mib(v[0]), mib(v[1])
-}
-
-// readStatus reads a "kB" field of /proc/PID/status, in bytes.
-func readStatus(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, field+":"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 0 {
-				break
-			}
-			v, err := strconv.ParseInt(f[0], 10, 64)
-			return v << 10, err
-		}
-	}
-	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
-}
-
-// cpuTimes reads the machine's busy and iowait jiffies from /proc/stat.
-func cpuTimes() (busy, iowait float64) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0, 0
-	}
-	v := make([]float64, len(f)-1)
-	for i := range v {
-		v[i], _ = strconv.ParseFloat(f[i+1], 64)
-	}
-	// user nice system idle iowait irq softirq steal
-	return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], v[4]
-}
-
-type window struct {
-	t            time.Time
-	busy, iowait float64
-}
-
-func beginWindow() window {
-	b, io := cpuTimes()
-	return window{t: time.Now(), busy: b, iowait: io}
-}
-
-// end returns the cores used by everything but ours (ourCPU seconds) and
-// the cores spent in iowait, on average over the window.
-func (w window) end(ourCPU float64) (other, iowait float64) {
-	b, io := cpuTimes()
-	secs := time.Since(w.t).Seconds()
-	if secs <= 0 {
-		return 0, 0
-	}
-	return max(0, ((b-w.busy)/100-ourCPU)/secs), (io - w.iowait) / 100 / secs
-}
-
 // quiet waits (bounded) until the machine's CPUs are less than 10% busy
 // over a second, so that a phase does not start while something else runs.
 func quiet(ctx context.Context, o options) {
 	deadline := time.Now().Add(o.quietWait)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		w := beginWindow()
+		w := benchkit.BeginIOWindow()
 		time.Sleep(time.Second)
-		other, _ := w.end(0)
+		other, _ := w.End(0)
 		if other < 0.1*float64(runtime.NumCPU()) {
 			return
 		}
@@ -1424,8 +1326,6 @@ func stopPerf(cmd *exec.Cmd, lf *os.File, base string) {
 		}
 	}
 }
-
-func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
@@ -1575,7 +1475,7 @@ func render(rep *report, o options) string {
 		w("- %s: %s\n", k, rep.Machine[k])
 	}
 	w("\nData: %d images × %d layers of %d MiB = %d layers, %.1f MiB of layers (random, incompressible); imgpkg tar %.1f MiB (%d bytes); generated in %.0f s.\n",
-		rep.Data.Images, o.layersPerImage, o.layerMiB, rep.Data.Layers, mib(rep.Data.LayerBytes), mib(rep.Data.TarBytes), rep.Data.TarBytes, rep.Generated)
+		rep.Data.Images, o.layersPerImage, o.layerMiB, rep.Data.Layers, benchkit.MiB(rep.Data.LayerBytes), benchkit.MiB(rep.Data.TarBytes), rep.Data.TarBytes, rep.Generated)
 	w("MB/s are 10⁶ bytes per second: the imgpkg tar's size (%d bytes; the images' blobs are %d bytes) over the wall time. %d rounds, interleaved; medians, with the range.\n\n",
 		rep.Data.TarBytes, rep.Data.PayloadBytes, o.rounds)
 	w("sha256, one core, in memory: **%.0f MB/s**\n\n", rep.SHA256)

@@ -704,7 +704,7 @@ func plainCancel(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // ctxDownloader is aptly's downloader with the context of the Mirror call
-// (aptly's RemoteRepo passes context.TODO to it; see also plainCancel) and with index files
+// (aptly's RemoteRepo hands it a context of its own; see also plainCancel) and with index files
 // checked here rather than by aptly, so that a mismatch wraps ErrChecksum
 // and a checksum weaker than SHA256 is not enough. Its errors are aptly's
 // own otherwise: aptly looks at their type (a 404 on Packages.xz makes it

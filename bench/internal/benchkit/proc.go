@@ -1,0 +1,113 @@
+package benchkit
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Sampler records, every 50 ms until stopped, the peak VmRSS of a process
+// and its VmHWM (the kernel's own peak since exec). ru_maxrss is no use for
+// children that Go starts by vfork: it can report the parent's peak.
+type Sampler struct {
+	quit chan struct{}
+	done chan [2]int64
+}
+
+// NewSampler starts sampling pid.
+func NewSampler(pid int) *Sampler {
+	s := &Sampler{quit: make(chan struct{}), done: make(chan [2]int64, 1)}
+	go func() {
+		var peak, hwm int64
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v, err := ReadStatus(pid, "VmRSS"); err == nil {
+				peak = max(peak, v)
+			}
+			if v, err := ReadStatus(pid, "VmHWM"); err == nil {
+				hwm = max(hwm, v)
+			}
+			select {
+			case <-s.quit:
+				s.done <- [2]int64{peak, hwm}
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// Stop returns the peak VmRSS and VmHWM seen, in MiB.
+func (s *Sampler) Stop() (rss, hwm float64) {
+	close(s.quit)
+	v := <-s.done
+	return MiB(v[0]), MiB(v[1])
+}
+
+// ReadStatus reads a "kB" field of /proc/PID/status, in bytes.
+func ReadStatus(pid int, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				break
+			}
+			v, err := strconv.ParseInt(f[0], 10, 64)
+			return v << 10, err
+		}
+	}
+	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
+}
+
+// machineTimes reads the machine's busy and iowait jiffies from /proc/stat.
+func machineTimes() (busy, iowait float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	v := make([]float64, len(f)-1)
+	for i := range v {
+		v[i], _ = strconv.ParseFloat(f[i+1], 64)
+	}
+	// user nice system idle iowait irq softirq steal
+	return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], v[4]
+}
+
+// IOWindow measures the machine's other work and iowait over a span.
+type IOWindow struct {
+	t            time.Time
+	busy, iowait float64
+}
+
+// BeginIOWindow starts an IOWindow.
+func BeginIOWindow() IOWindow {
+	b, io := machineTimes()
+	return IOWindow{t: time.Now(), busy: b, iowait: io}
+}
+
+// End returns the cores used by everything but ours (ourCPU seconds) and
+// the cores spent in iowait, on average over the window.
+func (w IOWindow) End(ourCPU float64) (other, iowait float64) {
+	b, io := machineTimes()
+	secs := time.Since(w.t).Seconds()
+	if secs <= 0 {
+		return 0, 0
+	}
+	return max(0, ((b-w.busy)/100-ourCPU)/secs), (io - w.iowait) / 100 / secs
+}
+
+// MiB converts bytes to mebibytes.
+func MiB(b int64) float64 { return float64(b) / (1 << 20) }
