@@ -29,9 +29,9 @@ type Apt interface {
 	// AddFiles publishes .deb files into repo/dist/component at once and
 	// returns how to undo that publish.
 	AddFiles(ctx context.Context, repo, dist, component string, paths []string, by string) (undo func(context.Context) error, err error)
-	// HoldsDigest tells whether some repository holds a package with this
-	// sha256 (hex).
-	HoldsDigest(ctx context.Context, sha256hex string) (bool, error)
+	// HeldDigests returns the sha256 (hex) of every package some
+	// repository holds.
+	HeldDigests(ctx context.Context) (map[string]bool, error)
 }
 
 // BundleRecord is what the history keeps of a bundle import: who signed it
@@ -189,6 +189,7 @@ func (s *session) planBundle() (*plan, error) {
 // held here, and makes registry blobs readable from staging.
 func (s *session) bundlePresent(inv *bundle.Inventory) error {
 	var missing []string
+	var debs map[string]bool // read once, when first needed
 	for _, bl := range inv.Present {
 		d, err := digest.Parse(bl.Digest)
 		if err != nil {
@@ -209,11 +210,13 @@ func (s *session) bundlePresent(inv *bundle.Inventory) error {
 			continue
 		}
 		if s.imp.apt != nil {
-			ok, err := s.imp.apt.HoldsDigest(s.ctx, d.Encoded())
-			if err != nil {
-				return s.fail("verify", d.String(), err)
+			if debs == nil {
+				var err error
+				if debs, err = s.imp.apt.HeldDigests(s.ctx); err != nil {
+					return s.fail("verify", d.String(), err)
+				}
 			}
-			if ok {
+			if debs[d.Encoded()] {
 				continue
 			}
 		}

@@ -133,17 +133,16 @@ func (a aptImport) AddFiles(ctx context.Context, repo, dist, component string, p
 	}, nil
 }
 
-func (a aptImport) HoldsDigest(ctx context.Context, sha string) (bool, error) {
+func (a aptImport) HeldDigests(ctx context.Context) (map[string]bool, error) {
 	pkgs, err := a.r.Search(ctx, "*")
 	if err != nil {
-		return false, err
+		return nil, err
 	}
+	held := make(map[string]bool, len(pkgs))
 	for _, p := range pkgs {
-		if p.SHA256 == sha {
-			return true, nil
-		}
+		held[p.SHA256] = true
 	}
-	return false, nil
+	return held, nil
 }
 
 // listFiles answers GET /api/v1/files: the file store's entries.
