@@ -204,7 +204,10 @@ type bench struct {
 }
 
 func run(ctx context.Context, o options) error {
-	phases, err := splitList(o.phases, phAppliance, phSkopeoArchive, phSkopeoDir, phSkopeoParallel, phGet, phPrototype, phPrototypeSerial, phPrototypeRehash)
+	phases, err := benchkit.SplitList(o.phases, phAppliance, phSkopeoArchive, phSkopeoDir, phSkopeoParallel, phGet, phPrototype, phPrototypeSerial, phPrototypeRehash)
+	if err == nil && len(phases) == 0 {
+		err = errors.New("nothing to time")
+	}
 	if err != nil {
 		return fmt.Errorf("-phases: %w", err)
 	}
@@ -260,7 +263,7 @@ func run(ctx context.Context, o options) error {
 	}
 	b.clientEnv = append(benchkit.CleanEnv("REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "TMPDIR"), "DOCKER_CONFIG="+dockerConfig)
 
-	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(ctx, o, work),
+	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Machine: benchkit.Machine(ctx, work, o.appliance, map[string][]string{"skopeo": {o.skopeo, "--version"}, "docker-registry": {o.dockerRegistry, "--version"}}),
 		Options: map[string]any{"size_mib": o.sizeMiB, "small_mib": o.smallMiB, "images": o.images, "layers_per_image": o.layers,
 			"parallel": o.parallel, "rounds": o.rounds, "phases": phases, "sign": o.sign, "seed": o.seed}}
 	t0 := time.Now()
@@ -375,26 +378,6 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	return nil
-}
-
-func splitList(s string, allowed ...string) ([]string, error) {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		if !slices.Contains(allowed, f) {
-			return nil, fmt.Errorf("unknown %q (want %s)", f, strings.Join(allowed, ", "))
-		}
-		if !slices.Contains(out, f) {
-			out = append(out, f)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("nothing to time")
-	}
-	return out, nil
 }
 
 var phaseNames = map[string]string{

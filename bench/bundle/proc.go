@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"syscall"
 	"time"
@@ -20,42 +17,9 @@ type upstream struct {
 }
 
 func startUpstream(ctx context.Context, o options, dir string) (*upstream, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "storage"), 0o750); err != nil {
-		return nil, err
-	}
-	addr, err := benchkit.FreeAddr()
+	p, addr, err := benchkit.StartDockerRegistry(ctx, o.dockerRegistry, dir, "bundle-benchmark-secret-not-used-elsewhere")
 	if err != nil {
 		return nil, err
-	}
-	// Debian's /etc/docker/registry/config.yml, without auth, on loopback,
-	// in plain HTTP, with the access log off.
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: %s
-http:
-  addr: %s
-  secret: bundle-benchmark-secret-not-used-elsewhere
-  headers:
-    X-Content-Type-Options: [nosniff]
-`, filepath.Join(dir, "storage"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	p, err := benchkit.Start("docker-registry", filepath.Join(dir, "docker-registry.log"), benchkit.CleanEnv("REGISTRY_"), o.dockerRegistry, "serve", cfgPath)
-	if err != nil {
-		return nil, err
-	}
-	if err := benchkit.WaitHTTP(ctx, p, nil, "http://"+addr+"/v2/", 60*time.Second); err != nil {
-		p.Stop()
-		return nil, fmt.Errorf("docker-registry: %w", err)
 	}
 	return &upstream{proc: p, host: addr}, nil
 }

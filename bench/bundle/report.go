@@ -1,14 +1,8 @@
 package main
 
 import (
-	"context"
-	"debug/buildinfo"
 	"fmt"
-	"os"
-	"os/exec"
-	"runtime"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/appliance-dev/appliance/bench/internal/benchkit"
@@ -193,51 +187,4 @@ func dash(v float64) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.1f", v)
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
-}
-
-func machine(ctx context.Context, o options, work string) map[string]string {
-	m := map[string]string{
-		"nproc":       strconv.Itoa(runtime.NumCPU()),
-		"go":          runtime.Version(),
-		"os/arch":     runtime.GOOS + "/" + runtime.GOARCH,
-		"work folder": work,
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		line, _, _ := strings.Cut(string(b), "\n")
-		m["memory"] = strings.Join(strings.Fields(line)[1:], " ")
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m["cpu"] = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m["kernel"] = strings.TrimSpace(string(b))
-	}
-	if out, err := exec.CommandContext(ctx, "df", "-hT", work).Output(); err == nil {
-		m["disk"] = strings.Join(strings.Fields(lastLine(string(out))), " ")
-	}
-	if bi, err := buildinfo.ReadFile(o.appliance); err == nil {
-		m["appliance built with"] = bi.GoVersion
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" || s.Key == "vcs.modified" {
-				m["appliance "+s.Key] = s.Value
-			}
-		}
-	}
-	if out, err := exec.CommandContext(ctx, o.skopeo, "--version").Output(); err == nil {
-		m["skopeo"] = strings.TrimSpace(string(out))
-	}
-	if out, err := exec.CommandContext(ctx, o.dockerRegistry, "--version").Output(); err == nil {
-		m["docker-registry"] = strings.TrimSpace(string(out))
-	}
-	return m
 }

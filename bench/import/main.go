@@ -45,7 +45,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"debug/buildinfo"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -204,11 +203,11 @@ type goal struct {
 }
 
 func run(ctx context.Context, o options) error {
-	modes, err := splitList(o.modes, "upload", "on-server", "upload-http1")
+	modes, err := benchkit.SplitList(o.modes, "upload", "on-server", "upload-http1")
 	if err != nil {
 		return fmt.Errorf("-modes: %w", err)
 	}
-	froms, err := splitList(o.skopeoFrom, "archive", "dir")
+	froms, err := benchkit.SplitList(o.skopeoFrom, "archive", "dir")
 	if err != nil {
 		return fmt.Errorf("-skopeo-from: %w", err)
 	}
@@ -252,7 +251,7 @@ func run(ctx context.Context, o options) error {
 	}
 	benchkit.Logf("work folder %s", work)
 
-	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(ctx, o, work),
+	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Machine: benchkit.Machine(ctx, work, o.appliance, map[string][]string{"skopeo": {o.skopeo, "--version"}, "docker-registry": {o.dockerRegistry, "--version"}}),
 		Options: map[string]any{"size_mib": o.sizeMiB, "layer_mib": o.layerMiB, "layers_per_image": o.layersPerImage, "seed": o.seed, "modes": modes, "skopeo_from": froms, "in_process": o.inProcess, "rounds": o.rounds, "analysis": o.analysis}}
 
 	t0 := time.Now()
@@ -346,23 +345,6 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	return nil
-}
-
-func splitList(s string, allowed ...string) ([]string, error) {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		if !slices.Contains(allowed, f) {
-			return nil, fmt.Errorf("unknown %q (want %s)", f, strings.Join(allowed, ", "))
-		}
-		if !slices.Contains(out, f) {
-			out = append(out, f)
-		}
-	}
-	return out, nil
 }
 
 // ---------------------------------------------------------------- data set
@@ -770,7 +752,7 @@ func ddPhase(ctx context.Context, o options, ds *dataset, work, name string) (*r
 	ru := rusage(cmd.ProcessState)
 	r.ClientCPU = ru.cpu
 	r.OtherCores, r.IOWaitCores = w.End(ru.cpu)
-	r.Note = strings.TrimSpace(lastLine(stderr.String()))
+	r.Note = strings.TrimSpace(benchkit.LastLine(stderr.String()))
 	return r, nil
 }
 
@@ -1191,44 +1173,9 @@ type dockerRegistry struct {
 }
 
 func startDockerRegistry(ctx context.Context, o options, dir string) (*dockerRegistry, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "storage"), 0o750); err != nil {
-		return nil, err
-	}
-	addr, err := benchkit.FreeAddr()
+	p, addr, err := benchkit.StartDockerRegistry(ctx, o.dockerRegistry, dir, "import-benchmark-secret-not-used-elsewhere")
 	if err != nil {
 		return nil, err
-	}
-	// Debian's /etc/docker/registry/config.yml, without auth, on loopback,
-	// in plain HTTP, with the access log off.
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-http:
-  addr: %s
-  secret: import-benchmark-secret-not-used-elsewhere
-  headers:
-    X-Content-Type-Options: [nosniff]
-`, filepath.Join(dir, "storage"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	p, err := benchkit.Start("docker-registry", filepath.Join(dir, "docker-registry.log"), benchkit.CleanEnv(), o.dockerRegistry, "serve", cfgPath)
-	if err != nil {
-		return nil, err
-	}
-	if err := benchkit.WaitHTTP(ctx, p, nil, "http://"+addr+"/v2/", 60*time.Second); err != nil {
-		p.Stop()
-		return nil, fmt.Errorf("docker-registry: %w\n%s", err, p.Tail())
 	}
 	return &dockerRegistry{proc: p, base: &url.URL{Scheme: "http", Host: addr}}, nil
 }
@@ -1327,59 +1274,7 @@ func stopPerf(cmd *exec.Cmd, lf *os.File, base string) {
 	}
 }
 
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
-}
-
 // ---------------------------------------------------------------- report
-
-func machine(ctx context.Context, o options, work string) map[string]string {
-	m := map[string]string{
-		"nproc":       strconv.Itoa(runtime.NumCPU()),
-		"go":          runtime.Version(),
-		"os/arch":     runtime.GOOS + "/" + runtime.GOARCH,
-		"work folder": work,
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		line, _, _ := strings.Cut(string(b), "\n")
-		m["memory"] = strings.Join(strings.Fields(line)[1:], " ")
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m["cpu"] = strings.TrimSpace(v)
-				break
-			}
-		}
-		if strings.Contains(string(b), " sha_ni") {
-			m["cpu"] += " (SHA-NI)"
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m["kernel"] = strings.TrimSpace(string(b))
-	}
-	if out, err := exec.CommandContext(ctx, "df", "-hT", work).Output(); err == nil {
-		m["disk"] = strings.Join(strings.Fields(lastLine(string(out))), " ")
-	}
-	if o.appliance != "" {
-		if bi, err := buildinfo.ReadFile(o.appliance); err == nil {
-			m["appliance built with"] = bi.GoVersion
-			for _, s := range bi.Settings {
-				if s.Key == "vcs.revision" {
-					m["appliance revision"] = s.Value
-				}
-			}
-		}
-	}
-	if out, err := exec.CommandContext(ctx, o.skopeo, "--version").Output(); err == nil {
-		m["skopeo"] = strings.TrimSpace(string(out))
-	}
-	if out, err := exec.CommandContext(ctx, o.dockerRegistry, "--version").Output(); err == nil {
-		m["docker-registry"] = strings.TrimSpace(string(out))
-	}
-	return m
-}
 
 // summary is one measurement over its rounds.
 type summary struct {

@@ -1,0 +1,137 @@
+package benchkit
+
+import (
+	"context"
+	"debug/buildinfo"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Machine describes the machine a benchmark ran on: CPUs, memory, kernel,
+// the disk under work, how the appliance binary was built, and the version
+// each named tool prints (name -> command line).
+func Machine(ctx context.Context, work, applianceBin string, tools map[string][]string) map[string]string {
+	m := map[string]string{
+		"nproc":       strconv.Itoa(runtime.NumCPU()),
+		"go":          runtime.Version(),
+		"os/arch":     runtime.GOOS + "/" + runtime.GOARCH,
+		"work folder": work,
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		m["memory"] = strings.Join(strings.Fields(line)[1:], " ")
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m["cpu"] = strings.TrimSpace(v)
+				break
+			}
+		}
+		if strings.Contains(string(b), " sha_ni") {
+			m["cpu"] += " (SHA-NI)"
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m["kernel"] = strings.TrimSpace(string(b))
+	}
+	if out, err := exec.CommandContext(ctx, "df", "-hT", work).Output(); err == nil {
+		m["disk"] = strings.Join(strings.Fields(LastLine(string(out))), " ")
+	}
+	if applianceBin != "" {
+		if bi, err := buildinfo.ReadFile(applianceBin); err == nil {
+			m["appliance built with"] = bi.GoVersion
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" || s.Key == "vcs.modified" {
+					m["appliance "+s.Key] = s.Value
+				}
+			}
+		}
+	}
+	for name, argv := range tools {
+		if len(argv) == 0 {
+			continue
+		}
+		if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).Output(); err == nil {
+			m[name] = strings.TrimSpace(string(out))
+		}
+	}
+	return m
+}
+
+// LastLine is the last non-empty line of s.
+func LastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// SplitList parses a comma-separated flag of names, each one of allowed,
+// without repeats; it may be empty.
+func SplitList(s string, allowed ...string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !slices.Contains(allowed, f) {
+			return nil, fmt.Errorf("unknown %q (want %s)", f, strings.Join(allowed, ", "))
+		}
+		if !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// StartDockerRegistry runs Debian's docker-registry (distribution 2.8) in
+// plain HTTP on a free loopback port, storage under dir, as Debian's
+// /etc/docker/registry/config.yml has it but without auth and access log,
+// and waits until it answers. It returns the process and its host:port.
+func StartDockerRegistry(ctx context.Context, bin, dir, secret string) (*Process, string, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "storage"), 0o750); err != nil {
+		return nil, "", err
+	}
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+  secret: %s
+  headers:
+    X-Content-Type-Options: [nosniff]
+`, filepath.Join(dir, "storage"), addr, secret)
+	cfgPath := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, "", err
+	}
+	p, err := Start("docker-registry", filepath.Join(dir, "docker-registry.log"), CleanEnv("REGISTRY_"), bin, "serve", cfgPath)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := WaitHTTP(ctx, p, nil, "http://"+addr+"/v2/", 60*time.Second); err != nil {
+		p.Stop()
+		return nil, "", fmt.Errorf("docker-registry: %w\n%s", err, p.Tail())
+	}
+	return p, addr, nil
+}
