@@ -28,6 +28,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/aptrepo"
 	"github.com/appliance-dev/appliance/internal/auth"
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/coalesce"
 	"github.com/appliance-dev/appliance/internal/config"
 	"github.com/appliance-dev/appliance/internal/filestore"
 	"github.com/appliance-dev/appliance/internal/importer"
@@ -174,6 +175,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnContext:       httpsConnContext,
 	}
 	s.httpSrv = &http.Server{
 		Handler:           s.httpHandler(),
@@ -182,6 +184,17 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return s, nil
+}
+
+// httpsConnContext records the coalesce.Conn under a request's TLS
+// connection, so a handler writing a long body can gather its records.
+func httpsConnContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		if cc, ok := tc.NetConn().(*coalesce.Conn); ok {
+			return coalesce.WithConn(ctx, cc)
+		}
+	}
+	return ctx
 }
 
 // sweepStaging removes the staging repositories of imports that a stopped
@@ -343,7 +356,9 @@ func (s *Server) caCert(c echo.Context) error {
 // configured deadline.
 func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
-	go func() { errc <- serveErr("https", s.httpsSrv.ServeTLS(s.httpsLn, "", "")) }()
+	// The TLS layer writes through a coalesce.Conn, which large responses
+	// cork to send their records in few large writes (see httpsConnContext).
+	go func() { errc <- serveErr("https", s.httpsSrv.ServeTLS(coalesce.Listener{Listener: s.httpsLn}, "", "")) }()
 	if s.httpLn != nil {
 		go func() { errc <- serveErr("http", s.httpSrv.Serve(s.httpLn)) }()
 	}

@@ -48,9 +48,15 @@ func startServer(t *testing.T, mutate ...func(*config.Config)) *testServer {
 		cancel()
 		t.Fatalf("Open: %v", err)
 	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(s.CAPEM())
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	t.Cleanup(func() {
+		// A connection the transport dialed but never used is "new" to the
+		// server, and graceful shutdown waits 5 s before it counts as idle.
+		tr.CloseIdleConnections()
 		cancel()
 		select {
 		case err := <-done:
@@ -61,11 +67,9 @@ func startServer(t *testing.T, mutate ...func(*config.Config)) *testServer {
 			t.Errorf("server did not stop within 10s")
 		}
 	})
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(s.CAPEM())
 	return &testServer{
 		Server: s,
-		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+		client: &http.Client{Timeout: 30 * time.Second, Transport: tr},
 		base:   "https://" + s.HTTPSAddr(),
 		admin:  s.InitialAdminPassword,
 	}

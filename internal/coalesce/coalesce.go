@@ -1,0 +1,152 @@
+// Package coalesce gathers the many small writes a TLS connection makes
+// into few large ones, for the length of one large response.
+//
+// crypto/tls hands every 16 KiB record to the socket with its own write(2).
+// Serving a blob of a few hundred megabytes on loopback, those system calls
+// and the TCP segments they push cost most of the server's CPU. A Conn sits
+// under the TLS layer: it passes writes straight through, except between
+// Cork and Uncork, when it keeps records in a buffer and writes them in
+// pieces of BufferSize. A handler corks its connection only while it
+// writes one long body, and always uncorks (which flushes) before it
+// returns, so nothing waits in the buffer once the handler is done.
+package coalesce
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"sync"
+)
+
+// BufferSize is how many bytes a corked connection gathers before it
+// writes them out.
+const BufferSize = 256 << 10
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, BufferSize); return &b }}
+
+// Conn is a net.Conn whose writes can be gathered. It is safe for the
+// concurrent use net.Conn promises. Close is the embedded connection's: it
+// takes no lock, so it still unblocks a write stuck on a dead peer, and
+// whatever a corked connection still holds is dropped with it.
+type Conn struct {
+	net.Conn
+
+	mu     sync.Mutex
+	corked bool
+	buf    *[]byte
+	err    error // the first error of a write that went out after its caller had returned
+}
+
+// NewConn wraps c. Until Cork is called, it behaves exactly like c.
+func NewConn(c net.Conn) *Conn { return &Conn{Conn: c} }
+
+// Write sends p, or, while the connection is corked, adds it to the
+// buffer, writing the buffer out whenever it would overflow.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	if !c.corked {
+		return c.Conn.Write(p)
+	}
+	b := *c.buf
+	if len(b)+len(p) > cap(b) {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		b = *c.buf
+		if len(p) >= cap(b) {
+			return c.Conn.Write(p)
+		}
+	}
+	*c.buf = append(b, p...)
+	return len(p), nil
+}
+
+// Cork starts gathering writes. It returns false, and does nothing, when
+// the connection is already corked: only the caller that corked it may
+// uncork it.
+func (c *Conn) Cork() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corked {
+		return false
+	}
+	c.corked = true
+	c.buf = buffers.Get().(*[]byte)
+	return true
+}
+
+// Uncork writes out what was gathered and lets later writes through
+// again. Its error is that of the last write, or of an earlier gathered
+// write that failed.
+func (c *Conn) Uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		return c.err
+	}
+	err := c.flushLocked()
+	c.corked = false
+	*c.buf = (*c.buf)[:0]
+	buffers.Put(c.buf)
+	c.buf = nil
+	return err
+}
+
+func (c *Conn) flushLocked() error {
+	b := *c.buf
+	if len(b) == 0 {
+		return c.err
+	}
+	*c.buf = b[:0]
+	if _, err := c.Conn.Write(b); err != nil {
+		c.err = err
+	}
+	return c.err
+}
+
+// Listener wraps every connection it accepts in a Conn.
+type Listener struct{ net.Listener }
+
+// Accept waits for the next connection and wraps it.
+func (l Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return NewConn(c), nil
+}
+
+type ctxKey struct{}
+
+// WithConn returns ctx carrying c, for FromContext. Servers call it from
+// http.Server.ConnContext.
+func WithConn(ctx context.Context, c *Conn) context.Context {
+	return context.WithValue(ctx, ctxKey{}, c)
+}
+
+// FromContext returns the Conn a request arrived on, or nil when the
+// server did not record one.
+func FromContext(ctx context.Context) *Conn {
+	c, _ := ctx.Value(ctxKey{}).(*Conn)
+	return c
+}
+
+// Gather corks the connection under r for the body a handler is about to
+// write to w, when the request arrived over HTTP/1.1 (which gives the
+// response the connection to itself) on a server that records its Conns.
+// Otherwise it does nothing. The handler must call the returned function
+// before it returns: it flushes HTTP's buffer, then uncorks.
+func Gather(w http.ResponseWriter, r *http.Request) (release func()) {
+	c := FromContext(r.Context())
+	if c == nil || r.ProtoMajor != 1 || !c.Cork() {
+		return func() {}
+	}
+	return func() {
+		_ = http.NewResponseController(w).Flush()
+		_ = c.Uncork()
+	}
+}
