@@ -6,52 +6,67 @@ import (
 	"errors"
 	"hash"
 	"io"
+	"sync"
 	"sync/atomic"
 )
 
-// asyncHash hashes everything read through it on a goroutine of its own, so
-// the sha256 of the whole input (for the history) does not slow the
-// import's own pass, which already hashes every blob to verify it.
+// asyncHash reads its source ahead of the import, on a goroutine of its
+// own, and hashes everything it reads on another, so neither receiving the
+// input (for an upload: decrypting TLS) nor the sha256 of the whole input
+// (for the history) runs on the import's own goroutine, which parses the
+// archive and already hashes every blob to verify it.
 //
-// It reads its source a whole chunk at a time and shares
-// each chunk (chunkSize bytes), read-only, between the hasher and its own reader: no byte is
-// copied for the hasher, and the hand-off happens once per chunk rather
-// than once per read (an HTTPS body yields one 16 KiB TLS record per read).
-// At most hashAhead chunks wait for the hasher.
+// It reads a whole chunk (chunkSize bytes, as the blob writers use) at a
+// time and shares each chunk, read-only, between the hasher and Read: no
+// byte is copied for the hasher, and the hand-offs happen once per chunk,
+// not once per read of the source (an HTTPS body yields one 16 KiB TLS
+// record per read). At most readAhead chunks wait for Read and hashAhead
+// for the hasher.
 type asyncHash struct {
-	r    io.Reader
-	n    int64
-	cur  *hashChunk // being served to Read
-	off  int
-	err  error // from r, returned once cur is drained
-	ch   chan *hashChunk
-	free chan *hashChunk
-	done chan struct{}
-	h    hash.Hash
+	chunks chan *hashChunk // read, waiting for Read; closed by the reader
+	hashq  chan *hashChunk // read, waiting for the hasher; closed by the reader
+	free   chan *hashChunk
+	stop   chan struct{}
+	halt   sync.Once
+	reader chan struct{} // closed when the reader goroutine is done
+	hasher chan struct{} // closed when the hasher goroutine is done
+	h      hash.Hash
+
+	// Set by the reader goroutine; read after chunks is closed or after
+	// reader is.
+	n   int64
+	err error
+
+	cur *hashChunk // being served to Read
+	off int
 }
 
-// hashChunk is a buffer shared by the reader and the hasher; it goes back
-// to the free list when both are done with it.
+// hashChunk is a buffer shared by Read and the hasher; it goes back to the
+// free list when both are done with it.
 type hashChunk struct {
 	b    []byte
 	refs atomic.Int32
 }
 
-// hashAhead is how many chunks (of chunkSize, as the blob writers use) may
-// wait for the hasher.
-const hashAhead = 8
+const (
+	readAhead = 4
+	hashAhead = 8
+)
 
 func newAsyncHash(r io.Reader) *asyncHash {
 	a := &asyncHash{
-		r:    r,
-		ch:   make(chan *hashChunk, hashAhead),
-		free: make(chan *hashChunk, hashAhead+2),
-		done: make(chan struct{}),
-		h:    sha256.New(),
+		chunks: make(chan *hashChunk, readAhead),
+		hashq:  make(chan *hashChunk, hashAhead),
+		free:   make(chan *hashChunk, readAhead+hashAhead+3),
+		stop:   make(chan struct{}),
+		reader: make(chan struct{}),
+		hasher: make(chan struct{}),
+		h:      sha256.New(),
 	}
+	go a.read(r)
 	go func() {
-		defer close(a.done)
-		for c := range a.ch {
+		defer close(a.hasher)
+		for c := range a.hashq {
 			a.h.Write(c.b)
 			a.release(c)
 		}
@@ -59,15 +74,52 @@ func newAsyncHash(r io.Reader) *asyncHash {
 	return a
 }
 
+// read fills chunks from r until its end, an error, or stop.
+func (a *asyncHash) read(r io.Reader) {
+	defer close(a.reader)
+	defer close(a.hashq)
+	defer close(a.chunks)
+	for {
+		var c *hashChunk
+		select {
+		case c = <-a.free:
+		default:
+			c = &hashChunk{b: make([]byte, chunkSize)}
+		}
+		n, err := io.ReadFull(r, c.b[:chunkSize])
+		if n > 0 {
+			c.b = c.b[:n]
+			c.refs.Store(2)
+			select {
+			case a.hashq <- c:
+				a.n += int64(n)
+			case <-a.stop:
+				return
+			}
+			select {
+			case a.chunks <- c:
+			case <-a.stop:
+				return
+			}
+		}
+		switch {
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			a.err = io.EOF
+			return
+		case err != nil:
+			a.err = err
+			return
+		}
+	}
+}
+
 func (a *asyncHash) Read(p []byte) (int, error) {
 	if a.cur == nil {
-		if a.err != nil {
+		c, ok := <-a.chunks
+		if !ok {
 			return 0, a.err
 		}
-		a.fill()
-		if a.cur == nil {
-			return 0, a.err
-		}
+		a.cur, a.off = c, 0
 	}
 	n := copy(p, a.cur.b[a.off:])
 	a.off += n
@@ -76,34 +128,6 @@ func (a *asyncHash) Read(p []byte) (int, error) {
 		a.cur = nil
 	}
 	return n, nil
-}
-
-// fill reads the next chunk and hands it to the hasher. At the end of the
-// input, or on an error, the chunk holds what was read and a.err is set.
-func (a *asyncHash) fill() {
-	var c *hashChunk
-	select {
-	case c = <-a.free:
-	default:
-		c = &hashChunk{b: make([]byte, chunkSize)}
-	}
-	n, err := io.ReadFull(a.r, c.b[:chunkSize])
-	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		a.err = io.EOF
-	case err != nil:
-		a.err = err
-	}
-	if n == 0 {
-		c.refs.Store(1)
-		a.release(c)
-		return
-	}
-	c.b = c.b[:n]
-	c.refs.Store(2)
-	a.n += int64(n)
-	a.ch <- c
-	a.cur, a.off = c, 0
 }
 
 func (a *asyncHash) release(c *hashChunk) {
@@ -116,14 +140,13 @@ func (a *asyncHash) release(c *hashChunk) {
 	}
 }
 
-// sum stops the hasher and returns the hex sha256 of what was read. It must
-// be called exactly once, after the last Read.
-func (a *asyncHash) sum() string {
-	if a.cur != nil {
-		a.release(a.cur)
-		a.cur = nil
-	}
-	close(a.ch)
-	<-a.done
-	return hex.EncodeToString(a.h.Sum(nil))
+// sum stops reading ahead and returns the hex sha256 and the length of
+// what was read from the source: everything, when the import read to the
+// end. It waits for a read of the source in progress to return. It must
+// be called once, after the last Read.
+func (a *asyncHash) sum() (string, int64) {
+	a.halt.Do(func() { close(a.stop) })
+	<-a.reader
+	<-a.hasher
+	return hex.EncodeToString(a.h.Sum(nil)), a.n
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 )
@@ -41,12 +42,12 @@ func TestAsyncHash(t *testing.T) {
 					t.Fatalf("size %d, %s: %v", size, name, err)
 				}
 			}
-			sum := a.sum()
+			sum, n := a.sum()
 			if !bytes.Equal(got.Bytes(), data) {
 				t.Fatalf("size %d, %s: read %d bytes that differ from the %d of the input", size, name, got.Len(), size)
 			}
-			if sum != hex.EncodeToString(want[:]) || a.n != int64(size) {
-				t.Fatalf("size %d, %s: sum %s over %d bytes, want %x over %d", size, name, sum, a.n, want, size)
+			if sum != hex.EncodeToString(want[:]) || n != int64(size) {
+				t.Fatalf("size %d, %s: sum %s over %d bytes, want %x over %d", size, name, sum, n, want, size)
 			}
 		}
 	}
@@ -66,7 +67,36 @@ func TestAsyncHashError(t *testing.T) {
 		t.Fatalf("a read after the error = %v, want it again", err)
 	}
 	want := sha256.Sum256(data)
-	if a.sum() != hex.EncodeToString(want[:]) {
+	if sum, _ := a.sum(); sum != hex.EncodeToString(want[:]) {
 		t.Fatal("sum does not cover exactly the bytes read before the error")
 	}
+}
+
+// TestAsyncHashStopsEarly: an import that gives up early must not wait for
+// the rest of a long input, and must not leave the reader running.
+func TestAsyncHashStopsEarly(t *testing.T) {
+	src := &countingReader{r: io.LimitReader(zeros{}, 1<<40)}
+	a := newAsyncHash(src)
+	if _, err := io.ReadFull(a, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	_, n := a.sum()
+	if read := src.n.Load(); read > int64(readAhead+hashAhead+3)*chunkSize || n > read {
+		t.Fatalf("read %d bytes of the source (%d counted) after the import stopped at 100: the read-ahead is not bounded", read, n)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }

@@ -155,7 +155,7 @@ func (imp *Importer) Import(ctx context.Context, req Request) (*Record, error) {
 	sourceSum := func() {
 		if !hashed {
 			hashed = true
-			rec.SourceSHA256, rec.SourceBytes = counting.sum(), counting.n
+			rec.SourceSHA256, rec.SourceBytes = counting.sum()
 		}
 	}
 	defer sourceSum()
