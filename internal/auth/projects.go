@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/appliance-dev/appliance/internal/config"
 	"github.com/appliance-dev/appliance/internal/fsutil"
 )
 
@@ -23,8 +23,6 @@ var (
 	ErrInvalidProject    = errors.New("invalid project name")
 	ErrProjectConfigured = errors.New("project is declared in the configuration file")
 )
-
-var projectRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$`)
 
 // Project is one project's visibility. Source says where it was set:
 // "config" (the configuration file, which wins), "api", or "default" for a
@@ -124,7 +122,7 @@ func (p *Projects) List(extra ...string) []Project {
 // Set records a project's visibility. Projects of the configuration file
 // cannot be changed here.
 func (p *Projects) Set(name string, public bool) (Project, error) {
-	if !projectRE.MatchString(name) || len(name) > 128 {
+	if !config.ValidProjectName(name) {
 		return Project{}, fmt.Errorf("set project %q: %w: use lower-case letters, digits and separators (. _ -)", name, ErrInvalidProject)
 	}
 	if _, ok := p.configured[name]; ok {

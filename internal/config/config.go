@@ -209,11 +209,16 @@ func splitList(s string) []string {
 }
 
 var (
-	hostnameRE = regexp.MustCompile(`^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
-	// ProjectNameRE is what a project (the first component of an OCI
-	// repository name) may look like.
-	ProjectNameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$`)
+	hostnameRE    = regexp.MustCompile(`^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
+	projectNameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$`)
 )
+
+// ValidProjectName says whether name may be a project: the first
+// component of an OCI repository name, at most 128 characters. The
+// configuration and the projects API (internal/auth) both hold names to it.
+func ValidProjectName(name string) bool {
+	return len(name) <= 128 && projectNameRE.MatchString(name)
+}
 
 // ErrInvalid marks a configuration that failed validation.
 var ErrInvalid = errors.New("invalid configuration")
@@ -265,7 +270,7 @@ func (c Config) Validate() error {
 	seen := map[string]bool{}
 	for i, p := range c.Projects {
 		switch {
-		case !ProjectNameRE.MatchString(p.Name):
+		case !ValidProjectName(p.Name):
 			bad("projects[%d].name %q: must be lower-case letters, digits and separators (. _ -)", i, p.Name)
 		case seen[p.Name]:
 			bad("projects[%d].name %q: declared twice", i, p.Name)

@@ -364,6 +364,7 @@ func TestValidate(t *testing.T) {
 		{"ttl too long", func(c *config.Config) { c.Auth.TokenTTL = 25 * time.Hour }, "auth.token_ttl"},
 		{"upper-case project", func(c *config.Config) { c.Projects = []config.Project{{Name: "Nvidia"}} }, "projects[0].name"},
 		{"empty project", func(c *config.Config) { c.Projects = []config.Project{{Name: ""}} }, "projects[0].name"},
+		{"project name over 128 characters", func(c *config.Config) { c.Projects = []config.Project{{Name: strings.Repeat("a", 129)}} }, "projects[0].name"},
 		{"duplicate project", func(c *config.Config) { c.Projects = []config.Project{{Name: "x"}, {Name: "x"}} }, "projects[1].name"},
 	}
 	for _, tc := range tests {
