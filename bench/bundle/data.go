@@ -1,22 +1,16 @@
 package main
 
 import (
-	"archive/tar"
 	"bufio"
 	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -208,61 +202,26 @@ func makeDataset(ctx context.Context, o options, up *upstream, work, label, repo
 // blocks around a tar of one file of ChaCha8 random bytes, about size bytes
 // in all. Nothing can compress it, and every tool sees a real .tar.gz.
 func writeLayer(dir string, size int64, seed, set uint64, i int) (*fileLayer, error) {
-	var key [32]byte
-	binary.LittleEndian.PutUint64(key[0:], seed)
-	binary.LittleEndian.PutUint64(key[8:], set)
-	binary.LittleEndian.PutUint64(key[16:], uint64(i)) //nolint:gosec // small
-	rnd := mrand.NewChaCha8(key)
-	// gzip stored blocks cost 5 bytes per 65535; the tar 512 + up to 1535.
-	dataSize := size - size/65535*5 - 18 - 2048
 	path := filepath.Join(dir, fmt.Sprintf("layer-%d.tar.gz", i))
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	dig := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(bw, dig)}
-	gz, _ := gzip.NewWriterLevel(cw, gzip.NoCompression)
-	diff := sha256.New()
-	tw := tar.NewWriter(io.MultiWriter(gz, diff))
-	if err := tw.WriteHeader(&tar.Header{Name: "data", Mode: 0o644, Size: dataSize, ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-		return nil, err
-	}
-	buf := make([]byte, 1<<20)
-	for left := dataSize; left > 0; {
-		n := int(min(left, int64(len(buf))))
-		_, _ = rnd.Read(buf[:n])
-		if _, err := tw.Write(buf[:n]); err != nil {
-			return nil, err
-		}
-		left -= int64(n)
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	if err := gz.Close(); err != nil {
-		return nil, err
-	}
-	if err := bw.Flush(); err != nil {
+	l, err := benchkit.WriteLayer(f, size, seed, set, uint64(i)) //nolint:gosec // small
+	if err != nil {
 		return nil, err
 	}
 	if err := f.Close(); err != nil {
 		return nil, err
 	}
-	return &fileLayer{path: path, size: cw.n,
-		digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(dig.Sum(nil))},
-		diffID: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(diff.Sum(nil))}}, nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	digest, err := v1.NewHash(l.Digest)
+	if err != nil {
+		return nil, err
+	}
+	diffID, err := v1.NewHash(l.DiffID)
+	if err != nil {
+		return nil, err
+	}
+	return &fileLayer{path: path, size: l.Size, digest: digest, diffID: diffID}, nil
 }

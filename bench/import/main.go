@@ -40,21 +40,17 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/appliance-dev/appliance/bench/internal/benchkit"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -71,6 +67,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/appliance-dev/appliance/bench/internal/benchkit"
 
 	"github.com/opencontainers/go-digest"
 
@@ -132,7 +130,7 @@ func main() {
 	flag.StringVar(&o.work, "work", "", "folder for the generated data and the data directories (default: a new folder under $TMPDIR); it must be on the disk under test")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the random layer bytes")
-	flag.StringVar(&o.modes, "modes", "upload,on-server,upload-http1", "appliance imports to time: upload (the CLI streams the file over HTTPS; it negotiates HTTP/2), on-server (--on-server, no upload), upload-http1 (this program streams the file to the same API over HTTPS with HTTP/1.1); comma-separated, may be empty")
+	flag.StringVar(&o.modes, "modes", "upload,on-server,upload-http1", "appliance imports to time: upload (the CLI streams the file over HTTPS/1.1, its TLS records gathered into 256 KiB writes), on-server (--on-server, no upload), upload-http1 (this program streams the file to the same API over HTTPS/1.1 with a plain Go transport: one write per 16 KiB TLS record); comma-separated, may be empty")
 	flag.StringVar(&o.skopeoFrom, "skopeo-from", "archive,dir", "skopeo sources to time: archive (oci-archive:IMAGE.tar, one per image), dir (oci:LAYOUT:TAG); comma-separated, may be empty")
 	flag.BoolVar(&o.inProcess, "in-process", true, "also time the import in this process (internal/importer over internal/registry: no HTTP, no TLS)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process import to this file")
@@ -507,62 +505,21 @@ func generate(ctx context.Context, o options, work string, archives bool) (*data
 // (uncompressed) blocks holding a tar with one file of random bytes, about
 // size bytes in all.
 func writeLayer(ds *dataset, size int64, seed uint64, img, layer int) (layerInfo, error) {
-	var key [32]byte
-	binary.LittleEndian.PutUint64(key[0:], seed)
-	binary.LittleEndian.PutUint64(key[8:], uint64(img))    //nolint:gosec // small
-	binary.LittleEndian.PutUint64(key[16:], uint64(layer)) //nolint:gosec // small
-	rnd := mrand.NewChaCha8(key)
-	// gzip stored blocks cost 5 bytes per 65535; the tar 512 + up to 1535.
-	dataSize := size - size/65535*5 - 18 - 2048
 	f, err := os.CreateTemp(filepath.Join(ds.layout, "blobs", "sha256"), "layer-*.tmp")
 	if err != nil {
 		return layerInfo{}, err
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	dig := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(bw, dig)}
-	gz, _ := gzip.NewWriterLevel(cw, gzip.NoCompression)
-	diff := sha256.New()
-	tw := tar.NewWriter(io.MultiWriter(gz, diff))
-	if err := tw.WriteHeader(&tar.Header{Name: "data", Mode: 0o644, Size: dataSize, ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-		return layerInfo{}, err
-	}
-	buf := make([]byte, 1<<20)
-	for left := dataSize; left > 0; {
-		n := int(min(left, int64(len(buf))))
-		_, _ = rnd.Read(buf[:n])
-		if _, err := tw.Write(buf[:n]); err != nil {
-			return layerInfo{}, err
-		}
-		left -= int64(n)
-	}
-	if err := tw.Close(); err != nil {
-		return layerInfo{}, err
-	}
-	if err := gz.Close(); err != nil {
-		return layerInfo{}, err
-	}
-	if err := bw.Flush(); err != nil {
+	l, err := benchkit.WriteLayer(f, size, seed, uint64(img), uint64(layer)) //nolint:gosec // small
+	if err != nil {
 		return layerInfo{}, err
 	}
 	if err := f.Close(); err != nil {
 		return layerInfo{}, err
 	}
-	li := layerInfo{digest: "sha256:" + hex.EncodeToString(dig.Sum(nil)), diffID: "sha256:" + hex.EncodeToString(diff.Sum(nil)), size: cw.n}
+	li := layerInfo{digest: l.Digest, diffID: l.DiffID, size: l.Size}
 	return li, os.Rename(f.Name(), ds.blobPath(li.digest))
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // The imgpkg manifest.json: imgpkg's Go field names, nil pointers as null.
@@ -1399,7 +1356,7 @@ func render(rep *report, o options) string {
 	}
 	w("\nNotes:\n\n")
 	w("- dd: `dd if=bundle.tar of=<work>/dd.out bs=4M conv=fsync`, once per round and once at the end (after an unreported warm-up run).\n")
-	w("- appliance import (upload): `appliance import --to-repo %s bundle.tar` (the CLI streams the file over HTTPS); (on-server): the same with `--on-server` (no upload). A fresh appliance (new data directory) for every run; VmRSS sampled every 50 ms, VmHWM read at the end (it covers the start-up too). Client = the CLI (its peak VmHWM, sampled); the CLI negotiates HTTP/2 with the appliance. (upload-http1): this benchmark program streams the file to the same API, POST /api/v1/imports, over HTTPS with HTTP/1.1 (client CPU = this program's), to show what HTTP/2 costs; it is not a goal row.\n", repoName)
+	w("- appliance import (upload): `appliance import --to-repo %s bundle.tar` (the CLI streams the file over HTTPS); (on-server): the same with `--on-server` (no upload). A fresh appliance (new data directory) for every run; VmRSS sampled every 50 ms, VmHWM read at the end (it covers the start-up too). Client = the CLI (its peak VmHWM, sampled); the CLI uploads over HTTP/1.1 and gathers its TLS records into 256 KiB writes. (upload-http1): this benchmark program streams the file to the same API, POST /api/v1/imports, over HTTPS/1.1 with a plain Go transport, one write per 16 KiB TLS record (client CPU = this program's), to show what the gathering saves; it is not a goal row.\n", repoName)
 	w("- importer in-process: internal/importer over internal/registry in the benchmark's own process (no HTTP, no TLS); server CPU = the benchmark process's.\n")
 	w("- skopeo: `skopeo copy --all --dest-tls-verify=false` of each image in turn, from `oci-archive:IMAGE.tar` (archive; skopeo unpacks each archive to a temporary folder on the same disk first) or from `oci:LAYOUT:TAG` (dir), into a fresh Debian docker-registry in plain HTTP on loopback (the appliance is in HTTPS). Server = docker-registry, client = skopeo (CPU summed, RSS max over the runs).\n")
 	if o.analysis {
