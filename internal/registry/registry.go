@@ -259,6 +259,15 @@ func (r *Registry) SetReadOnly(on bool, reason string) (Mode, error) {
 // Mode reports the read-only mode and its reason.
 func (r *Registry) Mode() Mode { return *r.readOnly.Load() }
 
+// RefusedReadOnly is the error of a change refused in read-only mode: it
+// wraps ErrReadOnly and reads as ReadOnlyError(reason), once.
+func RefusedReadOnly(reason string) error { return readOnlyRefusal(reason) }
+
+type readOnlyRefusal string
+
+func (r readOnlyRefusal) Error() string { return ReadOnlyError(string(r)) }
+func (r readOnlyRefusal) Unwrap() error { return ErrReadOnly }
+
 // ReadOnlyError is the message a refused write carries.
 func ReadOnlyError(reason string) string {
 	msg := "the registry is in read-only mode: pushes and deletes are refused, pulls still work"

@@ -60,8 +60,9 @@ func TestReadOnlyGate(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /v2/ in read-only mode = %d", resp.StatusCode)
 	}
-	if _, err := r.WriteBlob(context.Background(), "a/b", Descriptor{}, strings.NewReader("x")); !errors.Is(err, ErrReadOnly) {
-		t.Fatalf("direct write in read-only mode = %v", err)
+	_, err = r.WriteBlob(context.Background(), "a/b", Descriptor{}, strings.NewReader("x"))
+	if !errors.Is(err, ErrReadOnly) || strings.Count(err.Error(), "read-only mode") != 1 || !strings.Contains(err.Error(), "standby of harbor.test") {
+		t.Fatalf("direct write in read-only mode = %v, want ErrReadOnly saying so once, with the reason", err)
 	}
 	_ = r.Close()
 	again := newTest(t, dir)

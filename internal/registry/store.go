@@ -64,7 +64,7 @@ func (r *Registry) repository(ctx context.Context, name string) (distribution.Re
 
 func (r *Registry) checkWritable() error {
 	if m := r.readOnly.Load(); m.ReadOnly {
-		return fmt.Errorf("%w: %s", ErrReadOnly, ReadOnlyError(m.Reason))
+		return RefusedReadOnly(m.Reason)
 	}
 	return nil
 }

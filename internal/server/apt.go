@@ -238,7 +238,7 @@ const maxDebUpload = 16 << 30
 // "file", repeatable) and publishes them as one change.
 func (s *Server) aptAdd(c echo.Context) error {
 	if m := s.reg.Mode(); m.ReadOnly {
-		return fmt.Errorf("%w: %s", registry.ErrReadOnly, registry.ReadOnlyError(m.Reason))
+		return registry.RefusedReadOnly(m.Reason)
 	}
 	mt, params, err := mime.ParseMediaType(c.Request().Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" {
@@ -293,7 +293,7 @@ func (s *Server) aptAdd(c echo.Context) error {
 
 func (s *Server) aptRemove(c echo.Context) error {
 	if m := s.reg.Mode(); m.ReadOnly {
-		return fmt.Errorf("%w: %s", registry.ErrReadOnly, registry.ReadOnlyError(m.Reason))
+		return registry.RefusedReadOnly(m.Reason)
 	}
 	pub, err := s.apt.Remove(c.Request().Context(), c.Param("repo"), c.Param("dist"), c.Param("name"), c.QueryParam("version"), principal(c).Name)
 	if err != nil {
@@ -309,7 +309,7 @@ type RollbackRequest struct {
 
 func (s *Server) aptRollback(c echo.Context) error {
 	if m := s.reg.Mode(); m.ReadOnly {
-		return fmt.Errorf("%w: %s", registry.ErrReadOnly, registry.ReadOnlyError(m.Reason))
+		return registry.RefusedReadOnly(m.Reason)
 	}
 	var req RollbackRequest
 	if err := bind(c, &req); err != nil {

@@ -46,7 +46,7 @@ func (s *Server) postImport(c echo.Context) error {
 		return fmt.Errorf("%w: importing needs the developer or admin role", errForbidden)
 	}
 	if m := s.reg.Mode(); m.ReadOnly {
-		return fmt.Errorf("%w: %s", registry.ErrReadOnly, registry.ReadOnlyError(m.Reason))
+		return registry.RefusedReadOnly(m.Reason)
 	}
 	ctx := c.Request().Context()
 	var (
