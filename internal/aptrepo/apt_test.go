@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 // aptFixture is a repository "ubuntu", distribution "noble", served on
@@ -48,7 +49,7 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func newAptFixture(t *testing.T) *aptFixture {
 	t.Helper()
-	requireTools(t, "dpkg-deb", "apt-get", "apt-cache", "gpgv")
+	testkit.Need(t, "dpkg-deb", "apt-get", "apt-cache", "gpgv")
 	r, dir := newRepos(t)
 	debDir := t.TempDir()
 	f := &aptFixture{r: r, debs: map[string]string{}, dataRoot: dir}
@@ -157,7 +158,7 @@ func TestAptGet(t *testing.T) {
 	})
 
 	t.Run("gpgv verifies InRelease and Release.gpg", func(t *testing.T) {
-		requireTools(t, "gpgv")
+		testkit.Need(t, "gpgv")
 		dir := t.TempDir()
 		keyFile := filepath.Join(dir, "key.gpg")
 		if err := os.WriteFile(keyFile, f.key, 0o644); err != nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 func TestOpenMakesTheKeyOnceAndReusesIt(t *testing.T) {
@@ -123,7 +124,7 @@ func published(t *testing.T, r *aptrepo.Repos, url, repo, dist string) ([]byte, 
 }
 
 func TestAddRefuses(t *testing.T) {
-	requireTools(t, "dpkg-deb")
+	testkit.Need(t, "dpkg-deb")
 	debDir := t.TempDir()
 	good := buildDeb(t, debDir, pkg{Name: "good", Version: "1.0", Arch: "amd64"})
 	goodBytes, _ := os.ReadFile(good)
@@ -228,7 +229,7 @@ func noControlDeb(t *testing.T) []byte {
 }
 
 func TestAddSameContentAgainIsANoOp(t *testing.T) {
-	requireTools(t, "dpkg-deb")
+	testkit.Need(t, "dpkg-deb")
 	r, _ := newRepos(t)
 	deb := buildDeb(t, t.TempDir(), pkg{Name: "same", Version: "1.0", Arch: "amd64"})
 	first, err := r.Add(t.Context(), "ubuntu", "noble", "main", debFiles(deb), "alice")
@@ -256,7 +257,7 @@ func TestAddSameContentAgainIsANoOp(t *testing.T) {
 }
 
 func TestPackagesListSearchHistory(t *testing.T) {
-	requireTools(t, "dpkg-deb")
+	testkit.Need(t, "dpkg-deb")
 	r, _ := newRepos(t)
 	url := serve(t, r.Handler())
 	ctx := t.Context()
@@ -439,7 +440,7 @@ func TestPackagesListSearchHistory(t *testing.T) {
 }
 
 func TestRetention(t *testing.T) {
-	requireTools(t, "dpkg-deb")
+	testkit.Need(t, "dpkg-deb")
 	dir := t.TempDir()
 	r := openRepos(t, dir, aptrepo.Options{KeepSnapshots: 3})
 	defer r.Close()
@@ -498,7 +499,7 @@ func TestRetention(t *testing.T) {
 }
 
 func TestPersistence(t *testing.T) {
-	requireTools(t, "dpkg-deb")
+	testkit.Need(t, "dpkg-deb")
 	dir := t.TempDir()
 	r := openRepos(t, dir, aptrepo.Options{})
 	ctx := t.Context()
@@ -551,7 +552,7 @@ func TestPersistence(t *testing.T) {
 // as if the process died after publishing but before switching: the next
 // Open removes what that publish made and serves what it served before.
 func TestCrashBeforeTheSwitch(t *testing.T) {
-	requireTools(t, "dpkg-deb")
+	testkit.Need(t, "dpkg-deb")
 	dir := t.TempDir()
 	r := openRepos(t, dir, aptrepo.Options{})
 	ctx := t.Context()
@@ -610,7 +611,7 @@ func TestCrashBeforeTheSwitch(t *testing.T) {
 }
 
 func TestHandler(t *testing.T) {
-	requireTools(t, "dpkg-deb")
+	testkit.Need(t, "dpkg-deb")
 	r, _ := newRepos(t)
 	if _, err := r.Add(t.Context(), "ubuntu", "noble", "main", debFiles(buildDeb(t, t.TempDir(), pkg{Name: "one", Version: "1.0", Arch: "amd64"})), "a"); err != nil {
 		t.Fatal(err)
@@ -660,7 +661,7 @@ func TestHandler(t *testing.T) {
 }
 
 func TestCancelledContext(t *testing.T) {
-	requireTools(t, "dpkg-deb")
+	testkit.Need(t, "dpkg-deb")
 	r, _ := newRepos(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 // smallDebs makes n small valid packages in Go (goDeb): dpkg-deb takes
@@ -72,7 +73,7 @@ func BenchmarkAddOneTo1000(b *testing.B) {
 
 // TestGoDebIsValid shows that dpkg-deb reads the packages goDeb makes.
 func TestGoDebIsValid(t *testing.T) {
-	requireTools(t, "dpkg-deb")
+	testkit.Need(t, "dpkg-deb")
 	p := filepath.Join(t.TempDir(), "x.deb")
 	if err := os.WriteFile(p, goDeb(t, pkg{Name: "gotest", Version: "1.0", Arch: "all"}.control(), "hello"), 0o644); err != nil {
 		t.Fatal(err)

@@ -20,25 +20,8 @@ import (
 	"time"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
-
-// toolPackages names the Debian package of each tool the tests run, for
-// the skip message (and the CI script).
-var toolPackages = map[string]string{
-	"dpkg-deb":  "dpkg (dpkg-deb)",
-	"apt-get":   "apt",
-	"apt-cache": "apt",
-	"gpgv":      "gpgv",
-}
-
-func requireTools(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed: apt-get install -y %s", tool, toolPackages[tool])
-		}
-	}
-}
 
 // keyDir holds a signing key made once for the whole test binary: an
 // RSA-4096 key takes seconds to make, and most tests only need one.
@@ -130,7 +113,7 @@ func (p pkg) control() string {
 // buildDeb builds p with dpkg-deb --build and returns the file's path.
 func buildDeb(t testing.TB, dir string, p pkg) string {
 	t.Helper()
-	requireTools(t, "dpkg-deb")
+	testkit.Need(t, "dpkg-deb")
 	root := filepath.Join(t.TempDir(), p.Name)
 	for _, d := range []string{"DEBIAN", "usr/share/doc/" + p.Name} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
@@ -239,7 +222,7 @@ type aptClient struct {
 
 func newAptClient(t testing.TB, sourcesLine string, key []byte) *aptClient {
 	t.Helper()
-	requireTools(t, "apt-get", "apt-cache", "gpgv")
+	testkit.Need(t, "apt-get", "apt-cache", "gpgv")
 	dir := t.TempDir()
 	if strings.ContainsAny(dir, ", ") {
 		t.Fatalf("apt option values are split on commas and spaces: name the (sub)test without them (%s)", dir)

@@ -9,13 +9,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 // downloadReal fetches real Debian packages with the machine's apt (its
 // configured mirror) into a temporary folder, or skips the test saying why.
 func downloadReal(t *testing.T, names ...string) []string {
 	t.Helper()
-	requireTools(t, "apt-get")
+	testkit.Need(t, "apt-get")
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()

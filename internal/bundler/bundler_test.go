@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,25 +29,8 @@ import (
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/bundler"
 	"github.com/appliance-dev/appliance/internal/pki"
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
-
-// logBuffer collects docker-registry's access log.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // privateUpstream is Debian's docker-registry with TLS from a private CA
 // and htpasswd authentication: a vendor registry that needs --ca and
@@ -56,7 +38,7 @@ func (b *logBuffer) String() string {
 type privateUpstream struct {
 	host   string
 	caFile string
-	log    *logBuffer
+	log    *testkit.SyncBuffer // docker-registry's access log
 	pool   *x509.CertPool
 }
 
@@ -64,12 +46,6 @@ const upUser, upPass = "mirror", "s3cret-mirror-pass"
 
 func startPrivateUpstream(t *testing.T) *privateUpstream {
 	t.Helper()
-	if _, err := exec.LookPath("docker-registry"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("docker-registry is not installed; .ci/run must install it")
-		}
-		t.Skip("docker-registry is not installed (CI installs it)")
-	}
 	dir := t.TempDir()
 	ca, err := pki.Ensure(dir, []string{"127.0.0.1"}, time.Now())
 	if err != nil {
@@ -79,60 +55,20 @@ func startPrivateUpstream(t *testing.T) *privateUpstream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(upUser+":"+string(hash)+"\n"), 0o600); err != nil {
+	htpasswd := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(upUser+":"+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: %s
-http:
-  addr: %s
-  secret: bundler-test
-  tls:
-    certificate: %s
-    key: %s
-auth:
-  htpasswd:
-    realm: vendor
-    path: %s
-`, filepath.Join(dir, "storage"), addr, filepath.Join(dir, pki.ServerCertFile), filepath.Join(dir, pki.ServerKeyFile), filepath.Join(dir, "htpasswd"))
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "docker-registry", "serve", cfgPath)
-	lb := &logBuffer{}
-	cmd.Stdout, cmd.Stderr = lb, lb
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca.CAPEM)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	for i := 0; ; i++ {
-		resp, err := client.Get("https://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if i > 300 {
-			t.Fatalf("docker-registry did not start: %v\n%s", err, lb.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return &privateUpstream{host: addr, caFile: filepath.Join(dir, pki.CACertFile), log: lb, pool: pool}
+	r := testkit.StartDockerRegistry(t, testkit.DockerRegistryOptions{
+		CertFile:  filepath.Join(dir, pki.ServerCertFile),
+		KeyFile:   filepath.Join(dir, pki.ServerKeyFile),
+		RootCAs:   pool,
+		Htpasswd:  htpasswd,
+		AccessLog: true,
+	})
+	return &privateUpstream{host: r.Host, caFile: filepath.Join(dir, pki.CACertFile), log: r.Log, pool: pool}
 }
 
 func (u *privateUpstream) push(t *testing.T, ref string, img v1.Image) v1.Hash {

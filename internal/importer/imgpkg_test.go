@@ -2,12 +2,6 @@ package importer_test
 
 import (
 	"archive/tar"
-	"crypto/ecdsa"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
-	"encoding/pem"
 	"io"
 	"os"
 	"slices"
@@ -17,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 const (
@@ -182,40 +177,12 @@ func TestImportedSignatureVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, _ := pem.Decode(pemBytes)
-	pubAny, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := pubAny.(*ecdsa.PublicKey)
 	sig, err := remote.Image(e.ref(t, "enclave/app1:sha256-"+hexOf(app1)+".sig"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _ := sig.Manifest()
-	layers, _ := sig.Layers()
-	rc, err := layers[0].Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, _ := io.ReadAll(rc)
-	var simple struct {
-		Critical struct {
-			Image struct {
-				Digest string `json:"docker-manifest-digest"`
-			} `json:"image"`
-		} `json:"critical"`
-	}
-	if err := json.Unmarshal(payload, &simple); err != nil || simple.Critical.Image.Digest != app1 {
-		t.Fatalf("payload names %q (%v), want %s", simple.Critical.Image.Digest, err, app1)
-	}
-	rawSig, err := base64.StdEncoding.DecodeString(m.Layers[0].Annotations["dev.cosignproject.cosign/signature"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(payload)
-	if !ecdsa.VerifyASN1(pub, sum[:], rawSig) {
-		t.Fatal("the imported signature does not verify with cosign.pub")
+	if err := testkit.VerifyCosign(sig, pemBytes, app1); err != nil {
+		t.Fatalf("the imported signature: %v", err)
 	}
 	// And the signed image itself is there, by the digest the payload names.
 	if _, err := remote.Image(e.ref(t, "enclave/app1@"+app1)); err != nil {

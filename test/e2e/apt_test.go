@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 // buildDeb makes a .deb with dpkg-deb.
@@ -97,7 +99,7 @@ func (c *aptClient) run(tool string, args ...string) (string, error) {
 // with the real apt-get over plain HTTP, checks the snippets VMs use, the
 // signature with plain gpgv, and a rollback with the CLI.
 func TestAptThroughTheAppliance(t *testing.T) {
-	need(t, "dpkg-deb", "apt-get", "gpgv")
+	testkit.Need(t, "dpkg-deb", "apt-get", "gpgv")
 	a := startAppliance(t, t.TempDir())
 	admin := []string{"--username", "admin", "--password-stdin"}
 	in := a.password + "\n"

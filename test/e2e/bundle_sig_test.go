@@ -1,15 +1,9 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +12,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 // Digests of the real imgpkg fixtures (shared/fixtures/imgpkg/README.md).
@@ -33,7 +29,7 @@ const (
 // signature still verifies with cosign.pub the way `cosign verify --key
 // cosign.pub --insecure-ignore-tlog` checks it.
 func TestBundleCarriesRealSignatures(t *testing.T) {
-	need(t, "skopeo")
+	testkit.Need(t, "skopeo")
 	admin := []string{"--username", "admin", "--password-stdin"}
 	up := startAppliance(t, t.TempDir())
 	out, err := up.cli(up.password+"\n", append([]string{"import", "--to-repo", "fixtures/bundle", fixturePath(t, "bundle.tar")}, admin...)...)
@@ -73,12 +69,10 @@ func TestBundleCarriesRealSignatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, _ := pem.Decode(pemBytes)
-	pubAny, err := x509.ParsePKIXPublicKey(block.Bytes)
+	caPEM, err := os.ReadFile(filepath.Join(enclave.dataDir, "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, _ := os.ReadFile(filepath.Join(enclave.dataDir, "ca.crt"))
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	tr := remote.WithTransport(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}})
@@ -90,33 +84,8 @@ func TestBundleCarriesRealSignatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := sig.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers, _ := sig.Layers()
-	rc, err := layers[0].Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, _ := io.ReadAll(rc)
-	var simple struct {
-		Critical struct {
-			Image struct {
-				Digest string `json:"docker-manifest-digest"`
-			} `json:"image"`
-		} `json:"critical"`
-	}
-	if err := json.Unmarshal(payload, &simple); err != nil || simple.Critical.Image.Digest != fixtureApp1 {
-		t.Fatalf("signature payload names %q (%v), want %s", simple.Critical.Image.Digest, err, fixtureApp1)
-	}
-	raw, err := base64.StdEncoding.DecodeString(m.Layers[0].Annotations["dev.cosignproject.cosign/signature"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(payload)
-	if !ecdsa.VerifyASN1(pubAny.(*ecdsa.PublicKey), sum[:], raw) {
-		t.Fatal("app1's cosign signature does not verify with cosign.pub after the round trip")
+	if err := testkit.VerifyCosign(sig, pemBytes, fixtureApp1); err != nil {
+		t.Fatalf("app1's signature after the round trip: %v", err)
 	}
 	if got := enclaveDigest(t, enclave, "vmware/tkg@"+fixtureApp1); got != fixtureApp1 {
 		t.Fatalf("app1 in the enclave: %s", got)

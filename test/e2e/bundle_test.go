@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,6 +27,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 // upstream is Debian's docker-registry on loopback, standing in for the
@@ -40,35 +40,8 @@ type upstream struct {
 
 func startUpstream(t *testing.T) *upstream {
 	t.Helper()
-	need(t, "docker-registry")
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n  secret: e2e-bundle-upstream\n", filepath.Join(dir, "storage"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "docker-registry", "serve", cfgPath)
-	logBuf := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logBuf, logBuf
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	for i := 0; ; i++ {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if i > 300 {
-			t.Fatalf("docker-registry did not start: %v\n%s", err, logBuf.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return &upstream{host: addr}
+	r := testkit.StartDockerRegistry(t, testkit.DockerRegistryOptions{Delete: true})
+	return &upstream{host: r.Host}
 }
 
 func (u *upstream) ref(t *testing.T, s string) name.Reference {
@@ -200,7 +173,7 @@ func fileSHA(t *testing.T, path string) string {
 // archive (a second appliance's), split, verify, damage, import, pull
 // with skopeo, and a delta against the enclave's receipt.
 func TestBundleRoundTrip(t *testing.T) {
-	need(t, "skopeo", "dpkg-deb", "docker-registry")
+	testkit.Need(t, "skopeo", "dpkg-deb", "docker-registry")
 	up := startUpstream(t)
 	work := t.TempDir()
 
@@ -440,7 +413,7 @@ apt:
 		if fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(out))) != alphaD.String() {
 			t.Errorf("oci-archive alpha digest differs from %s", alphaD)
 		}
-		need(t, "openssl")
+		testkit.Need(t, "openssl")
 		x := t.TempDir()
 		for _, e := range []string{"inventory.json", "inventory.json.sig"} {
 			extractTarEntry(t, single, e, filepath.Join(x, e))

@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,7 +16,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +26,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 var binary string // the appliance binary built once by TestMain
@@ -57,27 +57,10 @@ type appliance struct {
 	httpsAddr string
 	httpAddr  string
 	cmd       *exec.Cmd
-	stderr    *syncBuffer
+	stderr    *testkit.SyncBuffer
 	done      chan error
 	password  string // admin password
 	exitCode  int    // of the last stopped process
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // freeAddr returns a loopback address with a port the kernel just gave out.
@@ -109,7 +92,7 @@ func (a *appliance) start(extra ...string) {
 	args := append([]string{"serve", "--data-dir", a.dataDir, "--https-addr", a.httpsAddr, "--http-addr", a.httpAddr, "--log-level", "debug"}, extra...)
 	a.cmd = exec.Command(binary, args...)
 	a.cmd.Env = cleanEnv()
-	a.stderr = &syncBuffer{}
+	a.stderr = &testkit.SyncBuffer{}
 	a.cmd.Stdout, a.cmd.Stderr = a.stderr, a.stderr
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("start appliance: %v", err)
@@ -247,18 +230,6 @@ func run(t *testing.T, env []string, name string, args ...string) (string, error
 	cmd.Env = append(cleanEnv(), env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
-}
-
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed; .ci/run must install it", tool)
-			}
-			t.Skipf("%s is not installed (CI installs it)", tool)
-		}
-	}
 }
 
 // ociLayout writes a random image (n layers of size bytes) as an OCI layout

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 func fixturePath(t *testing.T, name string) string {
@@ -29,7 +31,7 @@ func fixturePath(t *testing.T, name string) string {
 // imports without upload, and bad input, missing rights and read-only mode
 // are refused with a clear message and recorded.
 func TestImportThroughCLI(t *testing.T) {
-	need(t, "skopeo", "crane")
+	testkit.Need(t, "skopeo", "crane")
 	a := startAppliance(t, t.TempDir())
 	admin := []string{"--username", "admin", "--password-stdin"}
 	in := a.password + "\n"

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 // TestRestartKeepsEverything proves that content, users, the admin password,
@@ -22,7 +24,7 @@ import (
 // first start alone creates the admin password, and that TLS verifies with
 // <data-dir>/ca.crt alone under every default name.
 func TestRestartKeepsEverything(t *testing.T) {
-	need(t, "skopeo")
+	testkit.Need(t, "skopeo")
 	dataDir := t.TempDir()
 	a := startAppliance(t, dataDir, "--hostname", "registry.enclave.test")
 	admin := "admin:" + a.password

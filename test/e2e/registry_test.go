@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 // pushOCI copies an OCI layout into the appliance with skopeo.
@@ -83,7 +85,7 @@ func status(t *testing.T, a *appliance, method, path, user, pass string) (int, h
 // blobs and tag lists alike, and read-only mode refusing pushes while pulls
 // go on.
 func TestRealClients(t *testing.T) {
-	need(t, "skopeo", "crane")
+	testkit.Need(t, "skopeo", "crane")
 	a := startAppliance(t, t.TempDir())
 	if a.password == "" {
 		t.Fatalf("first start printed no admin password:\n%s", a.stderr.String())
