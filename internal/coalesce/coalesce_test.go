@@ -282,3 +282,58 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
+
+// TestClientGathersEachWrite: a client's TLSConn sends a large Write, and a
+// ReadFrom, in few socket writes, and the server decrypts every byte in
+// order.
+func TestClientGathersEachWrite(t *testing.T) {
+	cert, pool := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	received := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			received <- nil
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		received <- b
+	}()
+
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var socketWrites atomic.Int64
+	c := Client(countingConn{Conn: raw, writes: &socketWrites}, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err := c.HandshakeContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 4<<20+7)
+	second := make([]byte, 3<<20+5)
+	_, _ = rand.Read(first)
+	_, _ = rand.Read(second)
+	before := socketWrites.Load()
+	if n, err := c.Write(first); err != nil || n != len(first) {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if n, err := c.ReadFrom(bytes.NewReader(second)); err != nil || n != int64(len(second)) {
+		t.Fatalf("ReadFrom = %d, %v", n, err)
+	}
+	// 7 MiB in 16 KiB records would be about 450 writes.
+	if w := socketWrites.Load() - before; w > int64((len(first)+len(second))/BufferSize)+12 {
+		t.Fatalf("%d socket writes for %d bytes: the records were not gathered", w, len(first)+len(second))
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := <-received
+	if !bytes.Equal(got, append(first, second...)) {
+		t.Fatalf("the server received %d bytes that differ from the %d sent", len(got), len(first)+len(second))
+	}
+}
