@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/appliance-dev/appliance/internal/fsutil"
 	"github.com/aptly-dev/aptly/deb"
 )
 
@@ -82,7 +83,7 @@ func stage(ctx context.Context, dir string, d Deb, maxSize int64) (*candidate, e
 	h := sha256.New()
 	// Not fsynced here: publish syncs the file system once before the
 	// switch (syncFS), which covers every staged file.
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(ctxReader{ctx, rc}, maxSize+1))
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(fsutil.ContextReader(ctx, rc), maxSize+1))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -223,17 +224,4 @@ func checkDebStructure(path string, size int64) error {
 		return errors.New("no data.tar member")
 	}
 	return nil
-}
-
-// ctxReader stops a copy when its context ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

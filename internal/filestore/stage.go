@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/appliance-dev/appliance/internal/fsutil"
 )
 
 // copyBuffer is the buffer size Write streams with.
@@ -125,7 +127,7 @@ func (st *Stage) stream(ctx context.Context, digest string, size int64, r io.Rea
 		limit++ // one byte more than announced is enough to tell
 	}
 	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), io.LimitReader(ctxReader{ctx, r}, limit), make([]byte, copyBuffer))
+	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), io.LimitReader(fsutil.ContextReader(ctx, r), limit), make([]byte, copyBuffer))
 	switch {
 	case err != nil:
 		return st.fail(digest, fmt.Errorf("copy: %w", err))
@@ -213,17 +215,4 @@ func (st *Stage) Discard() error {
 		return &Error{Op: "discard", Import: st.id, Err: err}
 	}
 	return nil
-}
-
-// ctxReader stops a copy when the context ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -1,10 +1,13 @@
 // Package fsutil holds the small file-system helpers every package that
 // persists state shares: atomic writes (temp file, fsync, rename, fsync of
-// the directory) so that a crash never leaves a half-written file behind.
+// the directory) so that a crash never leaves a half-written file behind,
+// and a reader that stops a long copy when its context ends.
 package fsutil
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -55,4 +58,20 @@ func SyncDir(dir string) error {
 		return fmt.Errorf("sync dir %s: %w", dir, err)
 	}
 	return nil
+}
+
+// ContextReader returns a reader that fails with ctx's error once ctx ends,
+// so that copying a large file into a store stops when its caller gives up.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }

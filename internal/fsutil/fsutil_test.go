@@ -1,8 +1,11 @@
 package fsutil
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -31,5 +34,20 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 	if err := WriteFileAtomic(filepath.Join(dir, "missing", "x"), []byte("x"), 0o600); err == nil {
 		t.Fatal("writing into a missing folder succeeded")
+	}
+}
+
+// TestContextReader: reads pass through until the context ends, then fail
+// with its error.
+func TestContextReader(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := ContextReader(ctx, strings.NewReader("abcdef"))
+	buf := make([]byte, 3)
+	if n, err := r.Read(buf); n != 3 || err != nil || string(buf) != "abc" {
+		t.Fatalf("Read = %d %q %v", n, buf[:n], err)
+	}
+	cancel()
+	if n, err := r.Read(buf); n != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Read after cancel = %d, %v; want 0, context.Canceled", n, err)
 	}
 }
