@@ -482,13 +482,7 @@ func TestRetention(t *testing.T) {
 	if _, err := r.Rollback(ctx, "ubuntu", "noble", ids[0], "x"); !errors.Is(err, aptrepo.ErrNotAvailable) {
 		t.Fatalf("Rollback to a dropped publish = %v, want ErrNotAvailable", err)
 	}
-	var pool []string
-	_ = filepath.WalkDir(filepath.Join(dir, "pool"), func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			pool = append(pool, filepath.Base(p))
-		}
-		return nil
-	})
+	pool := poolFiles(dir)
 	if len(pool) != 4 || slices.ContainsFunc(pool, func(s string) bool { return strings.Contains(s, "pkg1_") }) {
 		t.Fatalf("pool holds %v, want pkg2…pkg5", pool)
 	}
@@ -594,13 +588,7 @@ func TestCrashBeforeTheSwitch(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
 		t.Fatalf("tmp holds %v", ents)
 	}
-	var pool []string
-	_ = filepath.WalkDir(filepath.Join(dir, "pool"), func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			pool = append(pool, filepath.Base(p))
-		}
-		return nil
-	})
+	pool := poolFiles(dir)
 	if len(pool) != 1 || !strings.HasSuffix(pool[0], "one_1.0_amd64.deb") {
 		t.Fatalf("pool holds %v, want only one_1.0", pool)
 	}
@@ -672,4 +660,16 @@ func TestCancelledContext(t *testing.T) {
 	if l, _ := r.List(t.Context()); len(l) != 0 {
 		t.Fatalf("something was published: %+v", l)
 	}
+}
+
+// poolFiles lists the names of the package files in the repository's pool.
+func poolFiles(dir string) []string {
+	var pool []string
+	_ = filepath.WalkDir(filepath.Join(dir, "pool"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			pool = append(pool, filepath.Base(p))
+		}
+		return nil
+	})
+	return pool
 }
