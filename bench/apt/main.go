@@ -56,7 +56,6 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -446,20 +445,7 @@ func run(ctx context.Context, o options) error {
 		rep.OneMore = append(rep.OneMore, r)
 	}
 
-	md := markdown(rep)
-	fmt.Print(md)
-	if o.out != "" {
-		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
-			return err
-		}
-	}
-	if o.jsonOut != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return benchkit.WriteReport(markdown(rep), rep, o.out, o.jsonOut)
 }
 
 func lastRound(us []updateRun, n int) string {
@@ -656,35 +642,15 @@ type appliance struct {
 }
 
 func startAppliance(ctx context.Context, bin, dataDir string) (*appliance, error) {
-	httpsAddr, err := benchkit.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	httpAddr, err := benchkit.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
 		return nil, err
 	}
-	args := []string{"serve", "--data-dir", dataDir, "--https-addr", httpsAddr, "--http-addr", httpAddr}
-	benchkit.Logf("appliance: %s %s", bin, strings.Join(args, " "))
-	p, err := benchkit.Start("appliance", dataDir+".log", benchkit.CleanEnv("APT_"), bin, args...)
+	a, err := benchkit.StartAppliance(ctx, bin, benchkit.ApplianceOptions{DataDir: dataDir, LogPath: dataDir + ".log",
+		Env: benchkit.CleanEnv("APT_"), Ready: "/healthz"})
 	if err != nil {
 		return nil, err
 	}
-	err = benchkit.WaitHTTP(ctx, p, nil, "http://"+httpAddr+"/healthz", 60*time.Second)
-	if err != nil {
-		p.Stop()
-		return nil, err
-	}
-	pw, err := os.ReadFile(filepath.Join(dataDir, "initial-admin-password"))
-	if err != nil {
-		p.Stop()
-		return nil, fmt.Errorf("appliance admin password: %w", err)
-	}
-	return &appliance{bin: bin, dataDir: dataDir, httpAddr: httpAddr, httpsAddr: httpsAddr,
-		password: strings.TrimSpace(string(pw)), proc: p}, nil
+	return &appliance{bin: bin, dataDir: dataDir, httpAddr: a.HTTPAddr, httpsAddr: a.HTTPSAddr, password: a.Password, proc: a.Proc}, nil
 }
 
 var publishedRE = regexp.MustCompile(`published \S+ \S+ as (\S+) \(add\): (\d+) packages`)

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
-	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -96,39 +94,12 @@ func makeDataset(ctx context.Context, o options, up *upstream, work, label, repo
 
 	// Generate the layers, two at a time (on 2 cores).
 	layers := make([]*fileLayer, n)
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		genErr error
-		jobs   = make(chan int)
-	)
-	for range max(1, min(runtime.NumCPU(), 4)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				l, err := writeLayer(dir, layerBytes, o.seed, uint64(sizeMiB), i) //nolint:gosec // positive
-				mu.Lock()
-				if err != nil && genErr == nil {
-					genErr = err
-				}
-				layers[i] = l
-				mu.Unlock()
-			}
-		}()
-	}
-	for i := range n {
-		if ctx.Err() != nil {
-			break
-		}
-		jobs <- i
-	}
-	close(jobs)
-	wg.Wait()
-	if genErr != nil {
-		return nil, genErr
-	}
-	if err := ctx.Err(); err != nil {
+	err := benchkit.Parallel(ctx, n, func(i int) error {
+		l, err := writeLayer(dir, layerBytes, o.seed, uint64(sizeMiB), i) //nolint:gosec // positive
+		layers[i] = l
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 

@@ -241,20 +241,11 @@ func run(ctx context.Context, o options) error {
 	if o.rounds < 1 || o.rounds > 50 || o.images < 1 || o.layers < 1 || o.parallel < 1 {
 		return errors.New("need 1 ≤ -rounds ≤ 50, -images ≥ 1, -layers ≥ 1, -parallel ≥ 1")
 	}
-	work := o.work
-	if work == "" {
-		if work, err = os.MkdirTemp("", "bundle-bench."); err != nil {
-			return err
-		}
-	} else if err := os.MkdirAll(work, 0o750); err != nil {
+	work, cleanup, err := benchkit.WorkDir(o.work, "bundle-bench.", o.keep)
+	if err != nil {
 		return err
 	}
-	if work, err = filepath.Abs(work); err != nil {
-		return err
-	}
-	if !o.keep {
-		defer os.RemoveAll(work)
-	}
+	defer cleanup()
 	benchkit.Logf("work folder %s", work)
 	b := &bench{o: o, work: work, verified: map[string]bool{}}
 	dockerConfig := filepath.Join(work, "docker-config") // empty: anonymous pulls, whatever ~/.docker holds
@@ -324,7 +315,7 @@ func run(ctx context.Context, o options) error {
 				if r.OtherCores > o.maxOther {
 					r.Note = strings.TrimPrefix(r.Note+"; ", "; ") + fmt.Sprintf("other processes used %.2f cores during this run", r.OtherCores)
 				}
-				benchkit.Logf("%s (%s): %.2f s, %.0f MB/s, sync after %.2f s, client CPU %.1f s, peak %s MiB", r.Name, ds.label, r.Seconds, r.MBps, r.SyncSeconds, r.ClientCPU, dash(max(r.ClientHWMMiB, r.ClientRSSMiB)))
+				benchkit.Logf("%s (%s): %.2f s, %.0f MB/s, sync after %.2f s, client CPU %.1f s, peak %s MiB", r.Name, ds.label, r.Seconds, r.MBps, r.SyncSeconds, r.ClientCPU, benchkit.Dash(max(r.ClientHWMMiB, r.ClientRSSMiB)))
 				rep.Results = append(rep.Results, r)
 				return nil
 			}
@@ -364,20 +355,7 @@ func run(ctx context.Context, o options) error {
 	}
 	rep.Summary = summarize(rep.Results)
 	rep.Goals = goals(rep, sets)
-	md := render(rep, o, sets)
-	fmt.Print(md)
-	if o.out != "" {
-		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
-			return err
-		}
-	}
-	if o.jsonOut != "" {
-		js, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(o.jsonOut, append(js, '\n'), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return benchkit.WriteReport(render(rep, o, sets), rep, o.out, o.jsonOut)
 }
 
 var phaseNames = map[string]string{
@@ -433,6 +411,29 @@ func (b *bench) runDir(name string) (string, error) {
 	return dir, os.MkdirAll(dir, 0o750)
 }
 
+// selfMeter measures a phase that runs in this program: this program's CPU
+// (the client's), the upstream's, and the machine's other work and iowait.
+type selfMeter struct {
+	up         *benchkit.Process
+	w          benchkit.IOWindow
+	self0, up0 float64
+}
+
+// meterSelf starts a selfMeter.
+func (b *bench) meterSelf() selfMeter {
+	m := selfMeter{up: b.up.proc, w: benchkit.BeginIOWindow()}
+	m.self0 = benchkit.CPUSeconds(os.Getpid())
+	m.up0 = benchkit.CPUSeconds(m.up.PID())
+	return m
+}
+
+// stop fills r's client and upstream CPU, other cores and iowait.
+func (m selfMeter) stop(r *result) {
+	r.ClientCPU = benchkit.CPUSeconds(os.Getpid()) - m.self0
+	r.UpstreamCPU = benchkit.CPUSeconds(m.up.PID()) - m.up0
+	r.OtherCores, r.IOWaitCores = m.w.End(r.ClientCPU + r.UpstreamCPU)
+}
+
 // finish fills the rates and the sync time of a timed run.
 func finish(r *result) {
 	r.MBps = float64(r.Bytes) / r.Seconds / 1e6
@@ -468,7 +469,7 @@ func (b *bench) appliancePhase(ctx context.Context, ds *dataset) (*result, error
 		return r, err
 	}
 	syncDisk()
-	quiet(ctx, b.o)
+	benchkit.WaitQuiet(ctx, b.o.quietWait)
 	w := benchkit.BeginIOWindow()
 	up0 := benchkit.CPUSeconds(b.up.proc.PID())
 	start := time.Now()
@@ -612,7 +613,7 @@ func (b *bench) skopeoPhase(ctx context.Context, ds *dataset, ph string) (*resul
 		cmds[i].Stdout, cmds[i].Stderr = &outs[i], &outs[i]
 	}
 	syncDisk()
-	quiet(ctx, b.o)
+	benchkit.WaitQuiet(ctx, b.o.quietWait)
 	w := benchkit.BeginIOWindow()
 	up0 := benchkit.CPUSeconds(b.up.proc.PID())
 	var (
@@ -708,10 +709,8 @@ func (b *bench) getPhase(ctx context.Context, ds *dataset, conns int) (*result, 
 	sort.SliceStable(blobs, func(i, j int) bool { return blobs[i].size > blobs[j].size })
 	jobs := make(chan blobRef)
 	errs := make([]error, conns)
-	quiet(ctx, b.o)
-	w := benchkit.BeginIOWindow()
-	self0 := benchkit.CPUSeconds(os.Getpid())
-	up0 := benchkit.CPUSeconds(b.up.proc.PID())
+	benchkit.WaitQuiet(ctx, b.o.quietWait)
+	m := b.meterSelf()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range conns {
@@ -730,9 +729,7 @@ func (b *bench) getPhase(ctx context.Context, ds *dataset, conns int) (*result, 
 	close(jobs)
 	wg.Wait()
 	r.Seconds = time.Since(start).Seconds()
-	r.ClientCPU = benchkit.CPUSeconds(os.Getpid()) - self0
-	r.UpstreamCPU = benchkit.CPUSeconds(b.up.proc.PID()) - up0
-	r.OtherCores, r.IOWaitCores = w.End(r.ClientCPU + r.UpstreamCPU)
+	m.stop(r)
 	if err := errors.Join(errs...); err != nil {
 		return r, err
 	}
@@ -822,10 +819,8 @@ func (b *bench) inProcessPhase(ctx context.Context, ds *dataset) (*result, error
 	}
 	defer pf.Close()
 	syncDisk()
-	quiet(ctx, b.o)
-	w := benchkit.BeginIOWindow()
-	self0 := benchkit.CPUSeconds(os.Getpid())
-	up0 := benchkit.CPUSeconds(b.up.proc.PID())
+	benchkit.WaitQuiet(ctx, b.o.quietWait)
+	m := b.meterSelf()
 	if err := pprof.StartCPUProfile(pf); err != nil {
 		return r, err
 	}
@@ -834,9 +829,7 @@ func (b *bench) inProcessPhase(ctx context.Context, ds *dataset) (*result, error
 	end := time.Now()
 	pprof.StopCPUProfile()
 	r.Seconds = end.Sub(start).Seconds()
-	r.ClientCPU = benchkit.CPUSeconds(os.Getpid()) - self0
-	r.UpstreamCPU = benchkit.CPUSeconds(b.up.proc.PID()) - up0
-	r.OtherCores, r.IOWaitCores = w.End(r.ClientCPU + r.UpstreamCPU)
+	m.stop(r)
 	if err != nil {
 		return r, err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"runtime"
 	"syscall"
 	"time"
 
@@ -17,27 +16,11 @@ type upstream struct {
 }
 
 func startUpstream(ctx context.Context, o options, dir string) (*upstream, error) {
-	p, addr, err := benchkit.StartDockerRegistry(ctx, o.dockerRegistry, dir, "bundle-benchmark-secret-not-used-elsewhere")
+	p, addr, err := benchkit.StartDockerRegistry(ctx, o.dockerRegistry, dir, benchkit.DockerRegistryOptions{Secret: "bundle-benchmark-secret-not-used-elsewhere"})
 	if err != nil {
 		return nil, err
 	}
 	return &upstream{proc: p, host: addr}, nil
-}
-
-// quiet waits (bounded by -quiet-wait) until the machine's CPUs are less
-// than 10% busy over a second, so that a phase does not start while
-// something else runs.
-func quiet(ctx context.Context, o options) {
-	deadline := time.Now().Add(o.quietWait)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		w := benchkit.BeginIOWindow()
-		time.Sleep(time.Second)
-		other, _ := w.End(0)
-		if other < 0.1*float64(runtime.NumCPU()) {
-			return
-		}
-		benchkit.Logf("  waiting for a quiet machine (%.2f cores busy)", other)
-	}
 }
 
 // syncDisk flushes every dirty page and returns how long that took.

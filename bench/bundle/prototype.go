@@ -71,10 +71,8 @@ func (b *bench) prototypePhase(ctx context.Context, ds *dataset, variant string)
 	defer cancel()
 
 	syncDisk()
-	quiet(ctx, b.o)
-	w := benchkit.BeginIOWindow()
-	self0 := benchkit.CPUSeconds(os.Getpid())
-	up0 := benchkit.CPUSeconds(b.up.proc.PID())
+	benchkit.WaitQuiet(ctx, b.o.quietWait)
+	m := b.meterSelf()
 	start := time.Now()
 	jobs := make(chan int)
 	var wg sync.WaitGroup
@@ -101,9 +99,7 @@ func (b *bench) prototypePhase(ctx context.Context, ds *dataset, variant string)
 	cancel()
 	wg.Wait()
 	r.Seconds = time.Since(start).Seconds()
-	r.ClientCPU = benchkit.CPUSeconds(os.Getpid()) - self0
-	r.UpstreamCPU = benchkit.CPUSeconds(b.up.proc.PID()) - up0
-	r.OtherCores, r.IOWaitCores = w.End(r.ClientCPU + r.UpstreamCPU)
+	m.stop(r)
 	if err != nil {
 		return r, err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/appliance-dev/appliance/bench/internal/benchkit"
@@ -111,14 +110,7 @@ func render(rep *report, o options, sets []*dataset) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("## `bundle create` benchmark (issue 4), %s\n\n", rep.Date)
-	keys := make([]string, 0, len(rep.Machine))
-	for k := range rep.Machine {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		w("- %s: %s\n", k, rep.Machine[k])
-	}
+	b.WriteString(benchkit.MachineList(rep.Machine))
 	w("\nSets, each %d images × %d layers of random, incompressible data, pushed to docker-registry with go-containerregistry:\n\n", o.images, o.layers)
 	for _, s := range rep.Sets {
 		w("- **%s**: layers of %.1f MiB; %d blobs (manifests, configs, layers), **%d bytes**\n", s.Label, benchkit.MiB(s.LayerBytes), s.Blobs, s.Payload)
@@ -147,7 +139,7 @@ func render(rep *report, o options, sets []*dataset) string {
 				cpu += fmt.Sprintf(" (%.1f)", s.ClientSys)
 			}
 			w("| %s | %d | %.2f | **%.0f** (%.0f–%.0f) | %s | %.2f | %s | %s | %.1f | %.2f | %.2f |\n", s.Name, s.Runs, s.MedianSecs, s.MedianMBps, s.MinMBps, s.MaxMBps,
-				ratio, s.SyncSecs, dash(peak(&s)), cpu, s.UpstreamCPU, s.IOWaitCores, s.OtherCores)
+				ratio, s.SyncSecs, benchkit.Dash(peak(&s)), cpu, s.UpstreamCPU, s.IOWaitCores, s.OtherCores)
 		}
 		for _, ph := range []string{phAppliance, phInProcess} {
 			if s := find(rep.Summary, ds.label, ph); s != nil && s.Steps != nil {
@@ -168,23 +160,12 @@ func render(rep *report, o options, sets []*dataset) string {
 	}
 	w("### Goals\n\n| goal | measured | target | met |\n|---|---:|---|---|\n")
 	for _, g := range rep.Goals {
-		met := "**no**"
-		if g.Met {
-			met = "yes"
-		}
-		w("| %s | %.2f | %s | %s |\n", g.What, g.Measured, g.Target, met)
+		w("| %s | %.2f | %s | %s |\n", g.What, g.Measured, g.Target, benchkit.Verdict(g.Met))
 	}
 	w("\n### All runs\n\n| set | round | measurement | s | MB/s | + sync s | client VmRSS / VmHWM MiB | client CPU s | upstream CPU s | iowait | other | note |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range rep.Results {
 		w("| %s | %d | %s | %.2f | %.0f | %.2f | %s / %s | %.1f | %.1f | %.2f | %.2f | %s |\n", r.Set, r.Round, r.Name, r.Seconds, r.MBps, r.SyncSeconds,
-			dash(r.ClientRSSMiB), dash(r.ClientHWMMiB), r.ClientCPU, r.UpstreamCPU, r.IOWaitCores, r.OtherCores, strings.ReplaceAll(r.Note, "\n", " "))
+			benchkit.Dash(r.ClientRSSMiB), benchkit.Dash(r.ClientHWMMiB), r.ClientCPU, r.UpstreamCPU, r.IOWaitCores, r.OtherCores, strings.ReplaceAll(r.Note, "\n", " "))
 	}
 	return b.String()
-}
-
-func dash(v float64) string {
-	if v == 0 {
-		return "–"
-	}
-	return fmt.Sprintf("%.1f", v)
 }

@@ -150,7 +150,7 @@ func analysisPhase(ctx context.Context, o options, ds *dataset, work, name strin
 		return r, fmt.Errorf("unknown analysis %q", name)
 	}
 	syncDisk()
-	quiet(ctx, o)
+	benchkit.WaitQuiet(ctx, o.quietWait)
 	stopPerf := startPerf(o, name)
 	defer stopPerf()
 	self := os.Getpid()

@@ -43,7 +43,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -58,7 +57,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -233,20 +231,11 @@ func run(ctx context.Context, o options) error {
 	if o.sizeMiB < o.layerMiB || o.layerMiB < 1 || o.layersPerImage < 1 {
 		return errors.New("need -size-mib ≥ -layer-mib ≥ 1 and -layers ≥ 1")
 	}
-	work := o.work
-	if work == "" {
-		if work, err = os.MkdirTemp("", "import-bench."); err != nil {
-			return err
-		}
-	} else if err := os.MkdirAll(work, 0o750); err != nil {
+	work, cleanup, err := benchkit.WorkDir(o.work, "import-bench.", o.keep)
+	if err != nil {
 		return err
 	}
-	if work, err = filepath.Abs(work); err != nil {
-		return err
-	}
-	if !o.keep {
-		defer os.RemoveAll(work)
-	}
+	defer cleanup()
 	benchkit.Logf("work folder %s", work)
 
 	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Machine: benchkit.Machine(ctx, work, o.appliance, map[string][]string{"skopeo": {o.skopeo, "--version"}, "docker-registry": {o.dockerRegistry, "--version"}}),
@@ -329,20 +318,7 @@ func run(ctx context.Context, o options) error {
 	}
 	rep.Goals = goals(rep)
 	rep.Summary = summarize(rep)
-	md := render(rep, o)
-	fmt.Print(md)
-	if o.out != "" {
-		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil { //nolint:gosec // a report
-			return err
-		}
-	}
-	if o.jsonOut != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil { //nolint:gosec // a report
-			return err
-		}
-	}
-	return nil
+	return benchkit.WriteReport(render(rep, o), rep, o.out, o.jsonOut)
 }
 
 // ---------------------------------------------------------------- data set
@@ -382,48 +358,19 @@ func generate(ctx context.Context, o options, work string, archives bool) (*data
 	layerBytes := int64(o.layerMiB) << 20
 	nLayers := o.sizeMiB / o.layerMiB
 	nImages := (nLayers + o.layersPerImage - 1) / o.layersPerImage
-	// Layers are generated two at a time (2 cores); the rest is sequential.
-	type job struct{ img, layer int }
-	jobs := make(chan job)
+	// Layers are generated two at a time (2 cores), image by image; the
+	// rest is sequential.
 	infos := make([][]layerInfo, nImages)
 	for i := range infos {
 		infos[i] = make([]layerInfo, min(o.layersPerImage, nLayers-i*o.layersPerImage))
 	}
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		genErr  error
-		workers = max(1, min(runtime.NumCPU(), 4))
-	)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				li, err := writeLayer(ds, layerBytes, o.seed, j.img, j.layer)
-				mu.Lock()
-				if err != nil && genErr == nil {
-					genErr = err
-				}
-				mu.Unlock()
-				infos[j.img][j.layer] = li
-			}
-		}()
-	}
-	for i := range infos {
-		for l := range infos[i] {
-			if ctx.Err() != nil {
-				break
-			}
-			jobs <- job{i, l}
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	if genErr != nil {
-		return nil, genErr
-	}
-	if err := ctx.Err(); err != nil {
+	err := benchkit.Parallel(ctx, nLayers, func(k int) error {
+		img, layer := k/o.layersPerImage, k%o.layersPerImage
+		li, err := writeLayer(ds, layerBytes, o.seed, img, layer)
+		infos[img][layer] = li
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	var index []map[string]any
@@ -577,61 +524,61 @@ func writeImgpkgTar(ds *dataset) error {
 		names = append(names, d)
 	}
 	sort.Strings(names)
-	f, err := os.Create(ds.imgpkgTar)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	tw := tar.NewWriter(bw)
-	if err := tarBytes(tw, "manifest.json", mj); err != nil {
-		return err
-	}
-	for _, d := range names {
-		if err := tarFile(tw, "sha256-"+strings.TrimPrefix(d, "sha256:")+".tar.gz", ds.blobPath(d), blobs[d]); err != nil {
+	return createTar(ds.imgpkgTar, func(tw *tar.Writer) error {
+		if err := tarBytes(tw, "manifest.json", mj); err != nil {
 			return err
 		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	return f.Close()
+		for _, d := range names {
+			if err := tarFile(tw, "sha256-"+strings.TrimPrefix(d, "sha256:")+".tar.gz", ds.blobPath(d), blobs[d]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func writeOCIArchive(ds *dataset, img imageInfo) error {
-	f, err := os.Create(img.archive)
+	return createTar(img.archive, func(tw *tar.Writer) error {
+		idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": mtIndex, "manifests": []map[string]any{{
+			"mediaType": mtManifest, "digest": img.manifestDigest, "size": len(img.manifest), "annotations": map[string]string{refName: img.tag}}}})
+		if err := tarBytes(tw, "oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+			return err
+		}
+		if err := tarBytes(tw, "index.json", idx); err != nil {
+			return err
+		}
+		for _, dir := range []string{"blobs/", "blobs/sha256/"} {
+			if err := tw.WriteHeader(&tar.Header{Name: dir, Mode: 0o755, ModTime: time.Unix(0, 0), Typeflag: tar.TypeDir}); err != nil {
+				return err
+			}
+		}
+		if err := tarBytes(tw, "blobs/sha256/"+strings.TrimPrefix(img.manifestDigest, "sha256:"), img.manifest); err != nil {
+			return err
+		}
+		if err := tarBytes(tw, "blobs/sha256/"+strings.TrimPrefix(img.configDigest, "sha256:"), img.config); err != nil {
+			return err
+		}
+		for _, l := range img.layers {
+			if err := tarFile(tw, "blobs/sha256/"+strings.TrimPrefix(l.digest, "sha256:"), ds.blobPath(l.digest), l.size); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// createTar writes a tar file at path, through a 1 MiB buffer, with what
+// fill writes into it.
+func createTar(path string, fill func(tw *tar.Writer) error) error {
+	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	tw := tar.NewWriter(bw)
-	idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": mtIndex, "manifests": []map[string]any{{
-		"mediaType": mtManifest, "digest": img.manifestDigest, "size": len(img.manifest), "annotations": map[string]string{refName: img.tag}}}})
-	if err := tarBytes(tw, "oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+	if err := fill(tw); err != nil {
 		return err
-	}
-	if err := tarBytes(tw, "index.json", idx); err != nil {
-		return err
-	}
-	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(&tar.Header{Name: dir, Mode: 0o755, ModTime: time.Unix(0, 0), Typeflag: tar.TypeDir}); err != nil {
-			return err
-		}
-	}
-	if err := tarBytes(tw, "blobs/sha256/"+strings.TrimPrefix(img.manifestDigest, "sha256:"), img.manifest); err != nil {
-		return err
-	}
-	if err := tarBytes(tw, "blobs/sha256/"+strings.TrimPrefix(img.configDigest, "sha256:"), img.config); err != nil {
-		return err
-	}
-	for _, l := range img.layers {
-		if err := tarFile(tw, "blobs/sha256/"+strings.TrimPrefix(l.digest, "sha256:"), ds.blobPath(l.digest), l.size); err != nil {
-			return err
-		}
 	}
 	if err := tw.Close(); err != nil {
 		return err
@@ -690,7 +637,7 @@ func ddPhase(ctx context.Context, o options, ds *dataset, work, name string) (*r
 	r := &result{Name: name, Bytes: ds.tarSize}
 	out := filepath.Join(work, "dd.out")
 	defer func() { _ = os.Remove(out); syncDisk() }()
-	quiet(ctx, o)
+	benchkit.WaitQuiet(ctx, o.quietWait)
 	stopPerf := func() {}
 	if name == ddName {
 		stopPerf = startPerf(o, name)
@@ -725,7 +672,7 @@ func appliancePhase(ctx context.Context, o options, ds *dataset, work, mode stri
 	}
 	defer a.proc.Stop()
 	syncDisk()
-	quiet(ctx, o)
+	benchkit.WaitQuiet(ctx, o.quietWait)
 	args := []string{"import", "--to-repo", repoName, "--username", "admin", "--password-stdin"}
 	if mode == "on-server" {
 		args = append(args, "--on-server")
@@ -795,41 +742,14 @@ func startAppliance(ctx context.Context, o options, dir string) (*appliance, err
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	httpsAddr, err := benchkit.FreeAddr()
+	srv, err := benchkit.StartAppliance(ctx, o.appliance, benchkit.ApplianceOptions{DataDir: dir, LogPath: filepath.Join(dir, "serve.log"),
+		Env: benchkit.CleanEnv(), Args: []string{"--log-level", "warn"}, Ready: "/readyz"})
 	if err != nil {
 		return nil, err
 	}
-	httpAddr, err := benchkit.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	p, err := benchkit.Start("appliance", filepath.Join(dir, "serve.log"), benchkit.CleanEnv(), o.appliance, "serve",
-		"--data-dir", dir, "--https-addr", httpsAddr, "--http-addr", httpAddr, "--log-level", "warn")
-	if err != nil {
-		return nil, err
-	}
-	if err := benchkit.WaitHTTP(ctx, p, nil, "http://"+httpAddr+"/readyz", 60*time.Second); err != nil {
-		p.Stop()
-		return nil, fmt.Errorf("appliance: %w\n%s", err, p.Tail())
-	}
-	pw, err := os.ReadFile(filepath.Join(dir, "initial-admin-password"))
-	if err != nil {
-		p.Stop()
-		return nil, err
-	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
-	if err != nil {
-		p.Stop()
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		p.Stop()
-		return nil, errors.New("ca.crt holds no certificate")
-	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Proxy: nil}
-	a := &appliance{proc: p, base: &url.URL{Scheme: "https", Host: httpsAddr}, client: &http.Client{Transport: tr, Timeout: 5 * time.Minute},
-		password: strings.TrimSpace(string(pw))}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: srv.Roots, MinVersion: tls.VersionTLS12}, Proxy: nil}
+	a := &appliance{proc: srv.Proc, base: &url.URL{Scheme: "https", Host: srv.HTTPSAddr}, client: &http.Client{Transport: tr, Timeout: 5 * time.Minute},
+		password: srv.Password}
 	a.authorize = func(ctx context.Context, scope string) (string, error) {
 		u := *a.base
 		u.Path = "/service/token"
@@ -1014,7 +934,7 @@ func inProcessPhase(ctx context.Context, o options, ds *dataset, work string) (*
 	}
 	defer f.Close()
 	syncDisk()
-	quiet(ctx, o)
+	benchkit.WaitQuiet(ctx, o.quietWait)
 	profile := o.cpuProfile != "" && !profiled
 	profiled = true
 	if profile {
@@ -1075,7 +995,7 @@ func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string)
 		return r, err
 	}
 	syncDisk()
-	quiet(ctx, o)
+	benchkit.WaitQuiet(ctx, o.quietWait)
 	stopPerf := startPerf(o, r.Name)
 	defer stopPerf()
 	sampler := benchkit.NewSampler(reg.proc.PID())
@@ -1130,7 +1050,7 @@ type dockerRegistry struct {
 }
 
 func startDockerRegistry(ctx context.Context, o options, dir string) (*dockerRegistry, error) {
-	p, addr, err := benchkit.StartDockerRegistry(ctx, o.dockerRegistry, dir, "import-benchmark-secret-not-used-elsewhere")
+	p, addr, err := benchkit.StartDockerRegistry(ctx, o.dockerRegistry, dir, benchkit.DockerRegistryOptions{Secret: "import-benchmark-secret-not-used-elsewhere"})
 	if err != nil {
 		return nil, err
 	}
@@ -1149,21 +1069,6 @@ func rusage(ps *os.ProcessState) usage {
 }
 
 // ---------------------------------------------------------------- /proc
-
-// quiet waits (bounded) until the machine's CPUs are less than 10% busy
-// over a second, so that a phase does not start while something else runs.
-func quiet(ctx context.Context, o options) {
-	deadline := time.Now().Add(o.quietWait)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		w := benchkit.BeginIOWindow()
-		time.Sleep(time.Second)
-		other, _ := w.End(0)
-		if other < 0.1*float64(runtime.NumCPU()) {
-			return
-		}
-		benchkit.Logf("  waiting for a quiet machine (%.2f cores busy)", other)
-	}
-}
 
 func syncDisk() { syscall.Sync() }
 
@@ -1318,14 +1223,7 @@ func render(rep *report, o options) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("## Import benchmark (issue 3), %s\n\n", rep.Date)
-	keys := make([]string, 0, len(rep.Machine))
-	for k := range rep.Machine {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		w("- %s: %s\n", k, rep.Machine[k])
-	}
+	b.WriteString(benchkit.MachineList(rep.Machine))
 	w("\nData: %d images × %d layers of %d MiB = %d layers, %.1f MiB of layers (random, incompressible); imgpkg tar %.1f MiB (%d bytes); generated in %.0f s.\n",
 		rep.Data.Images, o.layersPerImage, o.layerMiB, rep.Data.Layers, benchkit.MiB(rep.Data.LayerBytes), benchkit.MiB(rep.Data.TarBytes), rep.Data.TarBytes, rep.Generated)
 	w("MB/s are 10⁶ bytes per second: the imgpkg tar's size (%d bytes; the images' blobs are %d bytes) over the wall time. %d rounds, interleaved; medians, with the range.\n\n",
@@ -1345,14 +1243,14 @@ func render(rep *report, o options) string {
 		}
 		srv := "–"
 		if s.ServerRSSMiB > 0 || s.ServerHWMMiB > 0 {
-			srv = fmt.Sprintf("%.0f / %s", s.ServerRSSMiB, dash(s.ServerHWMMiB))
+			srv = fmt.Sprintf("%.0f / %s", s.ServerRSSMiB, benchkit.Dash(s.ServerHWMMiB))
 		}
 		cli := "–"
 		if s.ClientCPU > 0 || s.ClientRSSMiB > 0 {
-			cli = fmt.Sprintf("%s / %s", dash(s.ClientCPU), dash(s.ClientRSSMiB))
+			cli = fmt.Sprintf("%s / %s", benchkit.Dash(s.ClientCPU), benchkit.Dash(s.ClientRSSMiB))
 		}
 		w("| %s | %d | %.2f | **%.0f** (%.0f–%.0f) | %s | %s | %s | %s | %s | %s | %.2f | %.2f |\n", s.Name, s.Runs, s.MedianSecs, s.MedianMBps, s.MinMBps, s.MaxMBps,
-			ratio(sa), ratio(sd), ratio(dd), srv, dash(s.ServerCPU), cli, s.IOWaitCores, s.OtherCores)
+			ratio(sa), ratio(sd), ratio(dd), srv, benchkit.Dash(s.ServerCPU), cli, s.IOWaitCores, s.OtherCores)
 	}
 	w("\nNotes:\n\n")
 	w("- dd: `dd if=bundle.tar of=<work>/dd.out bs=4M conv=fsync`, once per round and once at the end (after an unreported warm-up run).\n")
@@ -1366,22 +1264,11 @@ func render(rep *report, o options) string {
 	w("- iowait cores: average cores idle waiting for I/O during the run; other cores: CPU used by everything else (should be ~0).\n")
 	w("\nGoals (on the medians):\n\n| goal | measured | target | met |\n|---|---:|---:|---|\n")
 	for _, g := range rep.Goals {
-		met := "**no**"
-		if g.Met {
-			met = "yes"
-		}
-		w("| %s | %.2f | %.2f | %s |\n", g.What, g.Measured, g.Target, met)
+		w("| %s | %.2f | %.2f | %s |\n", g.What, g.Measured, g.Target, benchkit.Verdict(g.Met))
 	}
 	w("\nAll runs:\n\n| measurement | s | MB/s | server VmRSS / VmHWM MiB | server CPU s | client CPU s | iowait cores | other cores |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.Results {
-		w("| %s | %.2f | %.0f | %s / %s | %s | %s | %.2f | %.2f |\n", r.Name, r.Seconds, r.MBps, dash(r.ServerRSSMiB), dash(r.ServerHWMMiB), dash(r.ServerCPU), dash(r.ClientCPU), r.IOWaitCores, r.OtherCores)
+		w("| %s | %.2f | %.0f | %s / %s | %s | %s | %.2f | %.2f |\n", r.Name, r.Seconds, r.MBps, benchkit.Dash(r.ServerRSSMiB), benchkit.Dash(r.ServerHWMMiB), benchkit.Dash(r.ServerCPU), benchkit.Dash(r.ClientCPU), r.IOWaitCores, r.OtherCores)
 	}
 	return b.String()
-}
-
-func dash(v float64) string {
-	if v == 0 {
-		return "–"
-	}
-	return fmt.Sprintf("%.1f", v)
 }

@@ -397,20 +397,8 @@ func run(ctx context.Context, o options) error {
 	if ref != nil {
 		refRes = ref.res
 	}
-	report := renderReport(o, app.res, dr.res, refRes)
-	fmt.Print(report)
-	if o.out != "" {
-		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
-			return err
-		}
-	}
-	if o.jsonOut != "" {
-		data, _ := json.MarshalIndent(map[string]any{"appliance": app.res, "docker_registry": dr.res, "reference": refRes}, "", "  ")
-		if err := os.WriteFile(o.jsonOut, append(data, '\n'), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	figures := map[string]any{"appliance": app.res, "docker_registry": dr.res, "reference": refRes}
+	return benchkit.WriteReport(renderReport(o, app.res, dr.res, refRes), figures, o.out, o.jsonOut)
 }
 
 // phase runs f, recording the process's peak sampled RSS and its CPU time
@@ -1107,19 +1095,13 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 // Processes
 
 func startAppliance(ctx context.Context, o options, dir string) (*target, error) {
-	httpsAddr, err := benchkit.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	httpAddr, err := benchkit.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	args := []string{"serve", "--data-dir", filepath.Join(dir, "data"), "--https-addr", httpsAddr, "--http-addr", httpAddr}
-	var prof *profiler
+	var (
+		args []string
+		prof *profiler
+	)
 	if o.profileDir != "" {
 		pprofAddr, err := benchkit.FreeAddr()
 		if err != nil {
@@ -1132,44 +1114,19 @@ func startAppliance(ctx context.Context, o options, dir string) (*target, error)
 		args = append(args, "--pprof-addr", pprofAddr, "--profile-dir", abs)
 		prof = &profiler{base: "http://" + pprofAddr, dir: abs}
 	}
-	benchkit.Logf("appliance: %s %s", o.appliance, strings.Join(args, " "))
-	p, err := benchkit.Start("appliance", filepath.Join(dir, "appliance.log"), benchkit.CleanEnv("REGISTRY_"), o.appliance, args...)
+	a, err := benchkit.StartAppliance(ctx, o.appliance, benchkit.ApplianceOptions{DataDir: filepath.Join(dir, "data"),
+		LogPath: filepath.Join(dir, "appliance.log"), Env: benchkit.CleanEnv("REGISTRY_"), Args: args, Ready: "/healthz"})
 	if err != nil {
 		return nil, err
-	}
-	err = benchkit.WaitHTTP(ctx, p, nil, "http://"+httpAddr+"/healthz", 30*time.Second)
-	if err != nil {
-		p.Stop()
-		return nil, err
-	}
-	dataDir := filepath.Join(dir, "data")
-	pw, err := os.ReadFile(filepath.Join(dataDir, "initial-admin-password"))
-	if err != nil {
-		p.Stop()
-		return nil, fmt.Errorf("appliance admin password: %w", err)
-	}
-	caPEM, err := os.ReadFile(filepath.Join(dataDir, "ca.crt"))
-	if err != nil {
-		p.Stop()
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		p.Stop()
-		return nil, errors.New("appliance ca.crt holds no certificate")
 	}
 	return &target{
-		name: "appliance", base: &url.URL{Scheme: "https", Host: httpsAddr}, pool: pool, proc: p,
-		user: "admin", password: strings.TrimSpace(string(pw)), prof: prof,
+		name: "appliance", base: &url.URL{Scheme: "https", Host: a.HTTPSAddr}, pool: a.Roots, proc: a.Proc,
+		user: "admin", password: a.Password, prof: prof,
 	}, nil
 }
 
 func startDockerRegistry(ctx context.Context, o options, dir string) (*target, error) {
-	addr, err := benchkit.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "storage"), 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
 	certPEM, keyPEM, err := selfSigned()
@@ -1185,56 +1142,24 @@ func startDockerRegistry(ctx context.Context, o options, dir string) (*target, e
 	}
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
-	level, accessLog := "info", "false"
+	level := "info"
 	if o.drQuiet {
-		level, accessLog = "warn", "true"
-	}
-	// The shape of Debian's /etc/docker/registry/config.yml, without auth
-	// (docker-registry stands in for a registry that allows anonymous pull)
-	// and with TLS, like the appliance.
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: %s
-  accesslog:
-    disabled: %s
-  fields:
-    service: registry
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-http:
-  addr: %s
-  secret: %s
-  headers:
-    X-Content-Type-Options: [nosniff]
-  tls:
-    certificate: %s
-    key: %s
-`, level, accessLog, filepath.Join(dir, "storage"), addr, hex.EncodeToString(secret), certPath, keyPath)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	benchkit.Logf("docker-registry: %s serve %s", o.dockerRegistry, cfgPath)
-	p, err := benchkit.Start("docker-registry", filepath.Join(dir, "docker-registry.log"), benchkit.CleanEnv("REGISTRY_"), o.dockerRegistry, "serve", cfgPath)
-	if err != nil {
-		return nil, err
+		level = "warn"
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(certPEM)
-	base := &url.URL{Scheme: "https", Host: addr}
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: newTransport(pool, 1)}
-	err = benchkit.WaitHTTP(ctx, p, hc, base.JoinPath("/v2/").String(), 30*time.Second)
-	hc.CloseIdleConnections()
+	benchkit.Logf("docker-registry: %s serve %s", o.dockerRegistry, filepath.Join(dir, "config.yml"))
+	// The shape of Debian's /etc/docker/registry/config.yml, without auth
+	// (docker-registry stands in for a registry that allows anonymous pull)
+	// and with TLS, like the appliance.
+	p, addr, err := benchkit.StartDockerRegistry(ctx, o.dockerRegistry, dir, benchkit.DockerRegistryOptions{
+		Secret: hex.EncodeToString(secret), LogLevel: level, AccessLog: !o.drQuiet, LogService: "registry",
+		CertFile: certPath, KeyFile: keyPath, RootCAs: pool,
+	})
 	if err != nil {
-		p.Stop()
 		return nil, err
 	}
-	return &target{name: "docker-registry", base: base, pool: pool, proc: p}, nil
+	return &target{name: "docker-registry", base: &url.URL{Scheme: "https", Host: addr}, pool: pool, proc: p}, nil
 }
 
 // selfSigned makes an ECDSA P-256 certificate for 127.0.0.1, the key type
@@ -1300,10 +1225,7 @@ func startStatic(ctx context.Context, dir string, img *image) (*target, error) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(certPEM)
 	base := &url.URL{Scheme: "https", Host: addr}
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: newTransport(pool, 1)}
-	err = benchkit.WaitHTTP(ctx, p, hc, base.JoinPath("/v2/").String(), 30*time.Second)
-	hc.CloseIdleConnections()
-	if err != nil {
+	if err := benchkit.WaitHTTPS(ctx, p, pool, base.JoinPath("/v2/").String(), 30*time.Second); err != nil {
 		p.Stop()
 		return nil, err
 	}
@@ -1538,9 +1460,8 @@ func renderReport(o options, a, d, ref *result) string {
 		total++
 		if ok {
 			met++
-			return "yes"
 		}
-		return "**no**"
+		return benchkit.Verdict(ok)
 	}
 	for _, n := range o.blobClients {
 		ab, db := a.Blob[n], d.Blob[n]

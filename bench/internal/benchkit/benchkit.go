@@ -1,11 +1,14 @@
 // Package benchkit holds what the benchmark programs under bench/ share:
 // running the servers they measure as child processes, finding free
-// loopback ports, waiting for readiness, and accounting CPU time so that a
-// measurement disturbed by other work on the machine can be recognised.
+// loopback ports, waiting for readiness, accounting CPU time so that a
+// measurement disturbed by other work on the machine can be recognised, and
+// writing the reports.
 package benchkit
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -13,9 +16,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -276,4 +282,73 @@ func WaitHTTP(ctx context.Context, p *Process, hc *http.Client, url string, time
 		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+}
+
+// WaitHTTPS is WaitHTTP over TLS, trusting roots, on a client of its own
+// whose connections it closes before it returns.
+func WaitHTTPS(ctx context.Context, p *Process, roots *x509.CertPool, url string, timeout time.Duration) error {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+	defer tr.CloseIdleConnections()
+	return WaitHTTP(ctx, p, &http.Client{Timeout: 2 * time.Second, Transport: tr}, url, timeout)
+}
+
+// WorkDir makes a benchmark's work folder: dir, created if missing, or,
+// when dir is "", a new folder under $TMPDIR whose name starts with
+// prefix. It returns the folder's absolute path and a function that
+// removes the folder unless keep.
+func WorkDir(dir, prefix string, keep bool) (string, func(), error) {
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", prefix); err != nil {
+			return "", nil, fmt.Errorf("make the work folder: %w", err)
+		}
+	} else if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", nil, fmt.Errorf("make the work folder: %w", err)
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", nil, fmt.Errorf("make the work folder: %w", err)
+	}
+	return dir, func() {
+		if !keep {
+			_ = os.RemoveAll(dir)
+		}
+	}, nil
+}
+
+// Parallel hands do(0), …, do(n-1), in that order, to up to four
+// goroutines (no more than there are CPUs), and no more calls once ctx
+// ends. It returns the first error a call returned, else ctx's.
+func Parallel(ctx context.Context, n int, do func(i int) error) error {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		jobs     = make(chan int)
+	)
+	for range max(1, min(runtime.NumCPU(), 4)) {
+		wg.Go(func() {
+			for i := range jobs {
+				if err := do(i); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
 }

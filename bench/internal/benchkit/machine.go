@@ -2,8 +2,11 @@ package benchkit
 
 import (
 	"context"
+	"crypto/x509"
 	"debug/buildinfo"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,6 +69,16 @@ func Machine(ctx context.Context, work, applianceBin string, tools map[string][]
 	return m
 }
 
+// MachineList is m, from Machine, as a Markdown list sorted by name: one
+// "- name: value" line each.
+func MachineList(m map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		fmt.Fprintf(&b, "- %s: %s\n", k, m[k])
+	}
+	return b.String()
+}
+
 // LastLine is the last non-empty line of s.
 func LastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
@@ -91,11 +104,36 @@ func SplitList(s string, allowed ...string) ([]string, error) {
 	return out, nil
 }
 
-// StartDockerRegistry runs Debian's docker-registry (distribution 2.8) in
-// plain HTTP on a free loopback port, storage under dir, as Debian's
-// /etc/docker/registry/config.yml has it but without auth and access log,
-// and waits until it answers. It returns the process and its host:port.
-func StartDockerRegistry(ctx context.Context, bin, dir, secret string) (*Process, string, error) {
+// DockerRegistryOptions says how StartDockerRegistry configures
+// docker-registry. The zero value is plain HTTP, log level warn, no access
+// log and no log fields.
+type DockerRegistryOptions struct {
+	// Secret is http.secret, the key the registry signs upload state with.
+	Secret string
+	// LogLevel is log.level; "" means warn.
+	LogLevel string
+	// AccessLog turns the access log on.
+	AccessLog bool
+	// LogService, when set, is log.fields.service, a field of every line
+	// the registry logs.
+	LogService string
+	// CertFile and KeyFile, when set, make the registry serve HTTPS with
+	// this certificate and key; RootCAs, which must trust CertFile, is then
+	// what the wait for the registry trusts.
+	CertFile, KeyFile string
+	RootCAs           *x509.CertPool
+}
+
+// StartDockerRegistry runs Debian's docker-registry (distribution 2.8) on a
+// free loopback port, storage under dir, as Debian's
+// /etc/docker/registry/config.yml has it but without auth and with o's
+// settings, and waits until GET /v2/ answers. Its config.yml and its log,
+// docker-registry.log, are in dir. It returns the process and its
+// host:port.
+func StartDockerRegistry(ctx context.Context, bin, dir string, o DockerRegistryOptions) (*Process, string, error) {
+	if o.CertFile != "" && o.RootCAs == nil {
+		return nil, "", errors.New("docker-registry: TLS needs RootCAs")
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "storage"), 0o750); err != nil {
 		return nil, "", err
 	}
@@ -103,12 +141,39 @@ func StartDockerRegistry(ctx context.Context, bin, dir, secret string) (*Process
 	if err != nil {
 		return nil, "", err
 	}
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
+	cfgPath := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfgPath, []byte(dockerRegistryConfig(o, filepath.Join(dir, "storage"), addr)), 0o600); err != nil {
+		return nil, "", err
+	}
+	p, err := Start("docker-registry", filepath.Join(dir, "docker-registry.log"), CleanEnv("REGISTRY_"), bin, "serve", cfgPath)
+	if err != nil {
+		return nil, "", err
+	}
+	if o.CertFile != "" {
+		err = WaitHTTPS(ctx, p, o.RootCAs, "https://"+addr+"/v2/", 60*time.Second)
+	} else {
+		err = WaitHTTP(ctx, p, nil, "http://"+addr+"/v2/", 60*time.Second)
+	}
+	if err != nil {
+		p.Stop()
+		return nil, "", fmt.Errorf("docker-registry: %w\n%s", err, p.Tail())
+	}
+	return p, addr, nil
+}
+
+// dockerRegistryConfig is docker-registry's config.yml for o, storing
+// under storage and listening on addr.
+func dockerRegistryConfig(o DockerRegistryOptions, storage, addr string) string {
+	level := o.LogLevel
+	if level == "" {
+		level = "warn"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "version: 0.1\nlog:\n  level: %s\n  accesslog:\n    disabled: %t\n", level, !o.AccessLog)
+	if o.LogService != "" {
+		fmt.Fprintf(&b, "  fields:\n    service: %s\n", o.LogService)
+	}
+	fmt.Fprintf(&b, `storage:
   cache:
     blobdescriptor: inmemory
   filesystem:
@@ -120,18 +185,9 @@ http:
   secret: %s
   headers:
     X-Content-Type-Options: [nosniff]
-`, filepath.Join(dir, "storage"), addr, secret)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, "", err
+`, storage, addr, o.Secret)
+	if o.CertFile != "" {
+		fmt.Fprintf(&b, "  tls:\n    certificate: %s\n    key: %s\n", o.CertFile, o.KeyFile)
 	}
-	p, err := Start("docker-registry", filepath.Join(dir, "docker-registry.log"), CleanEnv("REGISTRY_"), bin, "serve", cfgPath)
-	if err != nil {
-		return nil, "", err
-	}
-	if err := WaitHTTP(ctx, p, nil, "http://"+addr+"/v2/", 60*time.Second); err != nil {
-		p.Stop()
-		return nil, "", fmt.Errorf("docker-registry: %w\n%s", err, p.Tail())
-	}
-	return p, addr, nil
+	return b.String()
 }

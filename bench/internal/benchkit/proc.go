@@ -1,8 +1,10 @@
 package benchkit
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -107,6 +109,22 @@ func (w IOWindow) End(ourCPU float64) (other, iowait float64) {
 		return 0, 0
 	}
 	return max(0, ((b-w.busy)/100-ourCPU)/secs), (io - w.iowait) / 100 / secs
+}
+
+// WaitQuiet waits, up to maxWait, until the machine's CPUs are less than
+// 10% busy over a second, so that a phase does not start while something
+// else runs.
+func WaitQuiet(ctx context.Context, maxWait time.Duration) {
+	deadline := time.Now().Add(maxWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		w := BeginIOWindow()
+		time.Sleep(time.Second)
+		other, _ := w.End(0)
+		if other < 0.1*float64(runtime.NumCPU()) {
+			return
+		}
+		Logf("  waiting for a quiet machine (%.2f cores busy)", other)
+	}
 }
 
 // MiB converts bytes to mebibytes.
