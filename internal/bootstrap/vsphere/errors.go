@@ -1,8 +1,10 @@
 package vsphere
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -77,12 +79,25 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // redact returns err unchanged unless its message shows secret (some
-// servers answer a bad request by repeating it); then it returns an error
-// with the same message, the secret replaced, and no chain to unwrap, so
-// that no caller can print the secret by digging.
+// servers answer a bad request by repeating it, often JSON-escaped once or
+// twice); then it returns an error with the same message, the secret
+// replaced, and no chain to unwrap, so that no caller can print the secret
+// by digging.
 func redact(err error, secret string) error {
-	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
+	if err == nil || secret == "" {
 		return err
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), secret, "[redacted]"))
+	forms := []string{secret}
+	for range 2 {
+		b, _ := json.Marshal(forms[len(forms)-1])
+		forms = append(forms, string(b[1:len(b)-1]))
+	}
+	msg := err.Error()
+	for _, f := range slices.Backward(forms) {
+		msg = strings.ReplaceAll(msg, f, "[redacted]")
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return errors.New(msg)
 }

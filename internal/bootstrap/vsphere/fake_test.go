@@ -30,6 +30,7 @@ package vsphere_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -77,12 +78,18 @@ type testEnv struct {
 	logs *syncBuffer       // what the clients dialled by dial logged
 }
 
+// vcsimMu serialises building vcsim models: Model.Create writes
+// package-level state of the simulator (its LicenseManager, for one).
+var vcsimMu sync.Mutex
+
 // startVCenter starts vcsim on 127.0.0.1 with a certificate of a test CA,
 // a user store of one user, and the contract fake.
 func startVCenter(t *testing.T) *testEnv {
 	t.Helper()
 	ca, leaf := newTestPKI(t)
 
+	vcsimMu.Lock()
+	defer vcsimMu.Unlock()
 	m := simulator.VPX()
 	m.Datacenter, m.Cluster, m.Host, m.Machine = 1, 1, 0, 0
 	if err := m.Create(); err != nil {
@@ -125,7 +132,8 @@ func (env *testEnv) dial(t *testing.T) *vsphere.Client {
 		t.Fatalf("Dial: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := c.Close(t.Context()); err != nil {
+		// t.Context is cancelled before cleanups run.
+		if err := c.Close(context.Background()); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
