@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -82,45 +81,10 @@ func New(o Options) (*Client, error) {
 	return &Client{
 		base:     u,
 		http:     &http.Client{Transport: tr, Timeout: 5 * time.Minute},
-		upload:   uploadTransport(tlsCfg),
+		upload:   coalesce.Transport(tlsCfg, 2),
 		username: o.Username,
 		password: o.Password,
 	}, nil
-}
-
-// uploadTransport carries uploads over HTTP/1.1, where the request body
-// owns the connection, and gathers the TLS records of each write into large
-// socket writes (internal/coalesce). Over HTTP/2, or one write(2) per 16 KiB
-// record, a gigabyte upload costs both sides far more CPU.
-func uploadTransport(tlsCfg *tls.Config) *http.Transport {
-	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		DialContext: d.DialContext,
-		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			raw, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			cfg := tlsCfg.Clone()
-			if cfg.ServerName == "" {
-				host, _, _ := net.SplitHostPort(addr)
-				cfg.ServerName = host
-			}
-			cfg.NextProtos = []string{"http/1.1"}
-			c := coalesce.Client(raw, cfg)
-			hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			if err := c.HandshakeContext(hctx); err != nil {
-				_ = raw.Close()
-				return nil, err
-			}
-			return c, nil
-		},
-		WriteBufferSize:     256 << 10,
-		MaxIdleConns:        2,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 30 * time.Second,
-	}
 }
 
 // Upload streams body (size bytes, or -1 when unknown) to path with no
@@ -154,16 +118,23 @@ func (c *Client) Upload(ctx context.Context, path, contentType string, body io.R
 // Do sends a request with an optional JSON body and decodes a JSON answer
 // into out (when out is not nil). It gives up after five minutes.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	return c.do(ctx, c.http, method, path, in, out)
+	return c.do(ctx, c.http, method, path, in, out, nil)
 }
 
 // DoLong is Do without the five-minute limit, for calls that take as long
 // as the work they start (an import of mounted media); ctx bounds it.
 func (c *Client) DoLong(ctx context.Context, method, path string, in, out any) error {
-	return c.do(ctx, &http.Client{Transport: c.http.Transport}, method, path, in, out)
+	return c.do(ctx, &http.Client{Transport: c.http.Transport}, method, path, in, out, nil)
 }
 
-func (c *Client) do(ctx context.Context, hc *http.Client, method, path string, in, out any) error {
+// DoLongFailure is DoLong that also decodes an error answer's body into
+// failure, for answers that carry more than the error (a refused
+// promotion's record).
+func (c *Client) DoLongFailure(ctx context.Context, method, path string, in, out, failure any) error {
+	return c.do(ctx, &http.Client{Transport: c.http.Transport}, method, path, in, out, failure)
+}
+
+func (c *Client) do(ctx context.Context, hc *http.Client, method, path string, in, out, failure any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -192,7 +163,7 @@ func (c *Client) do(ctx context.Context, hc *http.Client, method, path string, i
 		return fmt.Errorf("cannot reach the appliance at %s: %w", c.base.Redacted(), err)
 	}
 	defer resp.Body.Close()
-	return c.decode(resp, method, path, out, nil)
+	return c.decode(resp, method, path, out, failure)
 }
 
 func (c *Client) decode(resp *http.Response, method, path string, out, failure any) error {
