@@ -89,6 +89,10 @@ func (r *Registry) WriteBlob(ctx context.Context, repo string, want Descriptor, 
 	if err := r.checkWritable(); err != nil {
 		return Descriptor{}, err
 	}
+	return r.writeBlob(ctx, repo, want, src)
+}
+
+func (r *Registry) writeBlob(ctx context.Context, repo string, want Descriptor, src io.Reader) (Descriptor, error) {
 	rp, err := r.repository(ctx, repo)
 	if err != nil {
 		return Descriptor{}, err
@@ -157,6 +161,10 @@ func (r *Registry) LinkBlob(ctx context.Context, repo string, d digest.Digest) e
 	if err := r.checkWritable(); err != nil {
 		return err
 	}
+	return r.linkBlob(ctx, repo, d)
+}
+
+func (r *Registry) linkBlob(ctx context.Context, repo string, d digest.Digest) error {
 	stat, ok, err := r.StatBlob(ctx, d)
 	if err != nil {
 		return err
@@ -190,6 +198,10 @@ func (r *Registry) PutManifest(ctx context.Context, repo, mediaType string, payl
 	if err := r.checkWritable(); err != nil {
 		return "", err
 	}
+	return r.putManifest(ctx, repo, mediaType, payload)
+}
+
+func (r *Registry) putManifest(ctx context.Context, repo, mediaType string, payload []byte) (digest.Digest, error) {
 	r.cache.invalidate(repo)
 	defer r.cache.invalidate(repo)
 	rp, err := r.repository(ctx, repo)
@@ -229,6 +241,10 @@ func (r *Registry) Tag(ctx context.Context, repo, tag string, d digest.Digest) e
 	if err := r.checkWritable(); err != nil {
 		return err
 	}
+	return r.tag(ctx, repo, tag, d)
+}
+
+func (r *Registry) tag(ctx context.Context, repo, tag string, d digest.Digest) error {
 	r.cache.invalidate(repo)
 	defer r.cache.invalidate(repo)
 	if !ValidTag(tag) {
@@ -311,7 +327,23 @@ func (r *Registry) ReadBlob(ctx context.Context, repo string, d digest.Digest) (
 	if err != nil {
 		return nil, fmt.Errorf("read blob %s from %s: %w", d, repo, err)
 	}
-	return rc, nil
+	return &blobReader{ReadSeekCloser: rc}, nil
+}
+
+// blobReader closes distribution's reader without its error: that
+// reader's Close always returns "fileReader: closed", which net/http takes
+// for a failed request body.
+type blobReader struct {
+	io.ReadSeekCloser
+	closed bool
+}
+
+func (b *blobReader) Close() error {
+	if !b.closed {
+		b.closed = true
+		_ = b.ReadSeekCloser.Close()
+	}
+	return nil
 }
 
 // GetManifest returns a stored manifest's media type and bytes.
@@ -356,4 +388,61 @@ func (r *Registry) Blobs(ctx context.Context) ([]Descriptor, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Digest < out[j].Digest })
 	return out, nil
+}
+
+// ManifestDigests lists every manifest stored in repo, tagged or not
+// (index children, referrers, earlier targets of moved tags), sorted.
+func (r *Registry) ManifestDigests(ctx context.Context, repo string) ([]digest.Digest, error) {
+	rp, err := r.repository(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := rp.Manifests(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list manifests of %s: %w", repo, err)
+	}
+	en, ok := ms.(distribution.ManifestEnumerator)
+	if !ok {
+		return nil, errors.New("list manifests: not supported by storage")
+	}
+	var out []digest.Digest
+	err = en.Enumerate(ctx, func(d digest.Digest) error {
+		out = append(out, d)
+		return nil
+	})
+	var notFound storagedriver.PathNotFoundError
+	if err != nil && !errors.As(err, &notFound) {
+		return nil, fmt.Errorf("list manifests of %s: %w", repo, err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, nil
+}
+
+// SyncWriter is the registry's storage as a standby's follow of its
+// primary writes it: the same verified direct writes as the Registry's
+// own, but allowed while read-only, since a standby is read-only to
+// everyone else exactly while it follows. Only the follower holds one.
+type SyncWriter struct{ *Registry }
+
+// SyncWriter returns the writer a standby's follow uses.
+func (r *Registry) SyncWriter() SyncWriter { return SyncWriter{r} }
+
+// WriteBlob is Registry.WriteBlob, allowed while read-only.
+func (w SyncWriter) WriteBlob(ctx context.Context, repo string, want Descriptor, src io.Reader) (Descriptor, error) {
+	return w.writeBlob(ctx, repo, want, src)
+}
+
+// LinkBlob is Registry.LinkBlob, allowed while read-only.
+func (w SyncWriter) LinkBlob(ctx context.Context, repo string, d digest.Digest) error {
+	return w.linkBlob(ctx, repo, d)
+}
+
+// PutManifest is Registry.PutManifest, allowed while read-only.
+func (w SyncWriter) PutManifest(ctx context.Context, repo, mediaType string, payload []byte) (digest.Digest, error) {
+	return w.putManifest(ctx, repo, mediaType, payload)
+}
+
+// Tag is Registry.Tag, allowed while read-only.
+func (w SyncWriter) Tag(ctx context.Context, repo, tag string, d digest.Digest) error {
+	return w.tag(ctx, repo, tag, d)
 }
