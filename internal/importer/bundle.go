@@ -195,11 +195,11 @@ func (s *session) bundlePresent(inv *bundle.Inventory) error {
 		if err != nil {
 			return s.fail("parse", bundle.EntryInventory, fmt.Errorf("%w: present digest %q", ErrInvalidJSON, bl.Digest))
 		}
-		if desc, ok, err := s.imp.store.StatBlob(s.ctx, d); err != nil {
+		if desc, ok, err := s.store.StatBlob(s.ctx, d); err != nil {
 			return s.fail("verify", d.String(), err)
 		} else if ok && desc.Size == bl.Size {
 			if _, linked := s.have[d]; !linked {
-				if err := s.imp.store.LinkBlob(s.ctx, s.staging, d); err != nil {
+				if err := s.store.LinkBlob(s.ctx, s.staging, d); err != nil {
 					return s.fail("store", d.String(), err)
 				}
 				s.have[d] = bl.Size

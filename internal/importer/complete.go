@@ -325,10 +325,10 @@ func (s *session) planReferrers(p *plan) error {
 		tag := subject.Algorithm().String() + "-" + subject.Encoded()
 		list := refs[k]
 		// Merge with the fallback index already in the registry.
-		if old, ok, err := s.imp.store.TagDigest(s.ctx, k.repo, tag); err != nil {
+		if old, ok, err := s.store.TagDigest(s.ctx, k.repo, tag); err != nil {
 			return s.fail("read", tag, err)
 		} else if ok {
-			_, payload, err := s.imp.store.GetManifest(s.ctx, k.repo, old)
+			_, payload, err := s.store.GetManifest(s.ctx, k.repo, old)
 			if err != nil {
 				return s.fail("read", tag, err)
 			}
@@ -476,7 +476,7 @@ func (s *session) planDockerImage(p *plan, e dockerSaveEntry) error {
 }
 
 func (s *session) readHead(d digest.Digest, n int) ([]byte, error) {
-	rc, err := s.imp.store.ReadBlob(s.ctx, s.staging, d)
+	rc, err := s.store.ReadBlob(s.ctx, s.staging, d)
 	if err != nil {
 		return nil, err
 	}
@@ -521,7 +521,7 @@ func (s *session) check(p *plan) error {
 			if planned[c] || s.partial[m.digest] {
 				continue
 			}
-			if _, _, err := s.imp.store.GetManifest(s.ctx, m.repo, c); err != nil {
+			if _, _, err := s.store.GetManifest(s.ctx, m.repo, c); err != nil {
 				return s.fail("verify", m.digest.String(), fmt.Errorf("%w: index entry %s is neither in the archive nor in %s", ErrMissingBlob, c, m.repo))
 			}
 		}
@@ -545,22 +545,22 @@ func (s *session) apply(p *plan) error {
 			if ok, _ := s.available(b); !ok && m.optional[b] {
 				continue
 			}
-			if err := s.imp.store.LinkBlob(s.ctx, m.repo, b); err != nil {
+			if err := s.store.LinkBlob(s.ctx, m.repo, b); err != nil {
 				return s.fail("store", b.String(), err)
 			}
 			linked[key] = true
 		}
-		if _, err := s.imp.store.PutManifest(s.ctx, m.repo, m.mediaType, m.payload); err != nil {
+		if _, err := s.store.PutManifest(s.ctx, m.repo, m.mediaType, m.payload); err != nil {
 			return s.fail("store", m.digest.String(), err)
 		}
 		s.rec.Manifests = append(s.rec.Manifests, ManifestRecord{Repository: m.repo, Digest: m.digest.String(), MediaType: m.mediaType})
 	}
 	for _, t := range p.tags {
-		prev, had, err := s.imp.store.TagDigest(s.ctx, t.repo, t.tag)
+		prev, had, err := s.store.TagDigest(s.ctx, t.repo, t.tag)
 		if err != nil {
 			return s.fail("tag", t.repo+":"+t.tag, err)
 		}
-		if err := s.imp.store.Tag(s.ctx, t.repo, t.tag, t.digest); err != nil {
+		if err := s.store.Tag(s.ctx, t.repo, t.tag, t.digest); err != nil {
 			return s.fail("tag", t.repo+":"+t.tag, err)
 		}
 		tr := TagRecord{Repository: t.repo, Tag: t.tag, Digest: t.digest.String()}

@@ -62,12 +62,13 @@ const DefaultMaxEntrySize int64 = 1 << 40 // 1 TiB
 
 // Importer imports archives into a Store and records every import.
 type Importer struct {
-	store   Store
-	files   Files
-	apt     Apt
-	history *History
-	log     *slog.Logger
-	maxSize int64
+	store     Store
+	syncStore Store // writes while read-only, for a standby's follow
+	files     Files
+	apt       Apt
+	history   *History
+	log       *slog.Logger
+	maxSize   int64
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex // per destination repository
@@ -84,6 +85,11 @@ func WithFiles(f Files) Option { return func(i *Importer) { i.files = f } }
 
 // WithApt gives bundles an apt repository for the packages they carry.
 func WithApt(a Apt) Option { return func(i *Importer) { i.apt = a } }
+
+// WithSyncStore gives the importer the store a standby's follow of its
+// primary writes through (Request.Sync): the registry's storage, writable
+// while the registry is read-only to everyone else.
+func WithSyncStore(s Store) Option { return func(i *Importer) { i.syncStore = s } }
 
 // WithMaxEntrySize bounds the size an entry may claim.
 func WithMaxEntrySize(n int64) Option { return func(i *Importer) { i.maxSize = n } }
@@ -123,6 +129,9 @@ type Request struct {
 	User string
 	// Trust decides which signed bundles are accepted (bundles only).
 	Trust bundle.Trust
+	// Sync marks a standby's follow of its primary, which writes while the
+	// registry is read-only (through the store given WithSyncStore).
+	Sync bool
 }
 
 func (r Request) validate() error {

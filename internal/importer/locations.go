@@ -60,7 +60,7 @@ const maxBundleLayer = 512 << 20
 // readImagesLock finds .imgpkg/images.yml in a bundle's layer.
 func (s *session) readImagesLock(layer digest.Digest) (imagesLock, error) {
 	var lock imagesLock
-	rc, err := s.imp.store.ReadBlob(s.ctx, s.staging, layer)
+	rc, err := s.store.ReadBlob(s.ctx, s.staging, layer)
 	if err != nil {
 		return lock, err
 	}
@@ -122,7 +122,7 @@ func (s *session) planLocations(p *plan, repo string, b bundleRef, bundles map[d
 		}
 		d := digest.Digest(ref.DigestStr())
 		if !planned[d] {
-			if _, _, err := s.imp.store.GetManifest(s.ctx, repo, d); err != nil {
+			if _, _, err := s.store.GetManifest(s.ctx, repo, d); err != nil {
 				return s.fail("verify", b.digest.String(), fmt.Errorf("%w: the bundle names %s, which is neither in the archive nor in %s", ErrMissingBlob, im.Image, repo))
 			}
 		}

@@ -72,7 +72,7 @@ func (s *session) writeAsync(e *entry, want digest.Digest) error {
 	s.pending = append(s.pending, p)
 	go func() {
 		cr := &chanReader{ch: ch, sizes: sizes, aborted: &aborted}
-		_, err := s.imp.store.WriteBlob(s.ctx, s.staging, registry.Descriptor{Digest: want, Size: e.size}, cr)
+		_, err := s.store.WriteBlob(s.ctx, s.staging, registry.Descriptor{Digest: want, Size: e.size}, cr)
 		for b := range ch { // unblock the feeder if the write stopped early
 			<-sizes
 			chunkPool.Put(b)

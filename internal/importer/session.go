@@ -25,6 +25,7 @@ var ociBlobName = regexp.MustCompile(`^blobs/sha256/([a-f0-9]{64})$`)
 // session is one import in progress: what the stream has delivered so far.
 type session struct {
 	imp     *Importer
+	store   Store // the importer's, or its sync store for a standby's follow
 	ctx     context.Context
 	req     Request
 	rec     *Record
@@ -49,8 +50,15 @@ type fileRef struct {
 }
 
 func (imp *Importer) newSession(ctx context.Context, req Request, rec *Record) (*session, error) {
+	store := imp.store
+	if req.Sync {
+		if imp.syncStore == nil {
+			return nil, &Error{Op: "request", Source: req.Source, Err: fmt.Errorf("%w: this importer has no sync store", ErrInvalidRequest)}
+		}
+		store = imp.syncStore
+	}
 	return &session{
-		imp: imp, ctx: ctx, req: req, rec: rec,
+		imp: imp, store: store, ctx: ctx, req: req, rec: rec,
 		staging: StagingProject + "/" + rec.ID,
 		files:   map[string]fileRef{}, links: map[string]string{},
 		have: map[digest.Digest]int64{}, fresh: map[digest.Digest]struct{}{},
@@ -68,7 +76,7 @@ func (s *session) cleanup() {
 		}
 	}
 	ctx := context.WithoutCancel(s.ctx)
-	if err := s.imp.store.RemoveRepository(ctx, s.staging); err != nil {
+	if err := s.store.RemoveRepository(ctx, s.staging); err != nil {
 		s.imp.log.Warn("staging repository not removed", "repository", s.staging, "error", err)
 	}
 }
@@ -181,7 +189,7 @@ func (s *session) entry(e *entry) error {
 // staging repository: written when new, linked when the registry already
 // holds them (still hashed, so every byte of the input is checked).
 func (s *session) storeBlob(e *entry, want digest.Digest) (fileRef, error) {
-	st := s.imp.store
+	st := s.store
 	if want != "" {
 		if _, seen := s.have[want]; !seen {
 			if desc, ok, err := st.StatBlob(s.ctx, want); err != nil {
@@ -241,16 +249,16 @@ func (s *session) writeRaw(d digest.Digest, mediaType string, data []byte) error
 	if _, ok := s.have[d]; ok {
 		return nil
 	}
-	if _, ok, err := s.imp.store.StatBlob(s.ctx, d); err != nil {
+	if _, ok, err := s.store.StatBlob(s.ctx, d); err != nil {
 		return err
 	} else if ok {
-		if err := s.imp.store.LinkBlob(s.ctx, s.staging, d); err != nil {
+		if err := s.store.LinkBlob(s.ctx, s.staging, d); err != nil {
 			return err
 		}
 		s.have[d] = int64(len(data))
 		return nil
 	}
-	if _, err := s.imp.store.WriteBlob(s.ctx, s.staging, registry.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}, bytes.NewReader(data)); err != nil {
+	if _, err := s.store.WriteBlob(s.ctx, s.staging, registry.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}, bytes.NewReader(data)); err != nil {
 		return mapStoreErr(err)
 	}
 	s.have[d], s.fresh[d] = int64(len(data)), struct{}{}
@@ -261,7 +269,7 @@ func (s *session) writeRaw(d digest.Digest, mediaType string, data []byte) error
 
 // readBlob reads a whole (small) blob back from staging.
 func (s *session) readBlob(d digest.Digest, limit int64) ([]byte, error) {
-	rc, err := s.imp.store.ReadBlob(s.ctx, s.staging, d)
+	rc, err := s.store.ReadBlob(s.ctx, s.staging, d)
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +304,7 @@ func (s *session) available(d digest.Digest) (bool, error) {
 	if _, ok := s.have[d]; ok {
 		return true, nil
 	}
-	_, ok, err := s.imp.store.StatBlob(s.ctx, d)
+	_, ok, err := s.store.StatBlob(s.ctx, d)
 	return ok, err
 }
 
