@@ -83,3 +83,17 @@ func firstNonEmpty(vals ...string) string {
 	}
 	return ""
 }
+
+// readFirstLine reads a secret (a password) from the first line of file.
+func readFirstLine(file, what string) (string, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	line = strings.TrimRight(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("read %s: %s is empty", what, file)
+	}
+	return line, nil
+}

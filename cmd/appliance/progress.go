@@ -116,3 +116,52 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// liveView redraws a block of lines in place on a terminal; elsewhere
+// (logs, CI) it prints the block at most every ten seconds.
+type liveView struct {
+	w        io.Writer
+	terminal bool
+	lines    int
+	last     time.Time
+}
+
+func newLiveView(w io.Writer) *liveView {
+	v := &liveView{w: w}
+	if f, ok := w.(*os.File); ok {
+		v.terminal = isatty.IsTerminal(f.Fd())
+	}
+	return v
+}
+
+func (v *liveView) draw(lines []string) {
+	if !v.terminal {
+		if time.Since(v.last) < 10*time.Second {
+			return
+		}
+		v.last = time.Now()
+		for _, l := range lines {
+			fmt.Fprintln(v.w, l)
+		}
+		return
+	}
+	var b strings.Builder
+	if v.lines > 0 {
+		fmt.Fprintf(&b, "\033[%dA", v.lines)
+	}
+	for _, l := range lines {
+		b.WriteString("\r\033[K" + l + "\n")
+	}
+	// Clear what the last, longer block left below.
+	for i := len(lines); i < v.lines; i++ {
+		b.WriteString("\r\033[K\n")
+	}
+	if extra := v.lines - len(lines); extra > 0 {
+		fmt.Fprintf(&b, "\033[%dA", extra)
+	}
+	v.lines = len(lines)
+	fmt.Fprint(v.w, b.String())
+}
+
+// done leaves the last block on screen.
+func (v *liveView) done() { v.lines = 0 }

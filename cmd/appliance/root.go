@@ -54,6 +54,11 @@ commands act on a running appliance through its API.`,
 		c.keyCmd(),
 		c.bundleCmd(),
 		c.receiptCmd(),
+		c.statusCmd(),
+		c.promoteCmd(),
+		c.promotionsCmd(),
+		c.standbyCmd(),
+		c.activateCmd(),
 	)
 	return root
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -125,14 +122,6 @@ func newPassword(file string) (pw string, generated bool, err error) {
 		pw, err = auth.RandomPassword()
 		return pw, true, err
 	}
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return "", false, fmt.Errorf("read new password: %w", err)
-	}
-	pw, _, _ = strings.Cut(string(data), "\n")
-	pw = strings.TrimRight(pw, "\r")
-	if pw == "" {
-		return "", false, errors.New("read new password: " + file + " is empty")
-	}
-	return pw, false, nil
+	pw, err = readFirstLine(file, "new password")
+	return pw, false, err
 }

@@ -110,6 +110,7 @@ func (s *Server) routes(e *echo.Echo) {
 	api.GET("/files", s.listFiles)
 
 	s.aptAPI(api)
+	s.lifecycleRoutes(api)
 
 	api.GET("/projects", s.listProjects)
 	api.GET("/projects/:name", s.getProject)
@@ -168,6 +169,9 @@ func (s *Server) putReadOnly(c echo.Context) error {
 	}
 	if req.ReadOnly == nil {
 		return fmt.Errorf("%w: read_only (true or false) is required", errBadRequest)
+	}
+	if err := s.life.CheckReadOnlySwitch(); err != nil {
+		return err
 	}
 	m, err := s.reg.SetReadOnly(*req.ReadOnly, req.Reason)
 	if err != nil {

@@ -25,7 +25,7 @@ type metrics struct {
 	bytes    *prometheus.CounterVec
 }
 
-func newMetrics(storageUsed func() (int64, error), readOnly func() bool) *metrics {
+func newMetrics(storageUsed func() (int64, error), readOnly func() bool, extra ...prometheus.Collector) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -65,6 +65,7 @@ func newMetrics(storageUsed func() (int64, error), readOnly func() bool) *metric
 			return 0
 		}),
 	)
+	m.reg.MustRegister(extra...)
 	return m
 }
 

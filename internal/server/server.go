@@ -27,6 +27,7 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
 	"github.com/appliance-dev/appliance/internal/auth"
+	"github.com/appliance-dev/appliance/internal/bootstrap"
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/coalesce"
 	"github.com/appliance-dev/appliance/internal/config"
@@ -63,6 +64,9 @@ type Server struct {
 	files         *filestore.Store
 	trust         []bundle.TrustedKey
 	receiptKey    *bundle.Signer
+	life          *bootstrap.Lifecycle
+	promoter      *bootstrap.Promoter
+	follower      *bootstrap.Follower
 	metrics       *metrics
 	started       time.Time
 
@@ -155,17 +159,20 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		closeStores()
 		return nil, err
 	}
-	if s.importer, err = importer.New(s.reg, s.history, importer.WithLogger(log), importer.WithFiles(s.files), importer.WithApt(aptImport{s.apt})); err != nil {
-		_ = s.reg.Close()
-		_ = s.apt.Close()
+	if s.importer, err = importer.New(s.reg, s.history, importer.WithLogger(log), importer.WithFiles(s.files), importer.WithApt(aptImport{s.apt}),
+		importer.WithSyncStore(s.reg.SyncWriter())); err != nil {
+		closeStores()
 		return nil, err
 	}
 	if err := s.sweepStaging(ctx); err != nil {
-		_ = s.reg.Close()
-		_ = s.apt.Close()
+		closeStores()
 		return nil, err
 	}
-	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly })
+	if err := s.openLifecycle(); err != nil {
+		closeStores()
+		return nil, err
+	}
+	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly }, lifecycleMetrics(s.life, s.follower)...)
 	s.httpsSrv = &http.Server{
 		Handler:   s.httpsHandler(),
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{s.pki.ServerTLS}},
@@ -184,6 +191,23 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return s, nil
+}
+
+// openLifecycle opens the mode, the promotions and the follower. A
+// standby comes back read-only, whatever happened before the restart.
+func (s *Server) openLifecycle() error {
+	var err error
+	dir := s.cfg.DataDir
+	if s.life, err = bootstrap.OpenLifecycle(dir, s.reg, s.log); err != nil {
+		return err
+	}
+	if s.promoter, err = bootstrap.NewPromoter(s.reg, s.reg, visibility{s}, dir,
+		bootstrap.WithPromoterLogger(s.log), bootstrap.WithSkip(isStaging)); err != nil {
+		return err
+	}
+	s.follower, err = bootstrap.NewFollower(s.life, s.reg, s.importer, dir,
+		bootstrap.WithFollowerLogger(s.log), bootstrap.WithFollowerSkip(isStaging))
+	return err
 }
 
 // httpsConnContext records the coalesce.Conn under a request's TLS
@@ -362,8 +386,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.httpLn != nil {
 		go func() { errc <- serveErr("http", s.httpSrv.Serve(s.httpLn)) }()
 	}
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	followDone := make(chan struct{})
+	go func() { defer close(followDone); _ = s.follower.Run(followCtx) }()
 	s.log.Info("appliance serving", "https", s.HTTPSAddr(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir,
-		"read_only", s.reg.Mode().ReadOnly, "names", strings.Join(s.pki.Names, ","))
+		"mode", s.life.Mode(), "read_only", s.reg.Mode().ReadOnly, "names", strings.Join(s.pki.Names, ","))
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -372,7 +399,12 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("shutting down", "deadline", s.cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
-	shutdownErr := errors.Join(s.httpsSrv.Shutdown(sctx), s.httpSrv.Shutdown(sctx))
+	stopFollowing()
+	shutdownErr := errors.Join(s.httpsSrv.Shutdown(sctx), s.httpSrv.Shutdown(sctx), s.shutdownLifecycle(sctx))
+	select {
+	case <-followDone:
+	case <-sctx.Done():
+	}
 	if shutdownErr != nil {
 		_ = s.httpsSrv.Close()
 		_ = s.httpSrv.Close()
