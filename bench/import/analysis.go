@@ -94,8 +94,8 @@ func eachBlob(path string, hashStream bool, f func(d digest.Digest, size int64, 
 	}
 }
 
-func analysisPhase(ctx context.Context, o options, ds *dataset, work, name string) (*result, error) {
-	r := &result{Name: name, Bytes: ds.tarSize}
+func analysisPhase(ctx context.Context, o options, ds *benchkit.ImageSet, work, name string) (*result, error) {
+	r := &result{Name: name, Bytes: ds.TarSize}
 	dir := filepath.Join(work, "analysis")
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return r, err
@@ -108,7 +108,7 @@ func analysisPhase(ctx context.Context, o options, ds *dataset, work, name strin
 	switch name {
 	case analysisCPU:
 		body = func() error {
-			return eachBlob(ds.imgpkgTar, true, func(d digest.Digest, _ int64, r io.Reader) error {
+			return eachBlob(ds.ImgpkgTar, true, func(d digest.Digest, _ int64, r io.Reader) error {
 				h := sha256.New()
 				if _, err := io.Copy(h, r); err != nil { // 32 KiB at a time, as io.Copy in WriteBlob
 					return err
@@ -122,7 +122,7 @@ func analysisPhase(ctx context.Context, o options, ds *dataset, work, name strin
 	case analysisFsync:
 		buf := make([]byte, 1<<20)
 		body = func() error {
-			return eachBlob(ds.imgpkgTar, false, func(d digest.Digest, _ int64, r io.Reader) error {
+			return eachBlob(ds.ImgpkgTar, false, func(d digest.Digest, _ int64, r io.Reader) error {
 				f, err := os.Create(filepath.Join(dir, d.Encoded()))
 				if err != nil {
 					return err
@@ -145,7 +145,7 @@ func analysisPhase(ctx context.Context, o options, ds *dataset, work, name strin
 			return r, err
 		}
 		defer reg.Close()
-		body = func() error { return pipelined(ctx, reg, ds.imgpkgTar) }
+		body = func() error { return pipelined(ctx, reg, ds.ImgpkgTar) }
 	default:
 		return r, fmt.Errorf("unknown analysis %q", name)
 	}
@@ -167,10 +167,10 @@ func analysisPhase(ctx context.Context, o options, ds *dataset, work, name strin
 	}
 	r.MBps = float64(r.Bytes) / r.Seconds / 1e6
 	if reg != nil {
-		for _, img := range ds.images {
-			for _, l := range img.layers {
-				if _, ok, err := reg.StatBlob(ctx, digest.Digest(l.digest)); err != nil || !ok {
-					return r, fmt.Errorf("blob %s not stored (%w)", l.digest, err)
+		for _, img := range ds.Images {
+			for _, l := range img.Layers {
+				if _, ok, err := reg.StatBlob(ctx, digest.Digest(l.Digest)); err != nil || !ok {
+					return r, fmt.Errorf("blob %s not stored (%w)", l.Digest, err)
 				}
 			}
 		}

@@ -37,8 +37,6 @@
 package main
 
 import (
-	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -59,7 +57,6 @@ import (
 	"regexp"
 	"runtime/pprof"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,9 +64,6 @@ import (
 	"time"
 
 	"github.com/appliance-dev/appliance/bench/internal/benchkit"
-
-	"github.com/opencontainers/go-digest"
-
 	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
@@ -82,13 +76,8 @@ const (
 )
 
 const (
-	mtManifest = "application/vnd.oci.image.manifest.v1+json"
-	mtIndex    = "application/vnd.oci.image.index.v1+json"
-	mtConfig   = "application/vnd.oci.image.config.v1+json"
-	mtLayer    = "application/vnd.oci.image.layer.v1.tar+gzip"
-	refName    = "org.opencontainers.image.ref.name"
-	repoName   = "bench/big"
-	ddName     = "dd conv=fsync"
+	repoName = "bench/big"
+	ddName   = "dd conv=fsync"
 )
 
 type options struct {
@@ -242,13 +231,14 @@ func run(ctx context.Context, o options) error {
 		Options: map[string]any{"size_mib": o.sizeMiB, "layer_mib": o.layerMiB, "layers_per_image": o.layersPerImage, "seed": o.seed, "modes": modes, "skopeo_from": froms, "in_process": o.inProcess, "rounds": o.rounds, "analysis": o.analysis}}
 
 	t0 := time.Now()
-	ds, err := generate(ctx, o, work, slices.Contains(froms, "archive"))
+	ds, err := benchkit.WriteImageSet(ctx, work, benchkit.ImageSetOptions{SizeMiB: o.sizeMiB, LayerMiB: o.layerMiB, LayersPerImage: o.layersPerImage,
+		Seed: o.seed, Repo: repoName, Archives: slices.Contains(froms, "archive")})
 	if err != nil {
 		return fmt.Errorf("generate: %w", err)
 	}
 	rep.Generated = time.Since(t0).Seconds()
-	rep.Data = datasetSummary{Images: len(ds.images), Layers: ds.layerCount, LayerBytes: ds.layerBytes, PayloadBytes: ds.payload, TarBytes: ds.tarSize}
-	benchkit.Logf("generated %d images, %d layers, %.1f MiB of layers, imgpkg tar %.1f MiB, in %.1f s", len(ds.images), ds.layerCount, benchkit.MiB(ds.layerBytes), benchkit.MiB(ds.tarSize), rep.Generated)
+	rep.Data = datasetSummary{Images: len(ds.Images), Layers: ds.LayerCount, LayerBytes: ds.LayerBytes, PayloadBytes: ds.Payload, TarBytes: ds.TarSize}
+	benchkit.Logf("generated %d images, %d layers, %.1f MiB of layers, imgpkg tar %.1f MiB, in %.1f s", len(ds.Images), ds.LayerCount, benchkit.MiB(ds.LayerBytes), benchkit.MiB(ds.TarSize), rep.Generated)
 	syncDisk()
 
 	// The machine's limits.
@@ -321,309 +311,17 @@ func run(ctx context.Context, o options) error {
 	return benchkit.WriteReport(render(rep, o), rep, o.out, o.jsonOut)
 }
 
-// ---------------------------------------------------------------- data set
-
-type layerInfo struct {
-	digest, diffID string
-	size           int64
-}
-
-type imageInfo struct {
-	tag                          string
-	config, manifest             []byte
-	configDigest, manifestDigest string
-	layers                       []layerInfo
-	archive                      string // OCI archive of this image alone
-}
-
-type dataset struct {
-	layout     string // OCI image layout folder
-	imgpkgTar  string
-	images     []imageInfo
-	layerCount int
-	layerBytes int64
-	payload    int64
-	tarSize    int64
-}
-
-func (d *dataset) blobPath(dg string) string {
-	return filepath.Join(d.layout, "blobs", "sha256", strings.TrimPrefix(dg, "sha256:"))
-}
-
-func generate(ctx context.Context, o options, work string, archives bool) (*dataset, error) {
-	ds := &dataset{layout: filepath.Join(work, "oci-layout"), imgpkgTar: filepath.Join(work, "bundle.tar")}
-	if err := os.MkdirAll(filepath.Join(ds.layout, "blobs", "sha256"), 0o750); err != nil {
-		return nil, err
-	}
-	layerBytes := int64(o.layerMiB) << 20
-	nLayers := o.sizeMiB / o.layerMiB
-	nImages := (nLayers + o.layersPerImage - 1) / o.layersPerImage
-	// Layers are generated two at a time (2 cores), image by image; the
-	// rest is sequential.
-	infos := make([][]layerInfo, nImages)
-	for i := range infos {
-		infos[i] = make([]layerInfo, min(o.layersPerImage, nLayers-i*o.layersPerImage))
-	}
-	err := benchkit.Parallel(ctx, nLayers, func(k int) error {
-		img, layer := k/o.layersPerImage, k%o.layersPerImage
-		li, err := writeLayer(ds, layerBytes, o.seed, img, layer)
-		infos[img][layer] = li
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	var index []map[string]any
-	for i, layers := range infos {
-		img := imageInfo{tag: fmt.Sprintf("img-%d", i+1), layers: layers}
-		diffIDs := []string{}
-		history := []map[string]string{}
-		for _, l := range layers {
-			diffIDs = append(diffIDs, l.diffID)
-			history = append(history, map[string]string{"created": "1970-01-01T00:00:00Z", "created_by": "bench/import"})
-			ds.layerCount++
-			ds.layerBytes += l.size
-		}
-		img.config, _ = json.Marshal(map[string]any{
-			"architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
-			"config":  map[string]any{"Labels": map[string]string{"org.example.bench": img.tag}},
-			"rootfs":  map[string]any{"type": "layers", "diff_ids": diffIDs},
-			"history": history,
-		})
-		img.configDigest = digest.FromBytes(img.config).String()
-		type desc struct {
-			MediaType string `json:"mediaType"`
-			Digest    string `json:"digest"`
-			Size      int64  `json:"size"`
-		}
-		m := struct {
-			SchemaVersion int    `json:"schemaVersion"`
-			MediaType     string `json:"mediaType"`
-			Config        desc   `json:"config"`
-			Layers        []desc `json:"layers"`
-		}{SchemaVersion: 2, MediaType: mtManifest, Config: desc{mtConfig, img.configDigest, int64(len(img.config))}}
-		for _, l := range layers {
-			m.Layers = append(m.Layers, desc{mtLayer, l.digest, l.size})
-		}
-		img.manifest, _ = json.Marshal(m)
-		img.manifestDigest = digest.FromBytes(img.manifest).String()
-		for _, b := range [][]byte{img.config, img.manifest} {
-			if err := os.WriteFile(ds.blobPath(digest.FromBytes(b).String()), b, 0o644); err != nil { //nolint:gosec // test data
-				return nil, err
-			}
-		}
-		ds.payload += int64(len(img.config) + len(img.manifest))
-		index = append(index, map[string]any{"mediaType": mtManifest, "digest": img.manifestDigest, "size": len(img.manifest),
-			"annotations": map[string]string{refName: img.tag}})
-		ds.images = append(ds.images, img)
-	}
-	ds.payload += ds.layerBytes
-	idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": mtIndex, "manifests": index})
-	if err := os.WriteFile(filepath.Join(ds.layout, "index.json"), idx, 0o644); err != nil { //nolint:gosec // test data
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(ds.layout, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil { //nolint:gosec // test data
-		return nil, err
-	}
-	if err := writeImgpkgTar(ds); err != nil {
-		return nil, fmt.Errorf("imgpkg tar: %w", err)
-	}
-	st, err := os.Stat(ds.imgpkgTar)
-	if err != nil {
-		return nil, err
-	}
-	ds.tarSize = st.Size()
-	if archives {
-		dir := filepath.Join(work, "oci-archives")
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, err
-		}
-		for i := range ds.images {
-			ds.images[i].archive = filepath.Join(dir, ds.images[i].tag+".tar")
-			if err := writeOCIArchive(ds, ds.images[i]); err != nil {
-				return nil, fmt.Errorf("OCI archive: %w", err)
-			}
-		}
-	}
-	return ds, nil
-}
-
-// writeLayer writes one layer into the layout: a gzip stream of stored
-// (uncompressed) blocks holding a tar with one file of random bytes, about
-// size bytes in all.
-func writeLayer(ds *dataset, size int64, seed uint64, img, layer int) (layerInfo, error) {
-	f, err := os.CreateTemp(filepath.Join(ds.layout, "blobs", "sha256"), "layer-*.tmp")
-	if err != nil {
-		return layerInfo{}, err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	l, err := benchkit.WriteLayer(f, size, seed, uint64(img), uint64(layer)) //nolint:gosec // small
-	if err != nil {
-		return layerInfo{}, err
-	}
-	if err := f.Close(); err != nil {
-		return layerInfo{}, err
-	}
-	li := layerInfo{digest: l.Digest, diffID: l.DiffID, size: l.Size}
-	return li, os.Rename(f.Name(), ds.blobPath(li.digest))
-}
-
-// The imgpkg manifest.json: imgpkg's Go field names, nil pointers as null.
-type imgpkgEntry struct {
-	ImageIndex *struct{}    `json:"ImageIndex"`
-	Image      *imgpkgImage `json:"Image"`
-}
-
-type imgpkgImage struct {
-	Refs   []string `json:"Refs"`
-	Layers []struct {
-		MediaType string `json:"MediaType"`
-		Digest    string `json:"Digest"`
-		DiffID    string `json:"DiffID"`
-		Size      int64  `json:"Size"`
-	} `json:"Layers"`
-	Config struct {
-		Digest string `json:"Digest"`
-		Raw    string `json:"Raw"`
-	} `json:"Config"`
-	Manifest struct {
-		MediaType string `json:"MediaType"`
-		Digest    string `json:"Digest"`
-		Raw       string `json:"Raw"`
-	} `json:"Manifest"`
-	Tag     string            `json:"Tag"`
-	OrigRef string            `json:"OrigRef"`
-	Labels  map[string]string `json:"Labels"`
-}
-
-func writeImgpkgTar(ds *dataset) error {
-	var entries []imgpkgEntry
-	blobs := map[string]int64{}
-	for _, img := range ds.images {
-		e := &imgpkgImage{Refs: []string{"registry.example.invalid/" + repoName + "@" + img.manifestDigest}, Tag: img.tag}
-		for _, l := range img.layers {
-			e.Layers = append(e.Layers, struct {
-				MediaType string `json:"MediaType"`
-				Digest    string `json:"Digest"`
-				DiffID    string `json:"DiffID"`
-				Size      int64  `json:"Size"`
-			}{mtLayer, l.digest, l.diffID, l.size})
-			blobs[l.digest] = l.size
-		}
-		e.Config.Digest, e.Config.Raw = img.configDigest, string(img.config)
-		e.Manifest.MediaType, e.Manifest.Digest, e.Manifest.Raw = mtManifest, img.manifestDigest, string(img.manifest)
-		entries = append(entries, imgpkgEntry{Image: e})
-	}
-	mj, err := json.Marshal(entries)
-	if err != nil {
-		return err
-	}
-	names := make([]string, 0, len(blobs))
-	for d := range blobs {
-		names = append(names, d)
-	}
-	sort.Strings(names)
-	return createTar(ds.imgpkgTar, func(tw *tar.Writer) error {
-		if err := tarBytes(tw, "manifest.json", mj); err != nil {
-			return err
-		}
-		for _, d := range names {
-			if err := tarFile(tw, "sha256-"+strings.TrimPrefix(d, "sha256:")+".tar.gz", ds.blobPath(d), blobs[d]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-func writeOCIArchive(ds *dataset, img imageInfo) error {
-	return createTar(img.archive, func(tw *tar.Writer) error {
-		idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": mtIndex, "manifests": []map[string]any{{
-			"mediaType": mtManifest, "digest": img.manifestDigest, "size": len(img.manifest), "annotations": map[string]string{refName: img.tag}}}})
-		if err := tarBytes(tw, "oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
-			return err
-		}
-		if err := tarBytes(tw, "index.json", idx); err != nil {
-			return err
-		}
-		for _, dir := range []string{"blobs/", "blobs/sha256/"} {
-			if err := tw.WriteHeader(&tar.Header{Name: dir, Mode: 0o755, ModTime: time.Unix(0, 0), Typeflag: tar.TypeDir}); err != nil {
-				return err
-			}
-		}
-		if err := tarBytes(tw, "blobs/sha256/"+strings.TrimPrefix(img.manifestDigest, "sha256:"), img.manifest); err != nil {
-			return err
-		}
-		if err := tarBytes(tw, "blobs/sha256/"+strings.TrimPrefix(img.configDigest, "sha256:"), img.config); err != nil {
-			return err
-		}
-		for _, l := range img.layers {
-			if err := tarFile(tw, "blobs/sha256/"+strings.TrimPrefix(l.digest, "sha256:"), ds.blobPath(l.digest), l.size); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// createTar writes a tar file at path, through a 1 MiB buffer, with what
-// fill writes into it.
-func createTar(path string, fill func(tw *tar.Writer) error) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	tw := tar.NewWriter(bw)
-	if err := fill(tw); err != nil {
-		return err
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	return f.Close()
-}
-
-func tarBytes(tw *tar.Writer, name string, b []byte) error {
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
-		return err
-	}
-	_, err := tw.Write(b)
-	return err
-}
-
-func tarFile(tw *tar.Writer, name, path string, size int64) error {
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: size, ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
-		return err
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	n, err := io.CopyBuffer(tw, f, make([]byte, 1<<20))
-	if err == nil && n != size {
-		err = fmt.Errorf("%s: %d bytes, want %d", path, n, size)
-	}
-	return err
-}
-
 // ---------------------------------------------------------------- limits
 
 // sha256Rate hashes one layer, in memory, on one core, as many times as
 // needed for about 1 GiB (at most the data set).
-func sha256Rate(ds *dataset) (float64, error) {
-	l := ds.images[0].layers[0]
-	data, err := os.ReadFile(ds.blobPath(l.digest))
+func sha256Rate(ds *benchkit.ImageSet) (float64, error) {
+	l := ds.Images[0].Layers[0]
+	data, err := os.ReadFile(ds.BlobPath(l.Digest))
 	if err != nil {
 		return 0, err
 	}
-	rounds := max(1, min(int((1<<30)/len(data)), int(ds.layerBytes/int64(len(data)))))
+	rounds := max(1, min(int((1<<30)/len(data)), int(ds.LayerBytes/int64(len(data)))))
 	h := sha256.New()
 	start := time.Now()
 	for range rounds {
@@ -633,8 +331,8 @@ func sha256Rate(ds *dataset) (float64, error) {
 	return float64(rounds*len(data)) / time.Since(start).Seconds() / 1e6, nil
 }
 
-func ddPhase(ctx context.Context, o options, ds *dataset, work, name string) (*result, error) {
-	r := &result{Name: name, Bytes: ds.tarSize}
+func ddPhase(ctx context.Context, o options, ds *benchkit.ImageSet, work, name string) (*result, error) {
+	r := &result{Name: name, Bytes: ds.TarSize}
 	out := filepath.Join(work, "dd.out")
 	defer func() { _ = os.Remove(out); syncDisk() }()
 	benchkit.WaitQuiet(ctx, o.quietWait)
@@ -644,7 +342,7 @@ func ddPhase(ctx context.Context, o options, ds *dataset, work, name string) (*r
 	}
 	defer stopPerf()
 	w := benchkit.BeginIOWindow()
-	cmd := exec.CommandContext(ctx, "dd", "if="+ds.imgpkgTar, "of="+out, "bs=4M", "conv=fsync")
+	cmd := exec.CommandContext(ctx, "dd", "if="+ds.ImgpkgTar, "of="+out, "bs=4M", "conv=fsync")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
@@ -662,8 +360,8 @@ func ddPhase(ctx context.Context, o options, ds *dataset, work, name string) (*r
 
 // ---------------------------------------------------------------- appliance
 
-func appliancePhase(ctx context.Context, o options, ds *dataset, work, mode string) (*result, error) {
-	r := &result{Name: "appliance import (" + mode + ")", Bytes: ds.tarSize}
+func appliancePhase(ctx context.Context, o options, ds *benchkit.ImageSet, work, mode string) (*result, error) {
+	r := &result{Name: "appliance import (" + mode + ")", Bytes: ds.TarSize}
 	dir := filepath.Join(work, "appliance-"+mode)
 	defer func() { _ = os.RemoveAll(dir); syncDisk() }()
 	a, err := startAppliance(ctx, o, dir)
@@ -677,7 +375,7 @@ func appliancePhase(ctx context.Context, o options, ds *dataset, work, mode stri
 	if mode == "on-server" {
 		args = append(args, "--on-server")
 	}
-	args = append(args, ds.imgpkgTar)
+	args = append(args, ds.ImgpkgTar)
 	cmd := exec.CommandContext(ctx, o.appliance, args...)
 	cmd.Env = append(benchkit.CleanEnv(), "APPLIANCE_SERVER="+a.base.String(), "APPLIANCE_CA="+filepath.Join(dir, "ca.crt"))
 	cmd.Stdin = strings.NewReader(a.password + "\n")
@@ -692,7 +390,7 @@ func appliancePhase(ctx context.Context, o options, ds *dataset, work, mode stri
 	w := benchkit.BeginIOWindow()
 	start := time.Now()
 	if mode == "upload-http1" {
-		err = uploadHTTP1(ctx, a, ds.imgpkgTar, &stdout)
+		err = uploadHTTP1(ctx, a, ds.ImgpkgTar, &stdout)
 		r.Seconds = time.Since(start).Seconds()
 		stopPerf()
 		r.ClientCPU = benchkit.CPUSeconds(self) - self0
@@ -827,7 +525,7 @@ func uploadHTTP1(ctx context.Context, a *appliance, path string, out io.Writer) 
 // verify checks through the registry API that every image landed: the tags
 // are listed, every manifest is served by digest and byte for byte, and one
 // layer (the last of the last image) hashes to its digest.
-func verify(ctx context.Context, c *http.Client, base *url.URL, authorize func(context.Context, string) (string, error), ds *dataset) error {
+func verify(ctx context.Context, c *http.Client, base *url.URL, authorize func(context.Context, string) (string, error), ds *benchkit.ImageSet) error {
 	authz := ""
 	if authorize != nil {
 		var err error
@@ -869,29 +567,29 @@ func verify(ctx context.Context, c *http.Client, base *url.URL, authorize func(c
 	if err := json.Unmarshal(tl.Bytes(), &tags); err != nil {
 		return fmt.Errorf("tags list: %w", err)
 	}
-	for _, img := range ds.images {
-		if !slices.Contains(tags.Tags, img.tag) {
-			return fmt.Errorf("tag %s missing (have %d tags)", img.tag, len(tags.Tags))
+	for _, img := range ds.Images {
+		if !slices.Contains(tags.Tags, img.Tag) {
+			return fmt.Errorf("tag %s missing (have %d tags)", img.Tag, len(tags.Tags))
 		}
 		var mb bytes.Buffer
-		if _, err := get("/v2/"+repoName+"/manifests/"+img.manifestDigest, mtManifest, &mb); err != nil {
+		if _, err := get("/v2/"+repoName+"/manifests/"+img.ManifestDigest, benchkit.MediaTypeManifest, &mb); err != nil {
 			return err
 		}
-		if !bytes.Equal(mb.Bytes(), img.manifest) {
-			return fmt.Errorf("manifest %s differs", img.manifestDigest)
+		if !bytes.Equal(mb.Bytes(), img.Manifest) {
+			return fmt.Errorf("manifest %s differs", img.ManifestDigest)
 		}
 	}
-	last := ds.images[len(ds.images)-1]
-	l := last.layers[len(last.layers)-1]
+	last := ds.Images[len(ds.Images)-1]
+	l := last.Layers[len(last.Layers)-1]
 	h := sha256.New()
-	n, err := get("/v2/"+repoName+"/blobs/"+l.digest, "", h)
+	n, err := get("/v2/"+repoName+"/blobs/"+l.Digest, "", h)
 	if err != nil {
 		return err
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != l.digest || n != l.size {
-		return fmt.Errorf("layer %s: got %s, %d bytes", l.digest, got, n)
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != l.Digest || n != l.Size {
+		return fmt.Errorf("layer %s: got %s, %d bytes", l.Digest, got, n)
 	}
-	benchkit.Logf("  verified: %d tags listed, %d manifests served, layer %s… pulled (%.0f MiB)", len(tags.Tags), len(ds.images), l.digest[:19], benchkit.MiB(n))
+	benchkit.Logf("  verified: %d tags listed, %d manifests served, layer %s… pulled (%.0f MiB)", len(tags.Tags), len(ds.Images), l.Digest[:19], benchkit.MiB(n))
 	return nil
 }
 
@@ -910,8 +608,8 @@ func (allowAll) AuthorizeRegistry(*http.Request, []registry.Access) (string, err
 // inProcessPhase imports the imgpkg tar with internal/importer straight
 // into internal/registry's storage, in this process: the appliance's import
 // path without HTTP, TLS or the CLI.
-func inProcessPhase(ctx context.Context, o options, ds *dataset, work string) (*result, error) {
-	r := &result{Name: "importer in-process (no HTTP/TLS)", Bytes: ds.tarSize}
+func inProcessPhase(ctx context.Context, o options, ds *benchkit.ImageSet, work string) (*result, error) {
+	r := &result{Name: "importer in-process (no HTTP/TLS)", Bytes: ds.TarSize}
 	dir := filepath.Join(work, "in-process")
 	defer func() { _ = os.RemoveAll(dir); syncDisk() }()
 	reg, err := registry.New(ctx, registry.Options{RootDir: filepath.Join(dir, "registry"), SecretFile: filepath.Join(dir, "secret"),
@@ -928,7 +626,7 @@ func inProcessPhase(ctx context.Context, o options, ds *dataset, work string) (*
 	if err != nil {
 		return r, err
 	}
-	f, err := os.Open(ds.imgpkgTar)
+	f, err := os.Open(ds.ImgpkgTar)
 	if err != nil {
 		return r, err
 	}
@@ -953,7 +651,7 @@ func inProcessPhase(ctx context.Context, o options, ds *dataset, work string) (*
 	cpu0 := benchkit.CPUSeconds(self)
 	w := benchkit.BeginIOWindow()
 	start := time.Now()
-	rec, err := imp.Import(ctx, importer.Request{Source: "bundle.tar", Reader: f, Size: ds.tarSize, ToRepo: repoName, User: "bench"})
+	rec, err := imp.Import(ctx, importer.Request{Source: "bundle.tar", Reader: f, Size: ds.TarSize, ToRepo: repoName, User: "bench"})
 	r.Seconds = time.Since(start).Seconds()
 	stopPerf()
 	r.ServerCPU = benchkit.CPUSeconds(self) - cpu0
@@ -969,9 +667,9 @@ func inProcessPhase(ctx context.Context, o options, ds *dataset, work string) (*
 	if err != nil {
 		return r, err
 	}
-	for _, img := range ds.images {
-		if !slices.Contains(tags, img.tag) {
-			return r, fmt.Errorf("tag %s missing", img.tag)
+	for _, img := range ds.Images {
+		if !slices.Contains(tags, img.Tag) {
+			return r, fmt.Errorf("tag %s missing", img.Tag)
 		}
 	}
 	benchkit.Logf("  in-process: %d blobs new, %d tags", rec.BlobsNew, len(tags))
@@ -981,8 +679,8 @@ func inProcessPhase(ctx context.Context, o options, ds *dataset, work string) (*
 
 // ---------------------------------------------------------------- skopeo
 
-func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string) (*result, error) {
-	r := &result{Name: "skopeo copy → docker-registry (" + from + ")", Bytes: ds.tarSize}
+func skopeoPhase(ctx context.Context, o options, ds *benchkit.ImageSet, work, from string) (*result, error) {
+	r := &result{Name: "skopeo copy → docker-registry (" + from + ")", Bytes: ds.TarSize}
 	dir := filepath.Join(work, "docker-registry-"+from)
 	defer func() { _ = os.RemoveAll(dir); syncDisk() }()
 	reg, err := startDockerRegistry(ctx, o, dir)
@@ -1003,13 +701,13 @@ func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string)
 	w := benchkit.BeginIOWindow()
 	var clientCPU, clientRSS float64
 	start := time.Now()
-	for _, img := range ds.images {
-		src := "oci:" + ds.layout + ":" + img.tag
+	for _, img := range ds.Images {
+		src := "oci:" + ds.Layout + ":" + img.Tag
 		if from == "archive" {
-			src = "oci-archive:" + img.archive
+			src = "oci-archive:" + img.Archive
 		}
 		cmd := exec.CommandContext(ctx, o.skopeo, "copy", "--all", "--insecure-policy", "--dest-tls-verify=false", "--quiet",
-			src, "docker://"+reg.base.Host+"/"+repoName+":"+img.tag)
+			src, "docker://"+reg.base.Host+"/"+repoName+":"+img.Tag)
 		cmd.Env = append(benchkit.CleanEnv(), "TMPDIR="+tmp)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -1040,7 +738,7 @@ func skopeoPhase(ctx context.Context, o options, ds *dataset, work, from string)
 	if err := verify(ctx, &http.Client{Timeout: 5 * time.Minute}, reg.base, nil, ds); err != nil {
 		return r, fmt.Errorf("verify: %w", err)
 	}
-	r.Note = fmt.Sprintf("%d skopeo runs, one per image; docker-registry in plain HTTP; verified", len(ds.images))
+	r.Note = fmt.Sprintf("%d skopeo runs, one per image; docker-registry in plain HTTP; verified", len(ds.Images))
 	return r, nil
 }
 
