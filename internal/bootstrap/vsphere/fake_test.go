@@ -223,6 +223,10 @@ type vcenterFake struct {
 	// in the error, as some servers do: a fault injected to show the
 	// client keeps passwords out of its errors.
 	echoBodies bool
+	// reformat makes the fake store a version's YAML re-encoded (keys
+	// sorted, comments gone), as a server that parses content might: it
+	// shows the client compares meaning, not bytes.
+	reformat bool
 }
 
 type fakeRegistry struct {
@@ -623,6 +627,29 @@ func carvelContent(b64 string) (*fakeVersion, string, string, error) {
 	return v, metaName, display, nil
 }
 
+// maybeReformat re-encodes a version's content when f.reformat is set.
+func (f *vcenterFake) maybeReformat(v *fakeVersion) {
+	if !f.reformat {
+		return
+	}
+	var out bytes.Buffer
+	dec := yaml.NewDecoder(bytes.NewReader(v.YAML))
+	for {
+		var doc any
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		b, err := yaml.Marshal(doc)
+		if err != nil {
+			panic(err) // it was just decoded
+		}
+		out.WriteString("---\n")
+		out.Write(b)
+	}
+	v.YAML = out.Bytes()
+	v.Content = base64.StdEncoding.EncodeToString(v.YAML)
+}
+
 // dig follows map keys.
 func dig(v any, keys ...string) any {
 	for _, k := range keys {
@@ -676,6 +703,7 @@ func (f *vcenterFake) servicesHandler(w http.ResponseWriter, r *http.Request) {
 			apiError(w, http.StatusBadRequest, "ALREADY_EXISTS", "Supervisor Service %s exists", id)
 			return
 		}
+		f.maybeReformat(v)
 		f.services[id] = &fakeService{ID: id, DisplayName: display, State: "DEACTIVATED",
 			Versions: map[string]*fakeVersion{v.Version: v}}
 		w.WriteHeader(http.StatusNoContent)
@@ -764,6 +792,7 @@ func (f *vcenterFake) versionsHandler(w http.ResponseWriter, r *http.Request) {
 			apiError(w, http.StatusBadRequest, "ALREADY_EXISTS", "version %s of %s exists", v.Version, s.ID)
 			return
 		}
+		f.maybeReformat(v)
 		s.Versions[v.Version] = v
 		w.WriteHeader(http.StatusNoContent)
 	default:

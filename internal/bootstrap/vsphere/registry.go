@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -291,24 +292,41 @@ func (c *Client) updateRegistry(ctx context.Context, op, id string, u registryUp
 
 // SetDefaultRegistry makes the registry with this id the Supervisor's
 // default and clears the default flag of every other registry, so that the
-// outcome does not depend on whether vCenter moves the flag itself.
+// outcome does not depend on whether vCenter moves the flag itself. It
+// sends nothing when that is already so; ErrNotFound if there is no such
+// registry.
 func (c *Client) SetDefaultRegistry(ctx context.Context, id string) error {
-	yes, no := true, false
-	if err := c.updateRegistry(ctx, "set default registry", id, registryUpdateSpec{DefaultRegistry: &yes}, ""); err != nil {
-		return err
+	p, err := c.registryPath(id)
+	if err != nil {
+		return &Error{Op: "set default registry", Err: err}
 	}
 	all, err := c.Registries(ctx)
 	if err != nil {
 		return err
+	}
+	i := slices.IndexFunc(all, func(e RegistryInfo) bool { return e.ID == id })
+	if i < 0 {
+		return &Error{Op: "set default registry", Method: http.MethodGet, Path: p, Err: ErrNotFound}
+	}
+	yes, no := true, false
+	changed := false
+	if !all[i].Default {
+		if err := c.updateRegistry(ctx, "set default registry", id, registryUpdateSpec{DefaultRegistry: &yes}, ""); err != nil {
+			return err
+		}
+		changed = true
 	}
 	for _, e := range all {
 		if e.ID != id && e.Default {
 			if err := c.updateRegistry(ctx, "clear default registry", e.ID, registryUpdateSpec{DefaultRegistry: &no}, ""); err != nil {
 				return err
 			}
+			changed = true
 		}
 	}
-	c.log.Info("default registry set", "supervisor", c.supervisor, "id", id)
+	if changed {
+		c.log.Info("default registry set", "supervisor", c.supervisor, "id", id, "hostname", all[i].Hostname)
+	}
 	return nil
 }
 
