@@ -238,11 +238,11 @@ func parseCarvel(source string, data []byte) ([]Package, []metadataDoc, error) {
 		case "Package":
 			var cp carvelPackage
 			if err := doc.Decode(&cp); err != nil {
-				return pkgs, metas, fmt.Errorf("Package %q: %w", obj.Metadata.Name, err)
+				return pkgs, metas, fmt.Errorf("the Package %q: %w", obj.Metadata.Name, err)
 			}
 			raw, err := encodeDoc(&doc)
 			if err != nil {
-				return pkgs, metas, fmt.Errorf("Package %q: %w", obj.Metadata.Name, err)
+				return pkgs, metas, fmt.Errorf("the Package %q: %w", obj.Metadata.Name, err)
 			}
 			p := Package{
 				Name:    obj.Metadata.Name,
@@ -260,11 +260,11 @@ func parseCarvel(source string, data []byte) ([]Package, []metadataDoc, error) {
 		case "PackageMetadata":
 			var cm carvelMetadata
 			if err := doc.Decode(&cm); err != nil {
-				return pkgs, metas, fmt.Errorf("PackageMetadata %q: %w", obj.Metadata.Name, err)
+				return pkgs, metas, fmt.Errorf("the PackageMetadata %q: %w", obj.Metadata.Name, err)
 			}
 			raw, err := encodeDoc(&doc)
 			if err != nil {
-				return pkgs, metas, fmt.Errorf("PackageMetadata %q: %w", obj.Metadata.Name, err)
+				return pkgs, metas, fmt.Errorf("the PackageMetadata %q: %w", obj.Metadata.Name, err)
 			}
 			metas = append(metas, metadataDoc{
 				name: obj.Metadata.Name, source: source,

@@ -127,7 +127,7 @@ func certPool(pemBytes []byte) (*x509.CertPool, error) {
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("CA certificate %d: %w", n+1, err)
+			return nil, fmt.Errorf("certificate %d of CAPEM: %w", n+1, err)
 		}
 		pool.AddCert(cert)
 		n++

@@ -607,11 +607,11 @@ func carvelContent(b64 string) (*fakeVersion, string, string, error) {
 	pkgName, _ := dig(pkg, "metadata", "name").(string)
 	switch {
 	case metaName == "" || refName != metaName:
-		return nil, "", "", fmt.Errorf("Package spec.refName %q does not name the PackageMetadata %q", refName, metaName)
+		return nil, "", "", fmt.Errorf("the Package's spec.refName %q does not name the PackageMetadata %q", refName, metaName)
 	case version == "":
-		return nil, "", "", errors.New("Package has no spec.version")
+		return nil, "", "", errors.New("the Package has no spec.version")
 	case pkgName != refName+"."+version:
-		return nil, "", "", fmt.Errorf("Package name %q is not <spec.refName>.<spec.version>", pkgName)
+		return nil, "", "", fmt.Errorf("the Package name %q is not <spec.refName>.<spec.version>", pkgName)
 	}
 	v := &fakeVersion{Version: version, State: "DEACTIVATED", Content: b64, YAML: raw, Package: pkg}
 	fetch, _ := dig(pkg, "spec", "template", "spec", "fetch").([]any)
@@ -621,7 +621,7 @@ func carvelContent(b64 string) (*fakeVersion, string, string, error) {
 		}
 	}
 	if len(v.Images) == 0 {
-		return nil, "", "", errors.New("Package fetches no imgpkgBundle")
+		return nil, "", "", errors.New("the Package fetches no imgpkgBundle")
 	}
 	display, _ := dig(meta, "spec", "displayName").(string)
 	return v, metaName, display, nil

@@ -182,8 +182,9 @@ func (c *Client) Registry(ctx context.Context, id string) (RegistryInfo, error) 
 // had to create it. A registry with the same host name and port is the same
 // registry: if its CA chain, user name or default flag differ from r, they
 // are updated (with r's password, when r has one); otherwise nothing is
-// sent. vCenter never reports passwords, so a changed password alone goes
-// unnoticed: remove the registry and ensure it again to change only that.
+// sent. Its name is left as vCenter has it. vCenter never reports
+// passwords, so a changed password alone goes unnoticed: remove the
+// registry and ensure it again to change only that.
 func (c *Client) EnsureRegistry(ctx context.Context, r Registry) (RegistryInfo, bool, error) {
 	r, err := r.normalize()
 	if err != nil {

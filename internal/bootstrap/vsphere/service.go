@@ -28,14 +28,15 @@ type Change string
 
 // What RegisterService can have done.
 const (
-	// ServiceCreated: the service was new; it was created with this version.
+	// ServiceCreated means the service was new: it was created with this
+	// version.
 	ServiceCreated Change = "service created"
-	// VersionAdded: the service existed; this version was added to it.
+	// VersionAdded means the service existed and this version was added.
 	VersionAdded Change = "version added"
-	// VersionReplaced: the version existed with another image; it was
+	// VersionReplaced means the version existed with another image: it was
 	// deactivated, deleted, created anew and activated (the re-point path).
 	VersionReplaced Change = "version replaced"
-	// Unchanged: the version existed with the same content.
+	// Unchanged means the version existed with the same content.
 	Unchanged Change = "unchanged"
 )
 
