@@ -270,7 +270,7 @@ func classify(host string, err error) error {
 		return fmt.Errorf("%w: %s presents a certificate for other names (%v)", ErrTLS, host, err)
 	case errors.As(err, &invalid), errors.As(err, &verify):
 		return fmt.Errorf("%w: %s: %v", ErrTLS, host, err)
-	case errors.As(err, &recordErr):
+	case errors.As(err, &recordErr), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("%w: %s does not speak TLS on that port (is it plain HTTP?)", ErrTLS, host)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
@@ -313,9 +313,9 @@ func statusError(op, target string, resp *http.Response) error {
 		e.Err = ErrDenied
 	case resp.StatusCode == http.StatusNotFound:
 		e.Err = ErrNotFound
-	case resp.StatusCode == http.StatusMethodNotAllowed && e.Code == "UNSUPPORTED":
-		// distribution's read-only maintenance mode
-		e.Err = ErrReadOnly
+	case resp.StatusCode == http.StatusMethodNotAllowed && resp.Request != nil && resp.Request.Method != http.MethodGet && resp.Request.Method != http.MethodHead:
+		// distribution's read-only maintenance mode refuses every write so.
+		e.Err = fmt.Errorf("%w: it refuses writes (as distribution does in read-only maintenance mode)", ErrReadOnly)
 	case resp.StatusCode == http.StatusServiceUnavailable:
 		e.Err = fmt.Errorf("%w: the registry is unavailable", ErrUnreachable)
 	default:

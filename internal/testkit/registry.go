@@ -33,6 +33,8 @@ type DockerRegistryOptions struct {
 	AccessLog bool
 	// Delete lets clients delete manifests and blobs.
 	Delete bool
+	// ReadOnly turns on distribution's read-only maintenance mode.
+	ReadOnly bool
 }
 
 // DockerRegistry is a running Debian docker-registry.
@@ -41,6 +43,11 @@ type DockerRegistry struct {
 	Host string
 	// Log is everything the registry wrote to stdout and stderr.
 	Log *SyncBuffer
+
+	t       testing.TB
+	opts    DockerRegistryOptions
+	cfgPath string
+	stop    func()
 }
 
 // startTimeout bounds the wait for a new registry to answer.
@@ -70,12 +77,21 @@ func StartDockerRegistry(t testing.TB, o DockerRegistryOptions) *DockerRegistry 
 		t.Fatalf("start docker-registry: %v", err)
 	}
 
+	r := &DockerRegistry{Host: addr, Log: &SyncBuffer{}, t: t, opts: o, cfgPath: cfgPath}
+	r.launch()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// launch starts the process and waits until GET /v2/ answers.
+func (r *DockerRegistry) launch() {
+	t := r.t
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "docker-registry", "serve", cfgPath) //nolint:gosec // G204: a fixed program; cfgPath is the config written above
+	cmd := exec.CommandContext(ctx, "docker-registry", "serve", r.cfgPath) //nolint:gosec // G204: a fixed program; cfgPath is the config written above
 	cmd.Env = registryEnv()
 	cmd.WaitDelay = 5 * time.Second
-	log := &SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Stdout, cmd.Stderr = r.Log, r.Log
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("start docker-registry: %v", err)
@@ -83,8 +99,10 @@ func StartDockerRegistry(t testing.TB, o DockerRegistryOptions) *DockerRegistry 
 	exited := make(chan struct{})
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cancel(); <-exited })
+	r.stop = func() { cancel(); <-exited }
 
+	o := r.opts
+	tlsOn := o.CertFile != ""
 	scheme, client := "http", &http.Client{Timeout: 2 * time.Second}
 	if tlsOn {
 		scheme = "https"
@@ -93,22 +111,51 @@ func StartDockerRegistry(t testing.TB, o DockerRegistryOptions) *DockerRegistry 
 	defer client.CloseIdleConnections()
 	deadline := time.Now().Add(startTimeout)
 	for {
-		resp, err := client.Get(scheme + "://" + addr + "/v2/")
+		resp, err := client.Get(scheme + "://" + r.Host + "/v2/")
 		if err == nil {
 			_ = resp.Body.Close()
-			return &DockerRegistry{Host: addr, Log: log}
+			return
 		}
 		select {
 		case <-exited:
-			t.Fatalf("start docker-registry: it exited (%v):\n%s", waitErr, log.String())
+			t.Fatalf("start docker-registry: it exited (%v):\n%s", waitErr, r.Log.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("start docker-registry: GET /v2/ did not answer within %s: %v\n%s", startTimeout, err, log.String())
+			t.Fatalf("start docker-registry: GET /v2/ did not answer within %s: %v\n%s", startTimeout, err, r.Log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Stop ends the registry process (as a crash or an outage would, from a
+// client's view); its storage stays for Restart.
+func (r *DockerRegistry) Stop() {
+	if r.stop != nil {
+		r.stop()
+		r.stop = nil
+	}
+}
+
+// Restart starts the registry again on the same port and storage.
+func (r *DockerRegistry) Restart() {
+	r.t.Helper()
+	r.Stop()
+	r.launch()
+}
+
+// SetReadOnly restarts the registry with distribution's read-only
+// maintenance mode on or off.
+func (r *DockerRegistry) SetReadOnly(on bool) {
+	r.t.Helper()
+	r.opts.ReadOnly = on
+	if err := os.WriteFile(r.cfgPath, []byte(registryConfig(r.opts, r.storage(), r.Host)), 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	r.Restart()
+}
+
+func (r *DockerRegistry) storage() string { return filepath.Join(filepath.Dir(r.cfgPath), "storage") }
 
 // registryConfig is docker-registry's config.yml for o.
 func registryConfig(o DockerRegistryOptions, storage, addr string) string {
@@ -122,6 +169,9 @@ func registryConfig(o DockerRegistryOptions, storage, addr string) string {
 	fmt.Fprintf(&b, "storage:\n  filesystem:\n    rootdirectory: %q\n", storage)
 	if o.Delete {
 		b.WriteString("  delete:\n    enabled: true\n")
+	}
+	if o.ReadOnly {
+		b.WriteString("  maintenance:\n    readonly:\n      enabled: true\n")
 	}
 	fmt.Fprintf(&b, "http:\n  addr: %s\n  secret: testkit-docker-registry\n", addr)
 	if o.CertFile != "" {

@@ -28,6 +28,9 @@ var debianPackages = map[string]string{
 	"crane":           "none: go install github.com/google/go-containerregistry/cmd/crane@v0.22.1",
 	"openssl":         "openssl",
 	"debootstrap":     "debootstrap",
+	"htpasswd":        "apache2-utils",
+	"nginx":           "nginx-light",
+	"imgpkg":          "none: ../shared/tools/imgpkg",
 }
 
 // Need skips the test when one of tools is not on $PATH, naming the

@@ -46,6 +46,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	stopSharedHarbor()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -199,7 +200,18 @@ func (a *appliance) cli(stdin string, args ...string) (string, error) {
 // cliEnv is cli with extra environment variables.
 func (a *appliance) cliEnv(env []string, stdin string, args ...string) (string, error) {
 	a.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	return a.cliEnvTimeout(time.Minute, env, stdin, args...)
+}
+
+// cliTimeout is cli with its own bound on the command's time.
+func (a *appliance) cliTimeout(d time.Duration, stdin string, args ...string) (string, error) {
+	a.t.Helper()
+	return a.cliEnvTimeout(d, nil, stdin, args...)
+}
+
+func (a *appliance) cliEnvTimeout(d time.Duration, env []string, stdin string, args ...string) (string, error) {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = append(append(cleanEnv(), "APPLIANCE_SERVER=https://"+a.httpsAddr, "APPLIANCE_CA="+filepath.Join(a.dataDir, "ca.crt")), env...)
