@@ -88,7 +88,11 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 				body.Error.Message = m
 			}
 		}
-		if status >= 500 {
+		switch {
+		case status == http.StatusBadGateway:
+			// Another registry failed or refused: its words are the news.
+			log.Warn("api request failed at a remote registry", "method", c.Request().Method, "path", c.Path(), "error", err)
+		case status >= 500:
 			log.Error("api request failed", "method", c.Request().Method, "path", c.Path(), "error", err)
 			body.Error.Message = "internal error; see the appliance's log"
 		}

@@ -135,7 +135,7 @@ func (s *Server) postPromotion(c echo.Context) error {
 	})
 	if err != nil {
 		status, code := statusOf(err)
-		if status >= 500 {
+		if status >= 500 && status != http.StatusBadGateway {
 			return err
 		}
 		var f PromotionFailure
