@@ -59,6 +59,7 @@ commands act on a running appliance through its API.`,
 		c.promotionsCmd(),
 		c.standbyCmd(),
 		c.activateCmd(),
+		c.supervisorCmd(),
 	)
 	return root
 }

@@ -33,6 +33,9 @@ func statusOf(err error) (int, string) {
 	if status, code, ok := importStatus(err); ok {
 		return status, code
 	}
+	if status, code, ok := supervisorStatus(err); ok {
+		return status, code
+	}
 	if status, code, ok := lifecycleStatus(err); ok {
 		return status, code
 	}

@@ -32,6 +32,7 @@ func (s *Server) lifecycleRoutes(api *echo.Group) {
 	api.POST("/standby", s.postStandby, s.requireAdmin)
 	api.POST("/standby/sync", s.postSync, s.requireAdmin)
 	api.POST("/activate", s.postActivate, s.requireAdmin)
+	s.supervisorRoutes(api)
 }
 
 // visibility adapts the project policy to bootstrap.Visibility.

@@ -67,6 +67,7 @@ type Server struct {
 	life          *bootstrap.Lifecycle
 	promoter      *bootstrap.Promoter
 	follower      *bootstrap.Follower
+	handover      *bootstrap.Handover
 	metrics       *metrics
 	started       time.Time
 
@@ -205,8 +206,11 @@ func (s *Server) openLifecycle() error {
 		bootstrap.WithPromoterLogger(s.log), bootstrap.WithSkip(isStaging)); err != nil {
 		return err
 	}
-	s.follower, err = bootstrap.NewFollower(s.life, s.reg, s.importer, dir,
-		bootstrap.WithFollowerLogger(s.log), bootstrap.WithFollowerSkip(isStaging))
+	if s.follower, err = bootstrap.NewFollower(s.life, s.reg, s.importer, dir,
+		bootstrap.WithFollowerLogger(s.log), bootstrap.WithFollowerSkip(isStaging)); err != nil {
+		return err
+	}
+	s.handover, err = bootstrap.NewHandover(s.reg, s.reg, s.promoter, dir, s.log)
 	return err
 }
 
