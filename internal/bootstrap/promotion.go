@@ -153,24 +153,46 @@ func openPromotionStore(dataDir string) (*promotionStore, error) {
 		return nil, fmt.Errorf("open promotions: %w", err)
 	}
 	s := &promotionStore{dir: dir}
-	recs, err := s.list()
+	names, err := s.namesLocked()
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range recs {
-		if r.State == StateRunning {
-			r.State = StateInterrupted
-			r.Error = "the appliance stopped during this promotion; run it again: it pushes only what is missing"
-			if r.Finished.IsZero() {
-				r.Finished = time.Now().UTC()
-			}
-			r.Progress.Active = nil
-			if err := s.save(&r); err != nil {
-				return nil, err
-			}
+	for _, n := range names {
+		r, err := s.read(n)
+		if err != nil {
+			return nil, err
+		}
+		if r.State != StateRunning {
+			continue
+		}
+		r.State = StateInterrupted
+		r.Error = "the appliance stopped during this promotion; run it again: it pushes only what is missing"
+		if r.Finished.IsZero() {
+			r.Finished = time.Now().UTC()
+		}
+		r.Progress.Active = nil
+		data, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("open promotions: %w", err)
+		}
+		// In place: the record keeps its file.
+		if err := fsutil.WriteFileAtomic(filepath.Join(dir, n), data, 0o640); err != nil {
+			return nil, fmt.Errorf("open promotions: %w", err)
 		}
 	}
 	return s, nil
+}
+
+func (s *promotionStore) read(name string) (Promotion, error) {
+	var p Promotion
+	data, err := os.ReadFile(filepath.Join(s.dir, name))
+	if err != nil {
+		return p, fmt.Errorf("read promotion: %w", err)
+	}
+	if err := json.Unmarshal(data, &p); err != nil {
+		return p, fmt.Errorf("read promotion: %s is corrupt: %w", name, err)
+	}
+	return p, nil
 }
 
 func (s *promotionStore) path(p *Promotion) string {
@@ -229,13 +251,9 @@ func (s *promotionStore) list() ([]Promotion, error) {
 	}
 	out := make([]Promotion, 0, len(names))
 	for _, n := range names {
-		data, err := os.ReadFile(filepath.Join(s.dir, n))
+		p, err := s.read(n)
 		if err != nil {
-			return nil, fmt.Errorf("list promotions: %w", err)
-		}
-		var p Promotion
-		if err := json.Unmarshal(data, &p); err != nil {
-			return nil, fmt.Errorf("list promotions: %s is corrupt: %w", n, err)
+			return nil, err
 		}
 		out = append(out, p)
 	}
