@@ -113,7 +113,7 @@ type Client struct {
 // New checks the options and builds a client. It does not connect.
 func New(o Options) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(o.URL, "/"))
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || (u.Path != "" && u.Path != "/") || u.User != nil {
+	if err != nil || u.Hostname() == "" || (u.Scheme != "https" && u.Scheme != "http") || (u.Path != "" && u.Path != "/") || u.User != nil {
 		return nil, fmt.Errorf("registry URL %q: want https://HOST[:PORT] with no path or credentials", o.URL)
 	}
 	u.Path = ""
