@@ -44,23 +44,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"debug/buildinfo"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"github.com/appliance-dev/appliance/bench/internal/benchkit"
 	"io"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -1129,7 +1124,7 @@ func startDockerRegistry(ctx context.Context, o options, dir string) (*target, e
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	certPEM, keyPEM, err := selfSigned()
+	certPEM, keyPEM, err := benchkit.SelfSigned()
 	if err != nil {
 		return nil, err
 	}
@@ -1162,38 +1157,6 @@ func startDockerRegistry(ctx context.Context, o options, dir string) (*target, e
 	return &target{name: "docker-registry", base: &url.URL{Scheme: "https", Host: addr}, pool: pool, proc: p}, nil
 }
 
-// selfSigned makes an ECDSA P-256 certificate for 127.0.0.1, the key type
-// the appliance's own CA issues.
-func selfSigned() (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "docker-registry benchmark"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
-}
-
 // startStatic runs this program as "serve-static": a minimal HTTPS server
 // that answers GET /v2/ and the manifest from memory, the reference ceiling.
 func startStatic(ctx context.Context, dir string, img *image) (*target, error) {
@@ -1204,7 +1167,7 @@ func startStatic(ctx context.Context, dir string, img *image) (*target, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	certPEM, keyPEM, err := selfSigned()
+	certPEM, keyPEM, err := benchkit.SelfSigned()
 	if err != nil {
 		return nil, err
 	}

@@ -129,3 +129,9 @@ func WaitQuiet(ctx context.Context, maxWait time.Duration) {
 
 // MiB converts bytes to mebibytes.
 func MiB(b int64) float64 { return float64(b) / (1 << 20) }
+
+// ResetPeak sets a process's VmHWM back to its VmRSS (clear_refs 5), so
+// that VmHWM read later is the peak of what came after.
+func ResetPeak(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0o200)
+}
