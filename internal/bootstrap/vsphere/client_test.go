@@ -6,8 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -27,8 +25,8 @@ func thumbprint(sum []byte) string {
 func TestDialLogsIn(t *testing.T) {
 	t.Parallel()
 	env := startVCenter(t)
-	sha256Sum := sha256.Sum256(env.leaf.Raw)
-	sha1Sum := sha1.Sum(env.leaf.Raw)
+	sha256Sum := sha256.Sum256(env.sim.Certificate.Raw)
+	sha1Sum := sha1.Sum(env.sim.Certificate.Raw)
 	for _, tc := range []struct {
 		name   string
 		change func(*vsphere.Config)
@@ -67,7 +65,7 @@ func TestDialLogsIn(t *testing.T) {
 func TestDialRefused(t *testing.T) {
 	t.Parallel()
 	env := startVCenter(t)
-	otherCAPEM, _ := newTestPKI(t)
+	otherCAPEM := newTestCA(t)
 	wrongPrint := make([]byte, 32)
 	if _, err := rand.Read(wrongPrint); err != nil {
 		t.Fatal(err)
@@ -87,7 +85,7 @@ func TestDialRefused(t *testing.T) {
 		want     error
 		mentions []string
 	}{
-		{"wrong password", func(c *vsphere.Config) { c.Password = "not-the-password" }, vsphere.ErrLoginRefused, []string{testUser}},
+		{"wrong password", func(c *vsphere.Config) { c.Password = "not-the-password" }, vsphere.ErrLoginRefused, []string{env.sim.Username}},
 		{"wrong user", func(c *vsphere.Config) { c.Username = "nobody@vsphere.local" }, vsphere.ErrLoginRefused, []string{"nobody@vsphere.local"}},
 		{"other CA", func(c *vsphere.Config) { c.CAPEM = otherCAPEM }, vsphere.ErrUntrusted, []string{"CAPEM", "thumbprint"}},
 		{"wrong thumbprint", func(c *vsphere.Config) { c.CAPEM, c.Thumbprint = nil, thumbprint(wrongPrint) }, vsphere.ErrUntrusted, []string{"CAPEM", "thumbprint"}},
@@ -113,7 +111,7 @@ func TestDialRefused(t *testing.T) {
 					t.Errorf("error %q does not mention %q", err, s)
 				}
 			}
-			for _, secret := range []string{cfg.Password, testPassword} {
+			for _, secret := range []string{cfg.Password, env.sim.Password} {
 				if strings.Contains(err.Error(), secret) || strings.Contains(logs.String(), secret) {
 					t.Errorf("the password shows in the error or the log: %v / %s", err, logs)
 				}
@@ -164,10 +162,6 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
-}
-
-func slogTo(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func with(c vsphere.Config, f func(*vsphere.Config)) vsphere.Config {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/appliance-dev/appliance/internal/bootstrap/vsphere"
+	"github.com/appliance-dev/appliance/internal/bootstrap/vsphere/vspheretest"
 )
 
 // registryPassword has characters that JSON escapes.
@@ -13,7 +14,7 @@ const registryPassword = `robot$pull<&"token`
 
 func bootstrapRegistry(t *testing.T) vsphere.Registry {
 	t.Helper()
-	ca, _ := newTestPKI(t)
+	ca := newTestCA(t)
 	return vsphere.Registry{
 		Hostname:         "appliance.dc.example",
 		Username:         "supervisor-pull",
@@ -35,7 +36,7 @@ func TestEnsureRegistryCreatesOnceThenIdempotent(t *testing.T) {
 	if !created || info.ID == "" {
 		t.Fatalf("first EnsureRegistry = %+v, created %v; want a new registry", info, created)
 	}
-	got, ok := env.fake.registry(want.Hostname)
+	got, ok := env.registry(want.Hostname)
 	switch {
 	case !ok:
 		t.Fatal("vCenter has no registry after EnsureRegistry")
@@ -45,7 +46,7 @@ func TestEnsureRegistryCreatesOnceThenIdempotent(t *testing.T) {
 		t.Fatalf("vCenter holds %+v, want %+v as registry %s", got, want, info.ID)
 	}
 
-	writes := env.fake.writes()
+	writes := env.writes()
 	again, created, err := c.EnsureRegistry(t.Context(), want)
 	if err != nil {
 		t.Fatalf("second EnsureRegistry: %v", err)
@@ -53,8 +54,8 @@ func TestEnsureRegistryCreatesOnceThenIdempotent(t *testing.T) {
 	if created || again.ID != info.ID {
 		t.Fatalf("second EnsureRegistry = %+v, created %v; want %s unchanged", again, created, info.ID)
 	}
-	if n := env.fake.writes(); n != writes {
-		t.Fatalf("second EnsureRegistry changed vCenter: %d writes, calls %v", n-writes, env.fake.callLog())
+	if n := env.writes(); n != writes {
+		t.Fatalf("second EnsureRegistry changed vCenter: %d writes, calls %v", n-writes, env.sim.Calls())
 	}
 	list, err := c.Registries(t.Context())
 	if err != nil || len(list) != 1 {
@@ -62,7 +63,7 @@ func TestEnsureRegistryCreatesOnceThenIdempotent(t *testing.T) {
 	}
 
 	// A new CA is an update of the same registry, not a second one.
-	newCA, _ := newTestPKI(t)
+	newCA := newTestCA(t)
 	want.CertificateChain = string(newCA)
 	updated, created, err := c.EnsureRegistry(t.Context(), want)
 	if err != nil {
@@ -71,7 +72,7 @@ func TestEnsureRegistryCreatesOnceThenIdempotent(t *testing.T) {
 	if created || updated.ID != info.ID || updated.CertificateChain != string(newCA) {
 		t.Fatalf("EnsureRegistry with a new CA = %+v, created %v", updated, created)
 	}
-	if got, _ := env.fake.registry(want.Hostname); got.CertificateChain != string(newCA) {
+	if got, _ := env.registry(want.Hostname); got.CertificateChain != string(newCA) {
 		t.Fatal("vCenter kept the old CA")
 	}
 	if strings.Contains(env.logs.String(), registryPassword) {
@@ -110,8 +111,8 @@ func TestSetDefaultRegistrySwitches(t *testing.T) {
 		if err := c.SetDefaultRegistry(t.Context(), step.id); err != nil {
 			t.Fatalf("SetDefaultRegistry(%s): %v", step.id, err)
 		}
-		on, _ := env.fake.registry(step.wantDefault)
-		off, _ := env.fake.registry(step.wantNotDefult)
+		on, _ := env.registry(step.wantDefault)
+		off, _ := env.registry(step.wantNotDefult)
 		if !on.Default || off.Default {
 			t.Fatalf("after SetDefaultRegistry(%s): %s default %v, %s default %v", step.id, on.Hostname, on.Default, off.Hostname, off.Default)
 		}
@@ -133,7 +134,7 @@ func TestRemoveRegistry(t *testing.T) {
 	if err := c.RemoveRegistry(t.Context(), info.ID); err != nil {
 		t.Fatalf("RemoveRegistry: %v", err)
 	}
-	if _, ok := env.fake.registry(info.Hostname); ok {
+	if _, ok := env.registry(info.Hostname); ok {
 		t.Fatal("the registry is still there")
 	}
 	err = c.RemoveRegistry(t.Context(), info.ID)
@@ -141,7 +142,7 @@ func TestRemoveRegistry(t *testing.T) {
 		t.Fatalf("RemoveRegistry again = %v, want ErrNotFound", err)
 	}
 	var verr *vsphere.Error
-	if !errors.As(err, &verr) || verr.Method != "DELETE" || !strings.HasSuffix(verr.Path, "/supervisors/"+testSupervisor+"/container-image-registries/"+info.ID) {
+	if !errors.As(err, &verr) || verr.Method != "DELETE" || !strings.HasSuffix(verr.Path, "/supervisors/"+env.sim.Supervisor+"/container-image-registries/"+info.ID) {
 		t.Fatalf("error %v does not name the call", err)
 	}
 }
@@ -172,8 +173,8 @@ func TestEnsureRegistryRefuses(t *testing.T) {
 			}
 		})
 	}
-	if n := env.fake.writes(); n != 0 {
-		t.Fatalf("refused registries reached vCenter: %v", env.fake.callLog())
+	if n := env.writes(); n != 0 {
+		t.Fatalf("refused registries reached vCenter: %v", env.sim.Calls())
 	}
 }
 
@@ -182,8 +183,7 @@ func TestEnsureRegistryRefuses(t *testing.T) {
 // caller.
 func TestRegistryErrorHidesPassword(t *testing.T) {
 	t.Parallel()
-	env := startVCenter(t)
-	env.fake.echoBodies = true
+	env := startVCenter(t, vspheretest.EchoRefusedBodies())
 	c := env.dial(t)
 	first := bootstrapRegistry(t)
 	if _, _, err := c.EnsureRegistry(t.Context(), first); err != nil {

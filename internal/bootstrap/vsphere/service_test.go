@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/appliance-dev/appliance/internal/bootstrap/vsphere"
+	"github.com/appliance-dev/appliance/internal/bootstrap/vsphere/vspheretest"
 )
 
 const (
@@ -35,7 +36,7 @@ func harborPackage(t *testing.T, v string) vsphere.Package {
 
 func harborRegistry(t *testing.T) vsphere.Registry {
 	t.Helper()
-	ca, _ := newTestPKI(t)
+	ca := newTestCA(t)
 	return vsphere.Registry{Hostname: "harbor.dc.example", Username: "robot$supervisor", Password: "harbor-pull-secret", CertificateChain: string(ca)}
 }
 
@@ -43,7 +44,7 @@ func harborRegistry(t *testing.T) vsphere.Registry {
 // sent, as the fake decoded it from base64, with its images.
 func wantVersion(t *testing.T, env *testEnv, pkg vsphere.Package, image string) {
 	t.Helper()
-	v, svcState, ok := env.fake.version(pkg.RefName, pkg.Version)
+	v, svcState, ok := env.version(pkg.RefName, pkg.Version)
 	if !ok {
 		t.Fatalf("vCenter has no version %s of %s", pkg.Version, pkg.RefName)
 	}
@@ -53,7 +54,7 @@ func wantVersion(t *testing.T, env *testEnv, pkg vsphere.Package, image string) 
 	if svcState != "ACTIVATED" || v.State != "ACTIVATED" {
 		t.Fatalf("service %s, version %s: want both ACTIVATED", svcState, v.State)
 	}
-	if env.fake.reformat {
+	if env.reformat {
 		return
 	}
 	content, err := pkg.WithImage(image)
@@ -63,9 +64,19 @@ func wantVersion(t *testing.T, env *testEnv, pkg vsphere.Package, image string) 
 	if !bytes.Equal(v.YAML, content) {
 		t.Fatalf("vCenter holds\n%s\nwant the re-pointed package\n%s", v.YAML, content)
 	}
-	// The fake read the Package itself: the other fields came through.
-	if schema := v.Package["spec"].(map[string]any)["valuesSchema"]; schema == nil {
-		t.Fatalf("the values schema did not reach vCenter: %v", v.Package)
+	// The other fields came through: the values schema is still there.
+	var packages int
+	for _, doc := range decodeAll(t, v.YAML) {
+		if doc["kind"] != "Package" {
+			continue
+		}
+		packages++
+		if spec, _ := doc["spec"].(map[string]any); spec["valuesSchema"] == nil {
+			t.Fatalf("the values schema did not reach vCenter: %v", doc)
+		}
+	}
+	if packages != 1 {
+		t.Fatalf("vCenter holds %d Packages in version %s, want 1", packages, pkg.Version)
 	}
 }
 
@@ -78,8 +89,12 @@ func TestRegisterService(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			env := startVCenter(t)
-			env.fake.reformat = reformat
+			var opts []vspheretest.Option
+			if reformat {
+				opts = append(opts, vspheretest.ReformatContent())
+			}
+			env := startVCenter(t, opts...)
+			env.reformat = reformat
 			c := env.dial(t)
 			pkg := harborPackage(t, version)
 
@@ -94,13 +109,13 @@ func TestRegisterService(t *testing.T) {
 			}
 			wantVersion(t, env, pkg, bootImage)
 
-			writes := env.fake.writes()
+			writes := env.writes()
 			info, err = c.RegisterService(t.Context(), pkg, bootImage)
 			if err != nil || info.Change != vsphere.Unchanged {
 				t.Fatalf("RegisterService again = %+v, %v; want unchanged", info, err)
 			}
-			if n := env.fake.writes(); n != writes {
-				t.Fatalf("RegisterService again wrote to vCenter: %v", env.fake.callLog()[writes:])
+			if n := env.writes(); n != writes {
+				t.Fatalf("RegisterService again wrote to vCenter: %v", env.sim.Calls()[writes:])
 			}
 
 			next := harborPackage(t, "3.0.0")
@@ -122,7 +137,7 @@ func TestRegisterServiceReplacesVersion(t *testing.T) {
 	if _, err := c.RegisterService(t.Context(), pkg, bootImage); err != nil {
 		t.Fatal(err)
 	}
-	before := len(env.fake.callLog())
+	before := len(env.sim.Calls())
 
 	info, err := c.RegisterService(t.Context(), pkg, harborImage)
 	if err != nil {
@@ -135,7 +150,7 @@ func TestRegisterServiceReplacesVersion(t *testing.T) {
 
 	// The documented order: deactivate, delete, create, activate.
 	var writes []string
-	for _, call := range env.fake.callLog()[before:] {
+	for _, call := range env.sim.Calls()[before:] {
 		if !strings.HasPrefix(call, "GET ") {
 			writes = append(writes, call)
 		}
@@ -164,17 +179,17 @@ func TestInstallService(t *testing.T) {
 	if err := c.InstallService(t.Context(), serviceID, version, config); err != nil {
 		t.Fatalf("InstallService: %v", err)
 	}
-	in, ok := env.fake.installed(serviceID)
+	in, ok := env.installed(serviceID)
 	if !ok || in.Version != version || !bytes.Equal(in.Config, config) {
 		t.Fatalf("the Supervisor runs %+v (installed %v), want %s with the config", in, ok, version)
 	}
 
-	writes := env.fake.writes()
+	writes := env.writes()
 	if err := c.InstallService(t.Context(), serviceID, version, nil); err != nil {
 		t.Fatalf("InstallService again: %v", err)
 	}
-	if n := env.fake.writes(); n != writes {
-		t.Fatalf("InstallService again wrote: %v", env.fake.callLog()[writes:])
+	if n := env.writes(); n != writes {
+		t.Fatalf("InstallService again wrote: %v", env.sim.Calls()[writes:])
 	}
 
 	// Another version is an upgrade of the installed service, with the
@@ -187,11 +202,11 @@ func TestInstallService(t *testing.T) {
 	if err := c.InstallService(t.Context(), serviceID, "3.0.0", config3); err != nil {
 		t.Fatalf("InstallService 3.0.0: %v", err)
 	}
-	if in, _ := env.fake.installed(serviceID); in.Version != "3.0.0" || !bytes.Equal(in.Config, config3) {
+	if in, _ := env.installed(serviceID); in.Version != "3.0.0" || !bytes.Equal(in.Config, config3) {
 		t.Fatalf("after the upgrade the Supervisor runs %+v", in)
 	}
-	calls := env.fake.callLog()
-	if last := calls[len(calls)-1]; last != "PUT /api/vcenter/namespace-management/supervisors/"+testSupervisor+"/supervisor-services/"+serviceID {
+	calls := env.sim.Calls()
+	if last := calls[len(calls)-1]; last != "PUT /api/vcenter/namespace-management/supervisors/"+env.sim.Supervisor+"/supervisor-services/"+serviceID {
 		t.Fatalf("the upgrade was %q, want the SetSpec PUT", last)
 	}
 	if strings.Contains(env.logs.String(), "not-logged") {
@@ -207,7 +222,7 @@ func TestInstallService(t *testing.T) {
 	if err := c.UninstallService(t.Context(), serviceID); err != nil {
 		t.Fatalf("UninstallService: %v", err)
 	}
-	if _, ok := env.fake.installed(serviceID); ok {
+	if _, ok := env.installed(serviceID); ok {
 		t.Fatal("still installed after UninstallService")
 	}
 	if err := c.UninstallService(t.Context(), serviceID); !errors.Is(err, vsphere.ErrNotFound) {
@@ -246,21 +261,21 @@ func TestRepoint(t *testing.T) {
 		t.Fatalf("Repoint = %+v, want the version replaced and active", info)
 	}
 	wantVersion(t, env, pkg, harborImage)
-	h, ok := env.fake.registry(harbor.Hostname)
+	h, ok := env.registry(harbor.Hostname)
 	if !ok || !h.Default || h.CertificateChain != harbor.CertificateChain || h.Password != harbor.Password {
 		t.Fatalf("Harbor in vCenter = %+v (present %v), want it the default, with its CA and credentials", h, ok)
 	}
-	if b, _ := env.fake.registry("appliance.dc.example"); b.Default {
+	if b, _ := env.registry("appliance.dc.example"); b.Default {
 		t.Fatal("the bootstrap registry is still a default")
 	}
 
-	writes := env.fake.writes()
+	writes := env.writes()
 	info, err = c.Repoint(t.Context(), pkg, harborImage, harbor)
 	if err != nil || info.Change != vsphere.Unchanged {
 		t.Fatalf("Repoint again = %+v, %v; want unchanged", info, err)
 	}
-	if n := env.fake.writes(); n != writes {
-		t.Fatalf("Repoint again wrote: %v", env.fake.callLog()[writes:])
+	if n := env.writes(); n != writes {
+		t.Fatalf("Repoint again wrote: %v", env.sim.Calls()[writes:])
 	}
 }
 
@@ -274,7 +289,7 @@ func TestRepointInstalledVersion(t *testing.T) {
 	}
 	harbor := harborRegistry(t)
 
-	writes := env.fake.writes()
+	writes := env.writes()
 	if _, err := c.RegisterService(t.Context(), pkg, harborImage); !errors.Is(err, vsphere.ErrVersionInUse) {
 		t.Fatalf("RegisterService of an installed version with another image = %v, want ErrVersionInUse", err)
 	}
@@ -285,8 +300,8 @@ func TestRepointInstalledVersion(t *testing.T) {
 	if !strings.Contains(err.Error(), "UninstallService") {
 		t.Errorf("error %q does not say what to do", err)
 	}
-	if n := env.fake.writes(); n != writes {
-		t.Fatalf("a refused Repoint changed vCenter: %v", env.fake.callLog()[writes:])
+	if n := env.writes(); n != writes {
+		t.Fatalf("a refused Repoint changed vCenter: %v", env.sim.Calls()[writes:])
 	}
 	wantVersion(t, env, pkg, bootImage)
 
@@ -301,7 +316,7 @@ func TestRepointInstalledVersion(t *testing.T) {
 		t.Fatalf("InstallService after Repoint: %v", err)
 	}
 	wantVersion(t, env, pkg, harborImage)
-	if in, ok := env.fake.installed(serviceID); !ok || in.Version != version {
+	if in, ok := env.installed(serviceID); !ok || in.Version != version {
 		t.Fatalf("the Supervisor runs %+v (installed %v)", in, ok)
 	}
 }
@@ -311,7 +326,7 @@ func TestRepointRefuses(t *testing.T) {
 	env := startVCenter(t)
 	c := env.dial(t)
 	pkg := bootstrapState(t, env, c)
-	writes := env.fake.writes()
+	writes := env.writes()
 	for _, tc := range []struct {
 		name     string
 		image    string
@@ -330,8 +345,8 @@ func TestRepointRefuses(t *testing.T) {
 			}
 		})
 	}
-	if n := env.fake.writes(); n != writes {
-		t.Fatalf("a refused Repoint changed vCenter: %v", env.fake.callLog()[writes:])
+	if n := env.writes(); n != writes {
+		t.Fatalf("a refused Repoint changed vCenter: %v", env.sim.Calls()[writes:])
 	}
 	// A port in the image is fine when it is the registry's.
 	r := harborRegistry(t)

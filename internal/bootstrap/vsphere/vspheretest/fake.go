@@ -1,217 +1,33 @@
-package vsphere_test
-
-// The tests run against govmomi's vCenter simulator (vcsim): its real
-// vAPI session endpoint does the login (and refuses a wrong password, since
-// the test gives it a user store), its real TLS listener on 127.0.0.1 does
-// the certificate checks, and its vAPI handler checks the session of every
-// call below.
-//
-// vcsim has no container image registry endpoints, no endpoints to install
-// a Supervisor Service on a Supervisor, and keeps nothing of the Supervisor
-// Services it is asked to create. vcenterFake adds them. It is a CONTRACT
-// FAKE standing in for vCenter, which cannot run here: an in-memory store
-// that answers as the vSphere Automation API reference documents these
-// calls, and checks requests the way that reference says vCenter does
-// (required fields present, no unknown fields, 404 for an unknown
-// Supervisor, registry, service or version, 400 with a vAPI error body for
-// a bad body or a call not allowed in the current state). Where the
-// reference is silent it takes the strictest plausible reading, so that the
-// client is shown to cope:
-//
-//   - new services and versions start DEACTIVATED (the client must
-//     activate them);
-//   - a PATCH that sets default_registry does not clear the flag of other
-//     registries (only a create is documented to take the default over);
-//   - a Carvel Package must be named <spec.refName>.<spec.version>, as
-//     kapp-controller requires.
-//
-// vcsim's own canned Supervisor Services (vapi/namespace/simulator) are not
-// loaded: they would hold the same routes and store nothing.
+package vspheretest
 
 import (
 	"bytes"
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
-	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
-	"time"
 
 	"github.com/vmware/govmomi/simulator"
-	_ "github.com/vmware/govmomi/vapi/simulator" // vcsim's vAPI: sessions, and the mux the fake joins
-
 	"go.yaml.in/yaml/v3"
-
-	"github.com/appliance-dev/appliance/internal/bootstrap/vsphere"
 )
 
-const (
-	testUser       = "administrator@vsphere.local"
-	testPassword   = "Vc-s3cret-only-for-tests"
-	testSupervisor = "supervisor-7f3a"
-)
-
-// testEnv is one running vcsim with the contract fake, and a Config that
-// logs in to it.
-type testEnv struct {
-	cfg  vsphere.Config
-	fake *vcenterFake
-	leaf *x509.Certificate // the server's certificate
-	logs *syncBuffer       // what the clients dialled by dial logged
-}
-
-// vcsimMu serialises building vcsim models: Model.Create writes
-// package-level state of the simulator (its LicenseManager, for one).
-var vcsimMu sync.Mutex
-
-// startVCenter starts vcsim on 127.0.0.1 with a certificate of a test CA,
-// a user store of one user, and the contract fake.
-func startVCenter(t *testing.T) *testEnv {
-	t.Helper()
-	ca, leaf := newTestPKI(t)
-
-	vcsimMu.Lock()
-	defer vcsimMu.Unlock()
-	m := simulator.VPX()
-	m.Datacenter, m.Cluster, m.Host, m.Machine = 1, 1, 0, 0
-	if err := m.Create(); err != nil {
-		t.Fatalf("vcsim model: %v", err)
-	}
-	// A user store that is not DefaultLogin makes vcsim check passwords.
-	m.Service.Listen = &url.URL{User: url.UserPassword(testUser, testPassword)}
-	m.Service.TLS = &tls.Config{Certificates: []tls.Certificate{leaf}, MinVersion: tls.VersionTLS12}
-	m.Service.RegisterEndpoints = true
-	fake := newVCenterFake(testSupervisor)
-	fake.register(m.Service)
-	s := m.Service.NewServer()
-	t.Cleanup(func() {
-		s.Close()
-		m.Remove()
-	})
-
-	u := *s.URL
-	u.User = nil // https://127.0.0.1:port/sdk: credentials go in the Config
-	return &testEnv{
-		cfg: vsphere.Config{
-			URL:        u.String(),
-			Username:   testUser,
-			Password:   testPassword,
-			CAPEM:      ca,
-			Supervisor: testSupervisor,
-		},
-		fake: fake,
-		leaf: leaf.Leaf,
-		logs: &syncBuffer{},
-	}
-}
-
-// dial logs in with env's Config and logs out at the end of the test.
-func (env *testEnv) dial(t *testing.T) *vsphere.Client {
-	t.Helper()
-	log := slog.New(slog.NewJSONHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	c, err := vsphere.Dial(t.Context(), env.cfg, log)
-	if err != nil {
-		t.Fatalf("Dial: %v", err)
-	}
-	t.Cleanup(func() {
-		// t.Context is cancelled before cleanups run.
-		if err := c.Close(context.Background()); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return c
-}
-
-// newTestPKI makes a CA and a server certificate it signed for 127.0.0.1.
-// It returns the CA's PEM and the server's key pair, with Leaf set.
-func newTestPKI(t *testing.T) ([]byte, tls.Certificate) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test vCenter CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "vcenter.test"},
-		DNSNames:     []string{"vcenter.test"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-}
-
-// syncBuffer is a bytes.Buffer for a logger used from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// vcenterFake is the contract fake described at the top of this file.
+// vcenterFake is the contract fake described in the package comment. Every
+// handler runs under mu (see record), so the handlers themselves need no
+// locking.
 type vcenterFake struct {
 	supervisor string
+	// echoBodies and reformat are the faults of EchoRefusedBodies and
+	// ReformatContent; they are set before the server starts.
+	echoBodies bool
+	reformat   bool
 
 	mu         sync.Mutex
 	registries map[string]*fakeRegistry
@@ -219,17 +35,10 @@ type vcenterFake struct {
 	services   map[string]*fakeService
 	installs   map[string]*fakeInstall // by service id, on the one Supervisor
 	calls      []string                // "METHOD /path?query", every call in order
-	// echoBodies makes a refused registry create repeat its request body
-	// in the error, as some servers do: a fault injected to show the
-	// client keeps passwords out of its errors.
-	echoBodies bool
-	// reformat makes the fake store a version's YAML re-encoded (keys
-	// sorted, comments gone), as a server that parses content might: it
-	// shows the client compares meaning, not bytes.
-	reformat bool
 }
 
 type fakeRegistry struct {
+	seq                                  int // creation order
 	ID, Name, Hostname                   string
 	Port                                 int
 	Username, Password, CertificateChain string
@@ -243,10 +52,9 @@ type fakeService struct {
 
 type fakeVersion struct {
 	Version, State string
-	Content        string   // base64, as received
+	Content        string   // base64, as received (or re-encoded)
 	YAML           []byte   // decoded
 	Images         []string // the imgpkgBundle images the fake read in it
-	Package        map[string]any
 }
 
 type fakeInstall struct {
@@ -254,13 +62,25 @@ type fakeInstall struct {
 	Config  []byte // decoded yaml_service_config
 }
 
-func newVCenterFake(supervisor string) *vcenterFake {
+func newVCenterFake(supervisor string, o options) *vcenterFake {
 	return &vcenterFake{
 		supervisor: supervisor,
+		echoBodies: o.echoBodies,
+		reformat:   o.reformat,
 		registries: map[string]*fakeRegistry{},
 		services:   map[string]*fakeService{},
 		installs:   map[string]*fakeInstall{},
 	}
+}
+
+// sortedRegistries gives the registries in the order they were created.
+func (f *vcenterFake) sortedRegistries() []*fakeRegistry {
+	list := make([]*fakeRegistry, 0, len(f.registries))
+	for _, r := range f.registries {
+		list = append(list, r)
+	}
+	slices.SortFunc(list, func(a, b *fakeRegistry) int { return a.seq - b.seq })
+	return list
 }
 
 // register adds the fake's routes to vcsim's vAPI mux, behind its session
@@ -293,64 +113,6 @@ func (f *vcenterFake) record(h http.HandlerFunc) http.HandlerFunc {
 		f.calls = append(f.calls, call)
 		h(w, r)
 	}
-}
-
-// writes counts the calls that were not GETs.
-func (f *vcenterFake) writes() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, c := range f.calls {
-		if !strings.HasPrefix(c, "GET ") {
-			n++
-		}
-	}
-	return n
-}
-
-// callLog gives a copy of the calls so far.
-func (f *vcenterFake) callLog() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.calls...)
-}
-
-// registry gives a copy of the registry with this host name, if any.
-func (f *vcenterFake) registry(hostname string) (fakeRegistry, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, r := range f.registries {
-		if r.Hostname == hostname {
-			return *r, true
-		}
-	}
-	return fakeRegistry{}, false
-}
-
-// version gives a copy of a registered version, if any.
-func (f *vcenterFake) version(id, version string) (fakeVersion, string, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s, ok := f.services[id]
-	if !ok {
-		return fakeVersion{}, "", false
-	}
-	v, ok := s.Versions[version]
-	if !ok {
-		return fakeVersion{}, s.State, false
-	}
-	return *v, s.State, true
-}
-
-// installed gives a copy of what the Supervisor runs of service id.
-func (f *vcenterFake) installed(id string) (fakeInstall, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	in, ok := f.installs[id]
-	if !ok {
-		return fakeInstall{}, false
-	}
-	return *in, true
 }
 
 // apiError answers with a vAPI standard error body.
@@ -442,14 +204,9 @@ func (f *vcenterFake) registriesHandler(w http.ResponseWriter, r *http.Request) 
 	}
 	switch r.Method {
 	case http.MethodGet:
-		ids := make([]string, 0, len(f.registries))
-		for id := range f.registries {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
 		list := []map[string]any{}
-		for _, id := range ids {
-			list = append(list, f.registries[id].info())
+		for _, reg := range f.sortedRegistries() {
+			list = append(list, reg.info())
 		}
 		answer(w, list)
 	case http.MethodPost:
@@ -495,7 +252,8 @@ func (f *vcenterFake) registriesHandler(w http.ResponseWriter, r *http.Request) 
 		}
 		f.nextID++
 		reg := &fakeRegistry{
-			ID: "registry-" + strconv.Itoa(f.nextID), Name: spec.Name,
+			seq: f.nextID,
+			ID:  "registry-" + strconv.Itoa(f.nextID), Name: spec.Name,
 			Hostname: spec.ImageRegistry.Hostname, Port: port,
 			Username: spec.ImageRegistry.Username, Password: spec.ImageRegistry.Password,
 			CertificateChain: spec.ImageRegistry.CertificateChain,
@@ -557,7 +315,7 @@ func (f *vcenterFake) registryHandler(w http.ResponseWriter, r *http.Request) {
 			reg.Port = *u.Port
 		}
 		if u.DefaultRegistry != nil {
-			reg.Default = *u.DefaultRegistry // other registries keep theirs: see the top of the file
+			reg.Default = *u.DefaultRegistry // other registries keep theirs: see the package comment
 		}
 		w.WriteHeader(http.StatusNoContent)
 	case http.MethodDelete:
@@ -613,7 +371,7 @@ func carvelContent(b64 string) (*fakeVersion, string, string, error) {
 	case pkgName != refName+"."+version:
 		return nil, "", "", fmt.Errorf("the Package name %q is not <spec.refName>.<spec.version>", pkgName)
 	}
-	v := &fakeVersion{Version: version, State: "DEACTIVATED", Content: b64, YAML: raw, Package: pkg}
+	v := &fakeVersion{Version: version, State: "DEACTIVATED", Content: b64, YAML: raw}
 	fetch, _ := dig(pkg, "spec", "template", "spec", "fetch").([]any)
 	for _, item := range fetch {
 		if img, ok := dig(item, "imgpkgBundle", "image").(string); ok {
@@ -628,9 +386,9 @@ func carvelContent(b64 string) (*fakeVersion, string, string, error) {
 }
 
 // maybeReformat re-encodes a version's content when f.reformat is set.
-func (f *vcenterFake) maybeReformat(v *fakeVersion) {
+func (f *vcenterFake) maybeReformat(v *fakeVersion) error {
 	if !f.reformat {
-		return
+		return nil
 	}
 	var out bytes.Buffer
 	dec := yaml.NewDecoder(bytes.NewReader(v.YAML))
@@ -641,13 +399,14 @@ func (f *vcenterFake) maybeReformat(v *fakeVersion) {
 		}
 		b, err := yaml.Marshal(doc)
 		if err != nil {
-			panic(err) // it was just decoded
+			return fmt.Errorf("re-encode content: %w", err)
 		}
 		out.WriteString("---\n")
 		out.Write(b)
 	}
 	v.YAML = out.Bytes()
 	v.Content = base64.StdEncoding.EncodeToString(v.YAML)
+	return nil
 }
 
 // dig follows map keys.
@@ -703,7 +462,10 @@ func (f *vcenterFake) servicesHandler(w http.ResponseWriter, r *http.Request) {
 			apiError(w, http.StatusBadRequest, "ALREADY_EXISTS", "Supervisor Service %s exists", id)
 			return
 		}
-		f.maybeReformat(v)
+		if err := f.maybeReformat(v); err != nil {
+			apiError(w, http.StatusInternalServerError, "ERROR", "%v", err)
+			return
+		}
 		f.services[id] = &fakeService{ID: id, DisplayName: display, State: "DEACTIVATED",
 			Versions: map[string]*fakeVersion{v.Version: v}}
 		w.WriteHeader(http.StatusNoContent)
@@ -792,7 +554,10 @@ func (f *vcenterFake) versionsHandler(w http.ResponseWriter, r *http.Request) {
 			apiError(w, http.StatusBadRequest, "ALREADY_EXISTS", "version %s of %s exists", v.Version, s.ID)
 			return
 		}
-		f.maybeReformat(v)
+		if err := f.maybeReformat(v); err != nil {
+			apiError(w, http.StatusInternalServerError, "ERROR", "%v", err)
+			return
+		}
 		s.Versions[v.Version] = v
 		w.WriteHeader(http.StatusNoContent)
 	default:
