@@ -113,8 +113,13 @@ type Client struct {
 // New checks the options and builds a client. It does not connect.
 func New(o Options) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(o.URL, "/"))
-	if err != nil || u.Hostname() == "" || (u.Scheme != "https" && u.Scheme != "http") || (u.Path != "" && u.Path != "/") || u.User != nil {
-		return nil, fmt.Errorf("registry URL %q: want https://HOST[:PORT] with no path or credentials", o.URL)
+	shown := o.URL
+	if err == nil {
+		shown = u.Redacted()
+	}
+	if err != nil || u.Hostname() == "" || (u.Scheme != "https" && u.Scheme != "http") || (u.Path != "" && u.Path != "/") ||
+		u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, fmt.Errorf("registry URL %q: want https://HOST[:PORT] with no path, query or credentials", shown)
 	}
 	u.Path = ""
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -206,7 +211,7 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		if err != nil {
 			return nil, c.wrap(r, err)
 		}
-		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 && !r.noAuth && !r.basic && (r.body == nil || r.rebody != nil) && c.usesBearer() {
+		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 && !r.noAuth && !r.basic && (r.body == nil || r.body == http.NoBody || r.rebody != nil) && c.usesBearer() {
 			// The token may have expired, or the scope changed: once more.
 			drain(resp)
 			c.dropToken(r.scopes)
@@ -267,19 +272,19 @@ func classify(host string, err error) error {
 	case errors.As(err, &unknown), errors.As(err, &verify) && errors.As(verify.Err, &unknown):
 		return fmt.Errorf("%w: %s presents a certificate signed by an authority the given CA does not vouch for (give the registry's CA)", ErrTLS, host)
 	case errors.As(err, &hostname):
-		return fmt.Errorf("%w: %s presents a certificate for other names (%v)", ErrTLS, host, err)
+		return fmt.Errorf("%w: %s presents a certificate for other names (%w)", ErrTLS, host, err)
 	case errors.As(err, &invalid), errors.As(err, &verify):
-		return fmt.Errorf("%w: %s: %v", ErrTLS, host, err)
+		return fmt.Errorf("%w: %s: %w", ErrTLS, host, err)
 	case errors.As(err, &recordErr), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("%w: %s does not speak TLS on that port (is it plain HTTP?)", ErrTLS, host)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	case errors.As(err, &dnsErr):
-		return fmt.Errorf("%w: %s: cannot resolve the host name: %v", ErrUnreachable, host, dnsErr)
+		return fmt.Errorf("%w: %s: cannot resolve the host name: %w", ErrUnreachable, host, dnsErr)
 	case errors.As(err, &opErr) && opErr.Op == "dial":
-		return fmt.Errorf("%w: %s: %v", ErrUnreachable, host, opErr.Err)
+		return fmt.Errorf("%w: %s: %w", ErrUnreachable, host, opErr.Err)
 	}
-	return fmt.Errorf("%w: %s: %v", ErrUnreachable, host, err)
+	return fmt.Errorf("%w: %s: %w", ErrUnreachable, host, err)
 }
 
 // statusError reads an error answer into an *Error.

@@ -69,7 +69,9 @@ func (c *Client) HarborGetProject(ctx context.Context, name string) (p HarborPro
 		Name     string            `json:"name"`
 		Metadata map[string]string `json:"metadata"`
 	}
-	err = c.harborJSON(ctx, "read Harbor project", name, http.MethodGet, "/api/v2.0/projects/"+url.PathEscape(name), nil, &body)
+	// A name of digits would be read as a project id without the header.
+	err = c.harborCall(ctx, "read Harbor project", name, http.MethodGet, "/api/v2.0/projects/"+url.PathEscape(name),
+		http.Header{"X-Is-Resource-Name": {"true"}}, nil, &body)
 	if errors.Is(err, ErrNotFound) {
 		return HarborProject{}, false, nil
 	}
@@ -183,8 +185,15 @@ func (c *Client) HarborArtifacts(ctx context.Context, repo string) ([]HarborArti
 
 // harborJSON calls Harbor's REST API with Basic credentials.
 func (c *Client) harborJSON(ctx context.Context, op, target, method, path string, in, out any) error {
+	return c.harborCall(ctx, op, target, method, path, nil, in, out)
+}
+
+func (c *Client) harborCall(ctx context.Context, op, target, method, path string, extra http.Header, in, out any) error {
 	r := request{op: op, target: target, method: method, path: path, basic: true,
 		header: http.Header{"Accept": {"application/json"}}}
+	for k, v := range extra {
+		r.header[k] = v
+	}
 	if in != nil {
 		data, err := json.Marshal(in)
 		if err != nil {

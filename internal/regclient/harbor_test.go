@@ -356,7 +356,7 @@ func TestHarborGetProject(t *testing.T) {
 				t.Fatal(err)
 			}
 			if (p != tc.want || found != tc.found) && tc.bug != "" {
-				t.Skipf("BUG: %s: got %+v", tc.bug, p)
+				t.Fatalf("regression: %s: got %+v", tc.bug, p)
 			}
 			if p != tc.want || found != tc.found {
 				t.Errorf("HarborGetProject(%q) = %+v, %v; want %+v, %v", tc.project, p, found, tc.want, tc.found)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -123,6 +124,9 @@ func (c *Client) PushBlob(ctx context.Context, repo string, d digest.Digest, siz
 	}
 	loc := resp.Header.Get("Location")
 	drain(resp)
+	if loc == "" {
+		return false, &Error{Op: r.op, Target: target, Status: resp.StatusCode, Err: fmt.Errorf("%w: no upload location", ErrProtocol)}
+	}
 	abs, err := c.resolve(resp.Request.URL, loc)
 	if err != nil {
 		return false, &Error{Op: r.op, Target: target, Err: err}
@@ -131,15 +135,23 @@ func (c *Client) PushBlob(ctx context.Context, repo string, d digest.Digest, siz
 	q := u.Query()
 	q.Set("digest", d.String())
 	u.RawQuery = q.Encode()
-	body, err := open()
+	rc, err := open()
 	if err != nil {
 		return false, &Error{Op: "read blob", Target: d.String(), Err: err}
 	}
-	defer body.Close()
+	defer rc.Close()
+	body := &sourceReader{r: rc}
 	put := request{op: "push blob", target: target, method: http.MethodPut, absolute: u.String(), scopes: sc,
 		header: http.Header{"Content-Type": {"application/octet-stream"}}, body: body, size: size}
 	resp, err = c.send(ctx, put)
 	if err != nil {
+		// A failure of the appliance's own read is not the registry's.
+		switch {
+		case body.err != nil:
+			return false, &Error{Op: "read blob", Target: d.String(), Err: body.err}
+		case body.eof && body.n != size:
+			return false, &Error{Op: "read blob", Target: d.String(), Err: fmt.Errorf("the blob holds %d bytes, not the %d its descriptor says", body.n, size)}
+		}
 		return false, err
 	}
 	if resp.StatusCode != http.StatusCreated {
@@ -151,6 +163,27 @@ func (c *Client) PushBlob(ctx context.Context, repo string, d digest.Digest, siz
 	}
 	drain(resp)
 	return false, nil
+}
+
+// sourceReader remembers how reading a blob's source went, to tell a
+// local failure from the registry's.
+type sourceReader struct {
+	r   io.Reader
+	n   int64
+	err error
+	eof bool
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	switch {
+	case errors.Is(err, io.EOF):
+		s.eof = true
+	case err != nil:
+		s.err = err
+	}
+	return n, err
 }
 
 // OpenBlob streams blob d from repo. The caller verifies what it reads.
@@ -340,20 +373,35 @@ func (c *Client) Catalog(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// nextLink reads the path of a Link: <…>; rel="next" header.
+// nextLink reads the path of the link with rel="next" in a Link header
+// (RFC 8288: several links, comma-separated, each <URI> then parameters).
 func nextLink(h string) string {
-	if h == "" || !strings.Contains(h, `rel="next"`) {
-		return ""
+	for _, link := range strings.Split(h, ",") {
+		link = strings.TrimSpace(link)
+		if !strings.HasPrefix(link, "<") {
+			continue
+		}
+		end := strings.Index(link, ">")
+		if end < 0 {
+			continue
+		}
+		next := false
+		for _, param := range strings.Split(link[end+1:], ";") {
+			k, v, _ := strings.Cut(strings.TrimSpace(param), "=")
+			if strings.EqualFold(k, "rel") && strings.Trim(v, `"`) == "next" {
+				next = true
+			}
+		}
+		if !next {
+			continue
+		}
+		u, err := url.Parse(link[1:end])
+		if err != nil {
+			return ""
+		}
+		return u.RequestURI()
 	}
-	start, end := strings.Index(h, "<"), strings.Index(h, ">")
-	if start < 0 || end < start {
-		return ""
-	}
-	u, err := url.Parse(h[start+1 : end])
-	if err != nil {
-		return ""
-	}
-	return u.RequestURI()
+	return ""
 }
 
 // Referrers lists the manifests in repo whose subject is d, through the
@@ -386,15 +434,20 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (l
 }
 
 // FallbackTag is the tag that lists d's referrers on a registry without
-// the referrers API (OCI distribution-spec 1.1): sha256-<hex>.
+// the referrers API (OCI distribution-spec 1.1, "Referrers Tag Schema"):
+// <alg>-<encoded>, the encoded part truncated to 64 characters.
 func FallbackTag(d digest.Digest) string {
-	return d.Algorithm().String() + "-" + d.Encoded()
+	enc := d.Encoded()
+	if len(enc) > 64 {
+		enc = enc[:64]
+	}
+	return d.Algorithm().String() + "-" + enc
 }
 
 // IsFallbackTag tells whether tag is a referrers fallback tag.
 func IsFallbackTag(tag string) bool {
 	alg, hex, ok := strings.Cut(tag, "-")
-	if !ok || alg != "sha256" || len(hex) != 64 {
+	if !ok || (alg != "sha256" && alg != "sha512") || len(hex) != 64 {
 		return false
 	}
 	return strings.Trim(hex, "0123456789abcdef") == ""

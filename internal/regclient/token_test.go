@@ -221,7 +221,7 @@ func TestStaleTokenRetry(t *testing.T) {
 			tokens, unauthorized := f.counts()
 			err := tc.call(ctxFor(t), c, f)
 			if err != nil && tc.bug != "" && errors.Is(err, regclient.ErrUnauthorized) {
-				t.Skip("BUG: " + tc.bug + ": " + err.Error())
+				t.Fatal("regression: " + tc.bug + ": " + err.Error())
 			}
 			if err != nil {
 				t.Fatalf("call with a revoked token: %v", err)
@@ -363,7 +363,7 @@ func TestUploadWithoutLocation(t *testing.T) {
 		}
 	}
 	if !errors.Is(err, regclient.ErrProtocol) || len(puts) > 0 {
-		t.Skipf("BUG: PushBlob does not check for an empty Location as CheckPush does: resolve(\"\") is the POST URL itself, so it opens the blob (%d times) and PUTs all of it to %q; the caller gets %v instead of ErrProtocol \"no upload location\"", opened.Load(), puts, err)
+		t.Fatalf("regression: PushBlob does not check for an empty Location as CheckPush does: resolve(\"\") is the POST URL itself, so it opens the blob (%d times) and PUTs all of it to %q; the caller gets %v instead of ErrProtocol \"no upload location\"", opened.Load(), puts, err)
 	}
 }
 
@@ -413,7 +413,7 @@ func TestLocalBlobFailures(t *testing.T) {
 			}
 			if errors.Is(err, regclient.ErrUnreachable) {
 				if tc.bug {
-					t.Skipf("BUG: a failure of the local blob reader during the PUT is classified as ErrUnreachable (classify's default), blaming the registry, and the cause is formatted with %%v so errors.Is(err, cause) is false: %v", err)
+					t.Fatalf("regression: a failure of the local blob reader during the PUT is classified as ErrUnreachable (classify's default), blaming the registry, and the cause is formatted with %%v so errors.Is(err, cause) is false: %v", err)
 				}
 				t.Errorf("a local failure is blamed on the registry: %v", err)
 			}
