@@ -204,7 +204,8 @@ func supervisorStatus(err error) (int, string, bool) {
 		return http.StatusConflict, "NOT_PROMOTED", true
 	case errors.Is(err, vsphere.ErrVersionInUse):
 		return http.StatusConflict, "CONFLICT", true
-	case errors.As(err, &ve):
+	case errors.As(err, &ve), errors.Is(err, vsphere.ErrLoginRefused), errors.Is(err, vsphere.ErrUnreachable),
+		errors.Is(err, vsphere.ErrUntrusted), errors.Is(err, vsphere.ErrForbidden), errors.Is(err, vsphere.ErrNotFound):
 		// vCenter failed or refused: its words reach the caller (502).
 		return http.StatusBadGateway, "VCENTER_ERROR", true
 	}
