@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -200,7 +201,7 @@ func verifyFixtureSignature(t *testing.T, v *regView, repo string) {
 // their fallback tags, and skopeo, imgpkg and the cosign check work
 // against the registry.
 func TestPromoteToDockerRegistryResumes(t *testing.T) {
-	testkit.Need(t, "skopeo", "docker-registry")
+	testkit.Need(t, "skopeo", "crane", "docker-registry")
 	t.Parallel()
 	a := startAppliance(t, t.TempDir())
 	repos, app := seed(t, a, "dr")
@@ -257,6 +258,12 @@ func TestPromoteToDockerRegistryResumes(t *testing.T) {
 	}
 	out, err = run(t, nil, "skopeo", "copy", "--src-cert-dir", certs, "--src-creds", creds, "docker://"+reg.Host+"/dr-big/model:1", "oci:"+t.TempDir()+":m")
 	mustOK(t, "skopeo pull of the model from docker-registry", out, err)
+	craneCfg := t.TempDir()
+	if err := os.WriteFile(filepath.Join(craneCfg, "config.json"), []byte(`{"auths":{"`+reg.Host+`":{"auth":"`+base64.StdEncoding.EncodeToString([]byte(creds))+`"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run(t, []string{"SSL_CERT_FILE=" + reg.caFile, "DOCKER_CONFIG=" + craneCfg}, "crane", "pull", reg.Host+"/dr-vendor/app3:"+firstTag(appliance["dr-vendor/app3"]), filepath.Join(t.TempDir(), "i.tar"))
+	mustOK(t, "crane pull from docker-registry", out, err)
 	out, err = run(t, []string{"SSL_CERT_FILE=" + reg.caFile, "IMGPKG_REGISTRY_HOSTNAME=" + reg.Host, "IMGPKG_REGISTRY_USERNAME=promoter",
 		"IMGPKG_REGISTRY_PASSWORD=" + reg.password}, imgpkgTool(t), "copy", "-b", reg.Host+"/dr-nvidia/bundle@"+fixtureBundle, "--to-tar", filepath.Join(t.TempDir(), "b.tar"))
 	mustOK(t, "imgpkg copy of the bundle from docker-registry", out, err)
@@ -267,10 +274,10 @@ func TestPromoteToDockerRegistryResumes(t *testing.T) {
 // says the promotion was interrupted, and the re-run completes with
 // parity, pushing only what is missing.
 func TestPromoteToApplianceSurvivesKill(t *testing.T) {
-	testkit.Need(t, "skopeo")
+	testkit.Need(t, "skopeo", "crane")
 	t.Parallel()
 	a := startAppliance(t, t.TempDir())
-	repos, _ := seed(t, a, "ap")
+	repos, app := seed(t, a, "ap")
 	v := applianceView(t, a)
 	v.write(t, "ap-big/model:1", randomImage(t, 8<<20, 6))
 	repos = append(repos, "ap-big/model")
@@ -296,8 +303,23 @@ func TestPromoteToApplianceSurvivesKill(t *testing.T) {
 		t.Fatalf("re-run: parity %v, %d blobs already there", rec.Parity.OK, rec.Plan.BlobsPresent)
 	}
 	sameContent(t, "second appliance", want, applianceView(t, prod).content(t, repos...))
-	out, err = run(t, nil, "skopeo", "inspect", "--cert-dir", prod.certDir(), "--no-creds", "docker://"+prod.host()+"/ap-nvidia/gpu-operator:v24.9")
-	mustOK(t, "anonymous pull from the second appliance", out, err)
+	out, err = run(t, nil, "skopeo", "copy", "--src-cert-dir", prod.certDir(), "--src-no-creds", "docker://"+prod.host()+"/ap-nvidia/gpu-operator:v24.9", "oci:"+t.TempDir()+":x")
+	mustOK(t, "anonymous skopeo pull from the second appliance", out, err)
+	prodCA := filepath.Join(prod.dataDir, "ca.crt")
+	out, err = run(t, []string{"SSL_CERT_FILE=" + prodCA}, "crane", "pull", prod.host()+"/ap-big/model:1", filepath.Join(t.TempDir(), "m.tar"))
+	mustOK(t, "crane pull from the second appliance", out, err)
+	copied := filepath.Join(t.TempDir(), "b.tar")
+	out, err = run(t, []string{"SSL_CERT_FILE=" + prodCA}, imgpkgTool(t), "copy", "-b", prod.host()+"/ap-nvidia/bundle@"+fixtureBundle, "--to-tar", copied)
+	mustOK(t, "imgpkg copy of the bundle from the second appliance", out, err)
+	assertImgpkgTarHolds(t, copied, fixtureApp1)
+	verifyFixtureSignature(t, newRegView(t, prod.host(), prodCA, "", ""), "ap-nvidia/bundle")
+	refs, err := remote.Referrers(applianceView(t, prod).ref(t, "ap-nvidia/gpu-operator@"+app).(name.Digest), applianceView(t, prod).opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im, _ := refs.IndexManifest(); im == nil || len(im.Manifests) != 1 {
+		t.Fatalf("referrers of gpu-operator on the second appliance: %+v", im)
+	}
 }
 
 // TestPromoteRefusals shows each bad input refused with an error that
