@@ -344,7 +344,8 @@ func (l *Lifecycle) save(s State) error {
 }
 
 func (l *Lifecycle) saveCreds(c PrimaryCredentials) error {
-	data, err := json.MarshalIndent(c, "", "  ")
+	// The credentials are this file's whole point: written 0600, never shown.
+	data, err := json.MarshalIndent(c, "", "  ") //nolint:gosec // G117: see above
 	if err != nil {
 		return fmt.Errorf("save primary credentials: %w", err)
 	}

@@ -44,10 +44,10 @@ type PromoteRequest struct {
 	By string
 }
 
-// ErrBusy: another promotion is running.
+// ErrBusy is returned while another promotion runs.
 var ErrBusy = errors.New("a promotion is already running")
 
-// ErrNotFound: no such promotion.
+// ErrNotFound is returned for a promotion that does not exist.
 var ErrNotFound = errors.New("no such promotion")
 
 // RefusedError is a promotion whose checks found problems before the first

@@ -26,8 +26,8 @@ import (
 // SupervisorFile keeps what the appliance registered with a Supervisor.
 const SupervisorFile = "supervisor.json"
 
-// ErrNotPromoted: a re-point before the bundle's parity with the new
-// registry is proven.
+// ErrNotPromoted is returned for a re-point before the bundle's parity
+// with the new registry is proven.
 var ErrNotPromoted = errors.New("not promoted with parity")
 
 // VCenter says how to reach vCenter and which Supervisor to hand over to.

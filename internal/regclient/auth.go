@@ -53,8 +53,8 @@ func (c *Client) ping(ctx context.Context) (challenge, error) {
 	case http.StatusUnauthorized:
 		return parseChallenge(resp.Header.Get("WWW-Authenticate")), nil
 	}
-	e := statusError(r.op, r.target, resp).(*Error)
-	if e.Err == ErrNotFound || e.Err == ErrProtocol {
+	e := statusError(r.op, r.target, resp)
+	if errors.Is(e.Err, ErrNotFound) || errors.Is(e.Err, ErrProtocol) {
 		e.Err = fmt.Errorf("%w: %s/v2/ is not an OCI registry", ErrProtocol, c.base)
 	}
 	return challenge{}, e
@@ -180,7 +180,7 @@ func (c *Client) token(ctx context.Context, scopes []string) (string, error) {
 	}
 	defer drain(resp)
 	if resp.StatusCode != http.StatusOK {
-		e := statusError(r.op, r.target, resp).(*Error)
+		e := statusError(r.op, r.target, resp)
 		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 			who := "anonymous access"
 			if c.username != "" {
@@ -240,7 +240,7 @@ func (c *Client) Login(ctx context.Context) error {
 			return err
 		}
 		if resp.StatusCode != http.StatusOK {
-			e := statusError(r.op, r.target, resp).(*Error)
+			e := statusError(r.op, r.target, resp)
 			if resp.StatusCode == http.StatusUnauthorized {
 				e.Err = fmt.Errorf("%w: the registry refused user %s", ErrUnauthorized, c.username)
 			}

@@ -156,7 +156,7 @@ func New(o Options) (*Client, error) {
 // sameHostRedirect follows redirects (a registry may send blob reads to
 // a storage URL) but never sends credentials to another host: the
 // Authorization header is dropped by net/http itself on a host change.
-func sameHostRedirect(req *http.Request, via []*http.Request) error {
+func sameHostRedirect(_ *http.Request, via []*http.Request) error {
 	if len(via) >= 5 {
 		return errors.New("too many redirects")
 	}
@@ -288,7 +288,7 @@ func classify(host string, err error) error {
 }
 
 // statusError reads an error answer into an *Error.
-func statusError(op, target string, resp *http.Response) error {
+func statusError(op, target string, resp *http.Response) *Error {
 	defer drain(resp)
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	e := &Error{Op: op, Target: target, Status: resp.StatusCode}

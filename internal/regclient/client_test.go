@@ -169,7 +169,7 @@ func TestTransportErrors(t *testing.T) {
 			}
 			// every other sentinel is told apart
 			for _, s := range []error{regclient.ErrTLS, regclient.ErrUnreachable, regclient.ErrUnauthorized, regclient.ErrProtocol} {
-				if s != tc.want && errors.Is(err, s) {
+				if !errors.Is(s, tc.want) && errors.Is(err, s) {
 					t.Errorf("%v also wraps %v", err, s)
 				}
 			}

@@ -155,7 +155,7 @@ func (c *Client) PushBlob(ctx context.Context, repo string, d digest.Digest, siz
 		return false, err
 	}
 	if resp.StatusCode != http.StatusCreated {
-		e := statusError(put.op, put.target, resp).(*Error)
+		e := statusError(put.op, put.target, resp)
 		if e.Code == "DIGEST_INVALID" || e.Code == "SIZE_INVALID" {
 			e.Err = ErrDigestMismatch
 		}

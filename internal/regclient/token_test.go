@@ -441,7 +441,7 @@ func TestConcurrentUse(t *testing.T) {
 				return
 			}
 			if ok, err := c.HeadBlob(ctx, repo, d); err != nil || !ok {
-				errs <- fmt.Errorf("HeadBlob %s@%s = %v, %v", repo, d, ok, err)
+				errs <- fmt.Errorf("HeadBlob %s@%s = %v, %w", repo, d, ok, err)
 			}
 		})
 	}

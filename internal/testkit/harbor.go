@@ -141,7 +141,7 @@ func (h *Harbor) CertDir(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), data, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), data, 0o600); err != nil { //nolint:gosec // G703: dir is the test's own temporary folder
 		t.Fatal(err)
 	}
 	return dir

@@ -17,7 +17,7 @@ import (
 // debianPackages names the Debian package (or, for crane, the other way to
 // get it) of each tool the tests run; .ci/run installs them all. A tool
 // not listed is taken to come in the package of its own name.
-var debianPackages = map[string]string{
+var debianPackages = map[string]string{ //nolint:gosec // G101: package names, not credentials
 	"dpkg-deb":        "dpkg",
 	"apt-get":         "apt",
 	"apt-cache":       "apt",

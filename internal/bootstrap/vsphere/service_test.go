@@ -232,7 +232,7 @@ func TestInstallService(t *testing.T) {
 
 // bootstrapState is what the appliance has set up before promotion: its own
 // registry as the Supervisor's default and the package pointing at it.
-func bootstrapState(t *testing.T, env *testEnv, c *vsphere.Client) vsphere.Package {
+func bootstrapState(t *testing.T, _ *testEnv, c *vsphere.Client) vsphere.Package {
 	t.Helper()
 	boot := bootstrapRegistry(t)
 	boot.Default = true
