@@ -130,11 +130,9 @@ referrer on both sides; any difference makes the command fail.`,
 // it ends. Interrupting the command cancels the promotion (a re-run resumes).
 func (c *cli) follow(ctx context.Context, cl *apiclient.Client, rec bootstrap.Promotion) (bootstrap.Promotion, error) {
 	view := newLiveView(c.stderr)
-	interval := 2 * time.Second
-	if view.terminal {
-		interval = 250 * time.Millisecond
-	}
-	t := time.NewTicker(interval)
+	// A cheap GET: polled often so the command ends when the promotion
+	// does (the view itself prints at most every ten seconds off a terminal).
+	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	path := "/api/v1/promotions/" + url.PathEscape(rec.ID)
 	for rec.State == bootstrap.StateRunning {
