@@ -7,7 +7,7 @@
 #   bench/promote.sh                  # full run: 2 GiB, 8 images × 4 layers of 64 MiB
 #   bench/promote.sh -quick           # smoke run: 128 MiB
 #   bench/promote.sh -parallel 8      # appliance promote --parallel 8
-#   PERF=1 bench/promote.sh           # also perf record -g of the appliance during each promotion
+#   PERF=1 bench/promote.sh           # also a system-wide perf record -g of each promotion
 #
 # Arguments are passed to bench/promote (go run ./bench/promote -h lists
 # them). The Markdown report goes to stdout and to $OUT (default

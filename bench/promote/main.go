@@ -91,7 +91,7 @@ func main() {
 	flag.BoolVar(&o.warmup, "warmup", true, "one unreported run of each before the rounds")
 	flag.Float64Var(&o.maxOther, "max-other", 0.3, "run a phase again (at most twice) when other processes used more than this many cores during it")
 	flag.DurationVar(&o.quietWait, "quiet-wait", 2*time.Minute, "longest wait, before each phase, for the machine to be quiet")
-	flag.StringVar(&o.perf, "perf", "", "record `perf record -g` of the appliance during each promotion into this folder (with a text summary)")
+	flag.StringVar(&o.perf, "perf", "", "record `perf record -a -g` during each promotion into this folder (with text summaries); perf's own CPU then counts as other")
 	flag.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the figures as JSON to this file")
 	flag.DurationVar(&o.timeout, "timeout", 60*time.Minute, "give up after this long")
@@ -120,7 +120,8 @@ type result struct {
 	// RecordSeconds is the promotion record's Finished − Started: the
 	// appliance's own time, without the CLI's polling.
 	RecordSeconds float64            `json:"record_seconds,omitempty"`
-	Phases        map[string]float64 `json:"phases_s,omitempty"` // promotion phase → seconds, polled
+	Phases        map[string]float64 `json:"phases_s,omitempty"`         // promotion phase → seconds, polled
+	ApplianceRSS0 float64            `json:"appliance_vmrss_before_mib"` // when the run started
 	ApplianceRSS  float64            `json:"appliance_peak_vmrss_mib"`
 	ApplianceHWM  float64            `json:"appliance_vmhwm_mib"` // since the reset before the run
 	ApplianceCPU  float64            `json:"appliance_cpu_s"`
@@ -334,6 +335,7 @@ func (b *bench) startTarget(ctx context.Context, dir string) (*target, error) {
 // window is what a phase measures around the command it times.
 type window struct {
 	app, reg     *benchkit.Sampler
+	rss0         float64
 	app0, reg0   float64
 	appPID       int
 	regPID       int
@@ -352,8 +354,10 @@ func (b *bench) begin(ctx context.Context, t *target, perfName string) *window {
 	if err := benchkit.ResetPeak(w.appPID); err != nil {
 		benchkit.Logf("  reset VmHWM: %v", err)
 	}
+	rss, _ := benchkit.ReadStatus(w.appPID, "VmRSS")
+	w.rss0 = benchkit.MiB(rss)
 	if perfName != "" && b.o.perf != "" {
-		w.stopPerf = startPerf(b.o.perf, perfName, w.appPID)
+		w.stopPerf = startPerf(b.o.perf, perfName)
 	}
 	w.app, w.reg = benchkit.NewSampler(w.appPID), benchkit.NewSampler(w.regPID)
 	w.app0, w.reg0 = benchkit.CPUSeconds(w.appPID), benchkit.CPUSeconds(w.regPID)
@@ -365,6 +369,7 @@ func (b *bench) begin(ctx context.Context, t *target, perfName string) *window {
 func (w *window) end(r *result, clientCPU float64) {
 	r.Seconds = time.Since(w.start).Seconds()
 	w.stopPerf()
+	r.ApplianceRSS0 = w.rss0
 	r.ApplianceRSS, _ = w.app.Stop()
 	r.RegistryRSS, _ = w.reg.Stop()
 	hwm, _ := benchkit.ReadStatus(w.appPID, "VmHWM")
@@ -565,7 +570,7 @@ func (b *bench) skopeoSync(ctx context.Context, round int) (*result, error) {
 	cmd.Env = append(benchkit.CleanEnv(), "TMPDIR="+tmp)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	w := b.begin(ctx, t, "")
+	w := b.begin(ctx, t, fmt.Sprintf("skopeo-round-%d", round))
 	if err := cmd.Start(); err != nil {
 		w.end(r, 0)
 		return r, err
@@ -587,9 +592,10 @@ func (b *bench) skopeoSync(ctx context.Context, round int) (*result, error) {
 
 // ---------------------------------------------------------------- perf
 
-// startPerf records `perf record -g` of pid into dir/name.perf.data, and
-// returns what stops it and writes text summaries beside it.
-func startPerf(dir, name string, pid int) func() {
+// startPerf records `perf record -a -g` (every CPU: the appliance and
+// the target both) into dir/name.perf.data, and returns what stops it and
+// writes text summaries beside it, by process and library and by symbol.
+func startPerf(dir, name string) func() {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		benchkit.Logf("  perf: %v", err)
 		return func() {}
@@ -600,7 +606,7 @@ func startPerf(dir, name string, pid int) func() {
 		benchkit.Logf("  perf: %v", err)
 		return func() {}
 	}
-	cmd := exec.Command("perf", "record", "-g", "-F", "999", "-p", strconv.Itoa(pid), "-o", base+".perf.data")
+	cmd := exec.Command("perf", "record", "-a", "-g", "-F", "499", "-o", base+".perf.data")
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		lf.Close()
@@ -621,7 +627,7 @@ func startPerf(dir, name string, pid int) func() {
 				<-done
 			}
 			lf.Close()
-			for _, s := range []struct{ sort, file string }{{"dso", ".by-dso.txt"}, {"dso,sym", ".by-symbol.txt"}} {
+			for _, s := range []struct{ sort, file string }{{"comm,dso", ".by-dso.txt"}, {"comm,dso,sym", ".by-symbol.txt"}} {
 				out, err := exec.Command("perf", "report", "--stdio", "--no-children", "--percent-limit", "0.5", "-g", "none",
 					"--sort", s.sort, "-i", base+".perf.data").Output()
 				if err != nil {
@@ -708,7 +714,7 @@ func render(rep *report, o options) string {
 		w("| %s | %d | %.2f | **%.0f** (%.0f–%.0f) | %.2f | %.1f | %.1f | %.1f / %.0f | %.1f / %.0f | %.2f |\n", c.name, c.s.Runs, c.s.Secs, c.s.MBps, c.s.Min, c.s.Max,
 			c.s.MBps/s.MBps, c.s.AppPeak, c.s.AppCPU, c.s.RegCPU, c.s.RegPeak, c.s.CliCPU, c.s.Client, c.s.Other)
 	}
-	w("\nThe promotion's own record (Started → Finished, without the CLI's wait for its next poll) took a median %.2f s: %.0f MB/s, %.2f× skopeo.\n",
+	w("\nThe promotion's own record (Started → Finished: checks, plan, push and parity, without the CLI's wait for its next poll, every 2 s when its output is not a terminal) took a median %.2f s: %.0f MB/s, %.2f× skopeo.\n",
 		p.RecordSecs, float64(rep.BlobBytes)/p.RecordSecs/1e6, float64(rep.BlobBytes)/p.RecordSecs/1e6/s.MBps)
 	if len(p.Phases) > 0 {
 		w("Where the promotion's time went (medians, phases polled every 100 ms through the API):")
@@ -725,16 +731,16 @@ func render(rep *report, o options) string {
 		map[bool]string{true: fmt.Sprintf(" --parallel %d", o.parallel), false: ""}[o.parallel > 0])
 	w("- anchor: `skopeo --insecure-policy sync --all --preserve-digests --src docker --dest docker --src-cert-dir APPLIANCE-CA --dest-cert-dir TARGET-CA --src-no-creds --dest-no-creds 127.0.0.1:APPLIANCE/%s 127.0.0.1:PORT/%s` into another fresh TLS docker-registry: skopeo pulls from the appliance (HTTPS, anonymous token) and pushes. Checked by the same HEADs.\n",
 		repoName, strings.SplitN(repoName, "/", 2)[0])
-	w("- appliance peak RSS: the highest of VmHWM (reset with clear_refs before each run) and VmRSS sampled every 50 ms, of the `appliance serve` process. During skopeo's runs it is the appliance serving the pulls.\n")
+	w("- appliance peak RSS: the highest of VmHWM (reset with clear_refs before each run) and VmRSS sampled every 50 ms, of the `appliance serve` process; *before* is its VmRSS when the run started (what the import and earlier runs left). During skopeo's runs it is the appliance serving the pulls.\n")
 	w("- client: `appliance promote` (it only asks and polls) or skopeo; its VmHWM, sampled. other cores: CPU used by everything else during the run (a run above %.1f is repeated, at most twice).\n", o.maxOther)
 	w("\nGoals (on the medians):\n\n| goal | measured | target | met |\n|---|---:|---:|---|\n")
 	for _, g := range rep.Goals {
 		w("| %s | %.2f | %.2f | %s |\n", g.What, g.Measured, g.Target, benchkit.Verdict(g.Met))
 	}
-	w("\nAll runs:\n\n| round | command | s | MB/s | record s | appliance VmRSS / VmHWM MiB | appliance CPU s | docker-registry CPU s | client CPU s | iowait cores | other cores | checked |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	w("\nAll runs:\n\n| round | command | s | MB/s | record s | appliance VmRSS before / peak VmRSS / VmHWM MiB | appliance CPU s | docker-registry CPU s | client CPU s | iowait cores | other cores | checked |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range rep.Results {
-		w("| %d | %s | %.2f | %.0f | %s | %.1f / %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %s |\n", r.Round, r.Name, r.Seconds, r.MBps, benchkit.Dash(r.RecordSeconds),
-			r.ApplianceRSS, r.ApplianceHWM, r.ApplianceCPU, r.RegistryCPU, r.ClientCPU, r.IOWaitCores, r.OtherCores, r.Checked)
+		w("| %d | %s | %.2f | %.0f | %s | %.1f / %.1f / %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %s |\n", r.Round, r.Name, r.Seconds, r.MBps, benchkit.Dash(r.RecordSeconds),
+			r.ApplianceRSS0, r.ApplianceRSS, r.ApplianceHWM, r.ApplianceCPU, r.RegistryCPU, r.ClientCPU, r.IOWaitCores, r.OtherCores, r.Checked)
 	}
 	return b.String()
 }
