@@ -22,11 +22,17 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/promote-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 
 cd "$here"
+# The commit the appliance is built from, and whether the working tree
+# changes what is built (the binary's own build info may lack it).
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain --untracked-files=no -- cmd internal go.mod go.sum 2>/dev/null)" ]; then
+	rev="$rev with uncommitted changes under cmd/ or internal/"
+fi
 "$GO" build -o "$work/appliance" ./cmd/appliance
 "$GO" build -o "$work/promote-bench" ./bench/promote
 if [ -n "${PERF:-}" ]; then
 	mkdir -p "${OUT%.md}-perf"
 	set -- -perf "${OUT%.md}-perf" "$@"
 fi
-"$work/promote-bench" -appliance "$work/appliance" -work "$work/data" -out "$OUT" -json "$OUT.json" "$@"
+"$work/promote-bench" -appliance "$work/appliance" -revision "$rev" -work "$work/data" -out "$OUT" -json "$OUT.json" "$@"
 echo "report: $OUT" >&2

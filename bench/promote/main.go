@@ -71,12 +71,13 @@ type options struct {
 	rounds, parallel                  int
 	maxOther                          float64
 	quietWait, timeout                time.Duration
-	perf, out, jsonOut                string
+	perf, out, jsonOut, revision      string
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.appliance, "appliance", "", "appliance binary (go build -o … ./cmd/appliance); required")
+	flag.StringVar(&o.revision, "revision", "", "the commit the appliance binary was built from, for the report")
 	flag.StringVar(&o.skopeo, "skopeo", "/usr/bin/skopeo", "skopeo binary")
 	flag.StringVar(&o.dockerRegistry, "docker-registry", "/usr/bin/docker-registry", "docker-registry (distribution 2.8) binary")
 	flag.IntVar(&o.sizeMiB, "size-mib", 2048, "total layer bytes to generate, MiB")
@@ -188,7 +189,7 @@ func run(ctx context.Context, o options) error {
 	benchkit.Logf("work folder %s", work)
 	rep := &report{Date: time.Now().UTC().Format(time.RFC3339),
 		Machine: benchkit.Machine(ctx, work, o.appliance, map[string][]string{"skopeo": {o.skopeo, "--version"}, "docker-registry": {o.dockerRegistry, "--version"}}),
-		Options: map[string]any{"size_mib": o.sizeMiB, "layer_mib": o.layerMiB, "layers_per_image": o.layersPerImage, "seed": o.seed, "rounds": o.rounds, "parallel": o.parallel, "warmup": o.warmup}}
+		Options: map[string]any{"revision": o.revision, "size_mib": o.sizeMiB, "layer_mib": o.layerMiB, "layers_per_image": o.layersPerImage, "seed": o.seed, "rounds": o.rounds, "parallel": o.parallel, "warmup": o.warmup}}
 
 	// The data set, in a fresh appliance.
 	t0 := time.Now()
@@ -196,6 +197,9 @@ func run(ctx context.Context, o options) error {
 		LayersPerImage: o.layersPerImage, Seed: o.seed, Repo: repoName})
 	if err != nil {
 		return fmt.Errorf("generate: %w", err)
+	}
+	if o.revision != "" {
+		rep.Machine["appliance source"] = o.revision
 	}
 	rep.Images, rep.Layers, rep.BlobBytes, rep.TarBytes = len(set.Images), set.LayerCount, set.BlobBytes(), set.TarSize
 	benchkit.Logf("generated %d images, %d layers, %.1f MiB of blobs, in %.0f s", len(set.Images), set.LayerCount, benchkit.MiB(set.BlobBytes()), time.Since(t0).Seconds())
