@@ -718,7 +718,7 @@ func render(rep *report, o options) string {
 		w("| %s | %d | %.2f | **%.0f** (%.0f–%.0f) | %.2f | %.1f | %.1f | %.1f / %.0f | %.1f / %.0f | %.2f |\n", c.name, c.s.Runs, c.s.Secs, c.s.MBps, c.s.Min, c.s.Max,
 			c.s.MBps/s.MBps, c.s.AppPeak, c.s.AppCPU, c.s.RegCPU, c.s.RegPeak, c.s.CliCPU, c.s.Client, c.s.Other)
 	}
-	w("\nThe promotion's own record (Started → Finished: checks, plan, push and parity, without the CLI's wait for its next poll, every 2 s when its output is not a terminal) took a median %.2f s: %.0f MB/s, %.2f× skopeo.\n",
+	w("\nThe promotion's own record (Started → Finished: checks, plan, push and parity, without the CLI's start, request and wait for its next poll) took a median %.2f s: %.0f MB/s, %.2f× skopeo.\n",
 		p.RecordSecs, float64(rep.BlobBytes)/p.RecordSecs/1e6, float64(rep.BlobBytes)/p.RecordSecs/1e6/s.MBps)
 	if len(p.Phases) > 0 {
 		w("Where the promotion's time went (medians, phases polled every 100 ms through the API):")
