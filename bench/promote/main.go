@@ -47,7 +47,7 @@ import (
 	"time"
 
 	"github.com/appliance-dev/appliance/bench/internal/benchkit"
-	"github.com/appliance-dev/appliance/internal/bootstrap"
+	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 )
 
 // Goals of issue 10.
@@ -423,12 +423,12 @@ func (b *bench) promote(ctx context.Context, round int) (*result, error) {
 	if err != nil {
 		return r, fmt.Errorf("appliance promote: %w\n%s%s\n%s", err, stdout, stderr, b.app.Proc.Tail())
 	}
-	var rec bootstrap.Promotion
+	var rec promote.Promotion
 	if err := json.Unmarshal(stdout.Bytes(), &rec); err != nil {
 		return r, fmt.Errorf("appliance promote --json: %w", err)
 	}
 	r.RecordSeconds = rec.Finished.Sub(rec.Started).Seconds()
-	if rec.State != bootstrap.StateSucceeded || rec.Parity == nil || !rec.Parity.OK {
+	if rec.State != promote.StateSucceeded || rec.Parity == nil || !rec.Parity.OK {
 		return r, fmt.Errorf("promotion %s: %s %s", rec.ID, rec.State, rec.Error)
 	}
 	if rec.Progress.BytesDone != r.Bytes {
@@ -441,7 +441,7 @@ func (b *bench) promote(ctx context.Context, round int) (*result, error) {
 	for _, rp := range rec.Parity.Repositories {
 		for _, tp := range rp.Tags {
 			all++
-			if tp.Status == bootstrap.ParitySame {
+			if tp.Status == promote.ParitySame {
 				same++
 				sameTag[rp.Repository+":"+tp.Tag] = true
 			}
@@ -479,7 +479,7 @@ func (b *bench) pollPhases(ctx context.Context, start time.Time) func() map[stri
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for i := 0; i < 36000; i++ { // an hour at most
-			var rec bootstrap.Promotion
+			var rec promote.Promotion
 			if err := b.getJSON(ctx, "/api/v1/promotions/latest", &rec); err == nil && rec.Started.After(fresh.Add(-time.Second)) {
 				mu.Lock()
 				if len(seen) == 0 || seen[len(seen)-1] != rec.Progress.Phase {
@@ -504,7 +504,7 @@ func (b *bench) pollPhases(ctx context.Context, start time.Time) func() map[stri
 		out := map[string]float64{}
 		end := time.Now()
 		for i, p := range seen {
-			if p == bootstrap.PhaseDone {
+			if p == promote.PhaseDone {
 				break
 			}
 			next := end
@@ -722,8 +722,8 @@ func render(rep *report, o options) string {
 		p.RecordSecs, float64(rep.BlobBytes)/p.RecordSecs/1e6, float64(rep.BlobBytes)/p.RecordSecs/1e6/s.MBps)
 	if len(p.Phases) > 0 {
 		w("Where the promotion's time went (medians, phases polled every 100 ms through the API):")
-		for _, ph := range []string{"(before the first poll saw it)", bootstrap.PhaseChecking, bootstrap.PhasePlanning, bootstrap.PhaseProjects, bootstrap.PhaseBlobs,
-			bootstrap.PhaseManifests, bootstrap.PhaseTags, bootstrap.PhaseReferrers, bootstrap.PhaseParity} {
+		for _, ph := range []string{"(before the first poll saw it)", promote.PhaseChecking, promote.PhasePlanning, promote.PhaseProjects, promote.PhaseBlobs,
+			promote.PhaseManifests, promote.PhaseTags, promote.PhaseReferrers, promote.PhaseParity} {
 			if v, ok := p.Phases[ph]; ok {
 				w(" %s %.2f s;", ph, v)
 			}

@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/apiclient"
-	"github.com/appliance-dev/appliance/internal/bootstrap"
+	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/server"
 )
 
@@ -93,7 +93,7 @@ referrer on both sides; any difference makes the command fail.`,
 			}
 			req := server.PromoteRequest{Target: target.url, TargetCA: ca, TargetUsername: target.user, TargetPassword: pw,
 				Projects: projects, All: all, DryRun: dryRun, Parallel: parallel}
-			var rec bootstrap.Promotion
+			var rec promote.Promotion
 			var failure server.PromotionFailure
 			err = cl.DoLongFailure(cmd.Context(), http.MethodPost, "/api/v1/promotions", req, &rec, &failure)
 			if err != nil {
@@ -110,7 +110,7 @@ referrer on both sides; any difference makes the command fail.`,
 			}
 			c.printPromotion(rec, asJSON)
 			switch rec.State {
-			case bootstrap.StateSucceeded, bootstrap.StatePlanned:
+			case promote.StateSucceeded, promote.StatePlanned:
 				return nil
 			}
 			return fmt.Errorf("promotion %s %s: %s", rec.ID, rec.State, rec.Error)
@@ -128,14 +128,14 @@ referrer on both sides; any difference makes the command fail.`,
 
 // follow polls a running promotion, drawing its progress on stderr, until
 // it ends. Interrupting the command cancels the promotion (a re-run resumes).
-func (c *cli) follow(ctx context.Context, cl *apiclient.Client, rec bootstrap.Promotion) (bootstrap.Promotion, error) {
+func (c *cli) follow(ctx context.Context, cl *apiclient.Client, rec promote.Promotion) (promote.Promotion, error) {
 	view := newLiveView(c.stderr)
 	// A cheap GET: polled often so the command ends when the promotion
 	// does (the view itself prints at most every ten seconds off a terminal).
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	path := "/api/v1/promotions/" + url.PathEscape(rec.ID)
-	for rec.State == bootstrap.StateRunning {
+	for rec.State == promote.StateRunning {
 		view.draw(progressLines(rec))
 		select {
 		case <-ctx.Done():
@@ -147,7 +147,7 @@ func (c *cli) follow(ctx context.Context, cl *apiclient.Client, rec bootstrap.Pr
 			return rec, fmt.Errorf("promotion %s canceled; run it again to resume", rec.ID)
 		case <-t.C:
 		}
-		var next bootstrap.Promotion
+		var next promote.Promotion
 		if err := cl.Do(ctx, http.MethodGet, path, nil, &next); err != nil {
 			if ctx.Err() != nil {
 				continue
@@ -162,7 +162,7 @@ func (c *cli) follow(ctx context.Context, cl *apiclient.Client, rec bootstrap.Pr
 	return rec, nil
 }
 
-func progressLines(rec bootstrap.Promotion) []string {
+func progressLines(rec promote.Promotion) []string {
 	p := rec.Progress
 	lines := []string{fmt.Sprintf("promote → %s: %s", rec.Target, p.Phase)}
 	lines = append(lines, bar("blobs", p.BytesDone, p.BytesTotal, fmt.Sprintf("%d/%d blobs, %s of %s", p.BlobsDone, p.BlobsTotal, humanBytes(p.BytesDone), humanBytes(p.BytesTotal))))
@@ -192,7 +192,7 @@ func shortDigest(d string) string {
 
 // printPromotion prints a promotion as tables (or JSON): the problems or
 // the plan, then the parity report.
-func (c *cli) printPromotion(rec bootstrap.Promotion, asJSON bool) {
+func (c *cli) printPromotion(rec promote.Promotion, asJSON bool) {
 	if asJSON {
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
@@ -222,7 +222,7 @@ func (c *cli) printPromotion(rec bootstrap.Promotion, asJSON bool) {
 	}
 }
 
-func printPlan(w io.Writer, pl *bootstrap.Plan) {
+func printPlan(w io.Writer, pl *promote.Plan) {
 	if len(pl.Projects) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "PROJECT\tAPPLIANCE\tON TARGET")
@@ -260,7 +260,7 @@ func printPlan(w io.Writer, pl *bootstrap.Plan) {
 		pl.TagsToSet, pl.TagsSame, pl.Referrers)
 }
 
-func printParity(w io.Writer, p *bootstrap.Parity) {
+func printParity(w io.Writer, p *promote.Parity) {
 	verdict := "OK"
 	if !p.OK {
 		verdict = fmt.Sprintf("%d DIFFERENCE(S)", p.Differences)
@@ -288,7 +288,7 @@ func printParity(w io.Writer, p *bootstrap.Parity) {
 }
 
 func ifSame(status, d string) string {
-	if status == bootstrap.ParitySame {
+	if status == promote.ParitySame {
 		return d
 	}
 	return "-"
@@ -316,7 +316,7 @@ func (c *cli) promotionsCmd() *cobra.Command {
 				return err
 			}
 			if len(args) == 1 {
-				var rec bootstrap.Promotion
+				var rec promote.Promotion
 				if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/promotions/"+url.PathEscape(args[0]), nil, &rec); err != nil {
 					return fmt.Errorf("show promotion %s: %w", args[0], err)
 				}
@@ -326,7 +326,7 @@ func (c *cli) promotionsCmd() *cobra.Command {
 				}
 				return nil
 			}
-			var recs []bootstrap.Promotion
+			var recs []promote.Promotion
 			if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/promotions", nil, &recs); err != nil {
 				return fmt.Errorf("list promotions: %w", err)
 			}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/appliance-dev/appliance/internal/fsutil"
 	"github.com/appliance-dev/appliance/internal/importer"
@@ -262,22 +263,26 @@ func (f *Follower) sync(ctx context.Context, p *Primary, creds PrimaryCredential
 		return st, err
 	}
 	states := make([]repoState, len(repos))
-	err = forEach(ctx, len(repos), syncParallelism, func(ctx context.Context, i int) error {
-		rs, err := f.compare(ctx, client, repos[i])
-		states[i] = rs
-		return err
-	})
-	if err != nil {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(syncParallelism)
+	for i := range repos {
+		g.Go(func() error {
+			rs, err := f.compare(gctx, client, repos[i])
+			states[i] = rs
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
 		return st, err
 	}
 	st.Repositories = len(repos)
 	var errs []error
 	for _, rs := range states {
 		st.Tags += len(rs.primary)
-		var pulls []tagRef
+		var pulls []pullTag
 		for _, tag := range sortedKeys(rs.primary) {
 			if rs.local[tag] != rs.primary[tag] {
-				pulls = append(pulls, tagRef{tag: tag, digest: rs.primary[tag]})
+				pulls = append(pulls, pullTag{tag: tag, digest: rs.primary[tag]})
 			}
 		}
 		for _, tag := range sortedKeys(rs.local) {
@@ -309,6 +314,12 @@ func (f *Follower) sync(ctx context.Context, p *Primary, creds PrimaryCredential
 		}
 	}
 	return st, errors.Join(errs...)
+}
+
+// pullTag is a tag to bring in from the primary.
+type pullTag struct {
+	tag    string
+	digest digest.Digest
 }
 
 func sortedKeys(m map[string]digest.Digest) []string {
@@ -427,7 +438,7 @@ func (f *Follower) compare(ctx context.Context, c *regclient.Client, repo string
 // streamed as it is read from the primary, imported with the importer's
 // checks and recorded in its history. Blobs the standby holds already are
 // left out of the stream.
-func (f *Follower) pull(ctx context.Context, c *regclient.Client, p *Primary, repo string, tags []tagRef) (*importer.Record, error) {
+func (f *Follower) pull(ctx context.Context, c *regclient.Client, p *Primary, repo string, tags []pullTag) (*importer.Record, error) {
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -450,7 +461,7 @@ func (f *Follower) pull(ctx context.Context, c *regclient.Client, p *Primary, re
 // keeps their paths (KeepNames) and drops the host.
 const refHost = "localhost"
 
-func (f *Follower) writeLayout(ctx context.Context, c *regclient.Client, repo string, tags []tagRef, w io.Writer) error {
+func (f *Follower) writeLayout(ctx context.Context, c *regclient.Client, repo string, tags []pullTag, w io.Writer) error {
 	tw := tar.NewWriter(w)
 	put := func(name string, data []byte) error {
 		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Size: int64(len(data)), Mode: 0o644}); err != nil {
@@ -464,72 +475,74 @@ func (f *Follower) writeLayout(ctx context.Context, c *regclient.Client, repo st
 	}
 	written := map[digest.Digest]bool{}
 	var index []regclient.Descriptor
-	var walk func(d digest.Digest, depth int) (*manifestNode, error)
-	walk = func(d digest.Digest, depth int) (*manifestNode, error) {
-		if depth > maxDepth {
-			return nil, fmt.Errorf("%s@%s: indexes nested deeper than %d", repo, d, maxDepth)
+	// walk writes a manifest after what it references; it returns its
+	// descriptor for index.json.
+	var walk func(d digest.Digest, depth int) (regclient.Descriptor, error)
+	walk = func(d digest.Digest, depth int) (regclient.Descriptor, error) {
+		if depth > maxIndexDepth {
+			return regclient.Descriptor{}, fmt.Errorf("%s@%s: indexes nested deeper than %d", repo, d, maxIndexDepth)
 		}
 		desc, payload, err := c.GetManifest(ctx, repo, d.String())
 		if err != nil {
-			return nil, err
+			return regclient.Descriptor{}, err
 		}
-		n, err := parseNode(d, desc.MediaType, payload)
+		m, err := regclient.ParseManifest(desc.MediaType, payload)
 		if err != nil {
-			return nil, err
+			return regclient.Descriptor{}, fmt.Errorf("%s@%s: %w", repo, d, err)
 		}
-		for _, child := range n.children {
-			if written[child] {
+		for _, child := range m.Manifests {
+			if written[child.Digest] {
 				continue
 			}
-			if _, err := walk(child, depth+1); err != nil {
-				return nil, err
+			if _, err := walk(child.Digest, depth+1); err != nil {
+				return regclient.Descriptor{}, err
 			}
 		}
-		for _, b := range n.blobs {
+		for _, b := range m.Blobs() {
 			if err := f.copyBlob(ctx, c, tw, repo, b, written); err != nil {
-				return nil, err
+				return regclient.Descriptor{}, err
 			}
 		}
 		if !written[d] {
 			written[d] = true
 			if err := put("blobs/sha256/"+d.Encoded(), payload); err != nil {
-				return nil, err
+				return regclient.Descriptor{}, err
 			}
 		}
-		return n, nil
+		return regclient.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(payload))}, nil
 	}
 	var referrersOf func(subject digest.Digest, depth int) error
 	referrersOf = func(subject digest.Digest, depth int) error {
-		if depth > maxDepth {
+		if depth > maxIndexDepth {
 			return nil
 		}
-		refs, err := targetReferrers(ctx, c, repo, subject)
+		refs, err := c.ListReferrers(ctx, repo, subject)
 		if err != nil {
 			return err
 		}
-		for _, d := range refs {
-			if written[d] {
+		for _, r := range refs {
+			if written[r.Digest] {
 				continue
 			}
-			n, err := walk(d, 1)
+			desc, err := walk(r.Digest, 1)
 			if err != nil {
 				return err
 			}
-			index = append(index, regclient.Descriptor{MediaType: n.mediaType, Digest: d, Size: int64(len(n.payload)),
-				Annotations: map[string]string{"org.opencontainers.image.ref.name": refHost + "/" + repo + "@" + d.String()}})
-			if err := referrersOf(d, depth+1); err != nil {
+			desc.Annotations = map[string]string{"org.opencontainers.image.ref.name": refHost + "/" + repo + "@" + r.Digest.String()}
+			index = append(index, desc)
+			if err := referrersOf(r.Digest, depth+1); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	for _, t := range tags {
-		n, err := walk(t.digest, 0)
+		desc, err := walk(t.digest, 0)
 		if err != nil {
 			return err
 		}
-		index = append(index, regclient.Descriptor{MediaType: n.mediaType, Digest: t.digest, Size: int64(len(n.payload)),
-			Annotations: map[string]string{"org.opencontainers.image.ref.name": refHost + "/" + repo + ":" + t.tag}})
+		desc.Annotations = map[string]string{"org.opencontainers.image.ref.name": refHost + "/" + repo + ":" + t.tag}
+		index = append(index, desc)
 		if err := referrersOf(t.digest, 0); err != nil {
 			return err
 		}
@@ -538,7 +551,7 @@ func (f *Follower) writeLayout(ctx context.Context, c *regclient.Client, repo st
 		SchemaVersion int                    `json:"schemaVersion"`
 		MediaType     string                 `json:"mediaType"`
 		Manifests     []regclient.Descriptor `json:"manifests"`
-	}{2, mtOCIIndex, index})
+	}{2, regclient.MediaTypeOCIIndex, index})
 	if err != nil {
 		return err
 	}
@@ -550,38 +563,41 @@ func (f *Follower) writeLayout(ctx context.Context, c *regclient.Client, repo st
 
 // copyBlob streams one blob from the primary into the layout, unless the
 // standby holds it already. The importer checks its digest as it reads.
-func (f *Follower) copyBlob(ctx context.Context, c *regclient.Client, tw *tar.Writer, repo string, b blobRef, written map[digest.Digest]bool) error {
-	if written[b.digest] {
+func (f *Follower) copyBlob(ctx context.Context, c *regclient.Client, tw *tar.Writer, repo string, b regclient.Descriptor, written map[digest.Digest]bool) error {
+	if written[b.Digest] {
 		return nil
 	}
-	written[b.digest] = true
-	if b.digest.Algorithm() != digest.SHA256 {
-		return fmt.Errorf("blob %s: only sha256 blobs can be followed", b.digest)
+	written[b.Digest] = true
+	if b.Digest.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("blob %s: only sha256 blobs can be followed", b.Digest)
 	}
-	if _, ok, err := f.local.StatBlob(ctx, b.digest); err != nil {
+	if _, ok, err := f.local.StatBlob(ctx, b.Digest); err != nil {
 		return err
 	} else if ok {
 		return nil
 	}
-	rc, size, err := c.OpenBlob(ctx, repo, b.digest)
-	if errors.Is(err, regclient.ErrNotFound) && b.foreign {
+	rc, size, err := c.OpenBlob(ctx, repo, b.Digest)
+	if errors.Is(err, regclient.ErrNotFound) && regclient.NonDistributable(b.MediaType) {
 		return nil // non-distributable, not on the primary either
 	}
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	if size >= 0 && size != b.size {
-		return fmt.Errorf("blob %s: the primary sends %d bytes, the manifest says %d", b.digest, size, b.size)
+	if size >= 0 && size != b.Size {
+		return fmt.Errorf("blob %s: the primary sends %d bytes, the manifest says %d", b.Digest, size, b.Size)
 	}
-	if err := tw.WriteHeader(&tar.Header{Name: "blobs/sha256/" + b.digest.Encoded(), Typeflag: tar.TypeReg, Size: b.size, Mode: 0o644}); err != nil {
+	if err := tw.WriteHeader(&tar.Header{Name: "blobs/sha256/" + b.Digest.Encoded(), Typeflag: tar.TypeReg, Size: b.Size, Mode: 0o644}); err != nil {
 		return err
 	}
 	if _, err := io.Copy(tw, rc); err != nil {
-		return fmt.Errorf("blob %s from the primary: %w", b.digest, err)
+		return fmt.Errorf("blob %s from the primary: %w", b.Digest, err)
 	}
 	return nil
 }
+
+// maxIndexDepth bounds index nesting.
+const maxIndexDepth = 8
 
 // CheckPrimary proves a primary can be followed before the appliance
 // turns into its standby: the URL, its TLS against the CA given, and the

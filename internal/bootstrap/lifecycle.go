@@ -8,12 +8,13 @@
 //
 // Lifecycle keeps the mode and every change of it (who, when, why) in the
 // data directory and holds the registry read-only while in standby.
-// Promoter pushes the appliance's content, read from its own storage, into
-// another registry (Harbor, distribution, another appliance) and proves
-// parity. Follower keeps a standby's content in step with its primary,
-// through the importer, so that what it pulls is verified like an import
-// and recorded in the history. The vsphere sub-package hands the registry
-// and Supervisor Services over to a vSphere Supervisor; it is the only
+// Follower keeps a standby's content in step with its primary, through the
+// importer, so that what it pulls is verified like an import and recorded
+// in the history. Handover registers the appliance and its Supervisor
+// Services with a vSphere Supervisor and re-points them at Harbor once a
+// promotion proved parity. The promote sub-package pushes the appliance's
+// content, read from its own storage, into another registry and proves
+// parity; the vsphere sub-package talks to vCenter and is the only
 // importer of govmomi.
 package bootstrap
 

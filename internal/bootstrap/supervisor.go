@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -19,8 +20,10 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/bootstrap/vsphere"
 	"github.com/appliance-dev/appliance/internal/fsutil"
+	"github.com/appliance-dev/appliance/internal/regclient"
 )
 
 // SupervisorFile keeps what the appliance registered with a Supervisor.
@@ -78,30 +81,41 @@ type SupervisorEvent struct {
 // Dialer opens a vCenter session (vsphere.Dial; tests may wrap it).
 type Dialer func(ctx context.Context, cfg vsphere.Config, log *slog.Logger) (*vsphere.Client, error)
 
+// Bundles reads the imgpkg bundles the appliance holds, from its storage.
+type Bundles interface {
+	TagDigest(ctx context.Context, repo, tag string) (digest.Digest, bool, error)
+	GetManifest(ctx context.Context, repo string, d digest.Digest) (string, []byte, error)
+	ReadBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, error)
+}
+
+// Promotions are the appliance's promotions, with their parity reports.
+type Promotions interface {
+	List() ([]promote.Promotion, error)
+}
+
 // Handover registers the appliance, and later production Harbor, with a
 // vSphere Supervisor, and Supervisor Services from the imgpkg bundles the
 // appliance holds.
 type Handover struct {
-	dir      string
-	content  Content
-	blobs    Blobs
-	promoter *Promoter
-	dial     Dialer
-	log      *slog.Logger
+	dir        string
+	bundles    Bundles
+	promotions Promotions
+	dial       Dialer
+	log        *slog.Logger
 
 	mu    sync.Mutex
 	state SupervisorState
 }
 
 // NewHandover opens the hand-over's record in dataDir.
-func NewHandover(content Content, blobs Blobs, promoter *Promoter, dataDir string, log *slog.Logger) (*Handover, error) {
-	if content == nil || blobs == nil || promoter == nil {
-		return nil, errors.New("new handover: content, blobs and promoter are required")
+func NewHandover(bundles Bundles, promotions Promotions, dataDir string, log *slog.Logger) (*Handover, error) {
+	if bundles == nil || promotions == nil {
+		return nil, errors.New("new handover: bundles and promotions are required")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handover{dir: dataDir, content: content, blobs: blobs, promoter: promoter, dial: vsphere.Dial, log: log,
+	h := &Handover{dir: dataDir, bundles: bundles, promotions: promotions, dial: vsphere.Dial, log: log,
 		state: SupervisorState{Registries: []SupervisorRegistry{}, Services: []SupervisorService{}, History: []SupervisorEvent{}}}
 	data, err := os.ReadFile(filepath.Join(dataDir, SupervisorFile))
 	switch {
@@ -305,7 +319,7 @@ func (h *Handover) Repoint(ctx context.Context, req RepointRequest) (SupervisorS
 // checkPromoted demands a promotion to target with parity covering repo,
 // the bundle's digest among its tags' digests or referrers.
 func (h *Handover) checkPromoted(target, repo string, d digest.Digest) error {
-	recs, err := h.promoter.List()
+	recs, err := h.promotions.List()
 	if err != nil {
 		return err
 	}
@@ -341,25 +355,25 @@ func (h *Handover) bundlePackages(ctx context.Context, ref string) (string, dige
 	if err != nil {
 		return "", "", nil, err
 	}
-	mt, payload, err := h.content.GetManifest(ctx, repo, d)
+	mt, payload, err := h.bundles.GetManifest(ctx, repo, d)
 	if err != nil {
 		return "", "", nil, fmt.Errorf("%w: bundle %s: %w", ErrInvalid, ref, err)
 	}
-	n, err := parseNode(d, mt, payload)
+	m, err := regclient.ParseManifest(mt, payload)
 	if err != nil {
 		return "", "", nil, fmt.Errorf("%w: bundle %s: %w", ErrInvalid, ref, err)
 	}
-	if len(n.children) > 0 {
+	if len(m.Manifests) > 0 {
 		return "", "", nil, fmt.Errorf("%w: %s is an index, not an imgpkg bundle", ErrInvalid, ref)
 	}
 	var pkgs []vsphere.Package
-	for _, l := range n.blobs[min(1, len(n.blobs)):] { // the layers, after the config
-		if l.size > vsphere.MaxLayer {
+	for _, l := range m.Layers {
+		if l.Size > vsphere.MaxLayer {
 			continue
 		}
-		rc, err := h.blobs.ReadBlob(ctx, repo, l.digest)
+		rc, err := h.bundles.ReadBlob(ctx, repo, l.Digest)
 		if err != nil {
-			return "", "", nil, fmt.Errorf("bundle %s: read layer %s: %w", ref, l.digest, err)
+			return "", "", nil, fmt.Errorf("bundle %s: read layer %s: %w", ref, l.Digest, err)
 		}
 		found, err := vsphere.FindPackages(rc)
 		_ = rc.Close()
@@ -391,7 +405,7 @@ func (h *Handover) resolve(ctx context.Context, ref string) (string, digest.Dige
 		return "", "", fmt.Errorf("%w: bundle %q: want REPOSITORY:TAG or REPOSITORY@DIGEST", ErrInvalid, ref)
 	}
 	repo, tag := ref[:i], ref[i+1:]
-	d, ok, err := h.content.TagDigest(ctx, repo, tag)
+	d, ok, err := h.bundles.TagDigest(ctx, repo, tag)
 	if err != nil {
 		return "", "", fmt.Errorf("%w: bundle %s: %w", ErrInvalid, ref, err)
 	}

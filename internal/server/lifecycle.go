@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/appliance-dev/appliance/internal/bootstrap"
+	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/regclient"
 	"github.com/appliance-dev/appliance/internal/registry"
@@ -35,7 +36,7 @@ func (s *Server) lifecycleRoutes(api *echo.Group) {
 	s.supervisorRoutes(api)
 }
 
-// visibility adapts the project policy to bootstrap.Visibility.
+// visibility adapts the project policy to promote.Visibility.
 type visibility struct{ s *Server }
 
 func (v visibility) Public(project string) bool { return v.s.projects.Get(project).Public }
@@ -116,7 +117,7 @@ type PromoteRequest struct {
 // the record (with every problem found).
 type PromotionFailure struct {
 	APIError
-	Promotion *bootstrap.Promotion `json:"promotion,omitempty"`
+	Promotion *promote.Promotion `json:"promotion,omitempty"`
 }
 
 // postPromotion checks and plans a promotion; a dry run answers 200 with
@@ -130,8 +131,8 @@ func (s *Server) postPromotion(c echo.Context) error {
 	if strings.TrimSpace(req.Target) == "" {
 		return fmt.Errorf("%w: target (https://HOST of the registry to promote into) is required", errBadRequest)
 	}
-	rec, err := s.promoter.Start(c.Request().Context(), bootstrap.PromoteRequest{
-		Target:   bootstrap.Target{URL: req.Target, CAPEM: []byte(req.TargetCA), Username: req.TargetUsername, Password: req.TargetPassword},
+	rec, err := s.promoter.Start(c.Request().Context(), promote.Request{
+		Target:   promote.Target{URL: req.Target, CAPEM: []byte(req.TargetCA), Username: req.TargetUsername, Password: req.TargetPassword},
 		Projects: req.Projects, All: req.All, DryRun: req.DryRun, Parallel: req.Parallel, By: principal(c).Name,
 	})
 	if err != nil {
@@ -158,7 +159,7 @@ func (s *Server) listPromotions(c echo.Context) error {
 		return err
 	}
 	if recs == nil {
-		recs = []bootstrap.Promotion{}
+		recs = []promote.Promotion{}
 	}
 	return c.JSON(http.StatusOK, recs)
 }
@@ -303,7 +304,7 @@ func (s *Server) postActivate(c echo.Context) error {
 // lifecycleStatus maps the lifecycle's errors; used by statusOf.
 func lifecycleStatus(err error) (int, string, bool) {
 	var (
-		refused   *bootstrap.RefusedError
+		refused   *promote.RefusedError
 		targetErr *regclient.Error
 	)
 	switch {
@@ -312,11 +313,11 @@ func lifecycleStatus(err error) (int, string, bool) {
 	case errors.As(err, &targetErr):
 		// The other registry failed (or refused): not the appliance's fault.
 		return http.StatusBadGateway, "REMOTE_REGISTRY_ERROR", true
-	case errors.Is(err, bootstrap.ErrInvalid):
+	case errors.Is(err, bootstrap.ErrInvalid), errors.Is(err, promote.ErrInvalid):
 		return http.StatusBadRequest, "BAD_REQUEST", true
-	case errors.Is(err, bootstrap.ErrBusy), errors.Is(err, bootstrap.ErrBadTransition), errors.Is(err, bootstrap.ErrStandby):
+	case errors.Is(err, promote.ErrBusy), errors.Is(err, bootstrap.ErrBadTransition), errors.Is(err, bootstrap.ErrStandby):
 		return http.StatusConflict, "CONFLICT", true
-	case errors.Is(err, bootstrap.ErrNotFound):
+	case errors.Is(err, promote.ErrNotFound):
 		return http.StatusNotFound, "NOT_FOUND", true
 	}
 	return 0, "", false

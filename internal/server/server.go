@@ -28,6 +28,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/aptrepo"
 	"github.com/appliance-dev/appliance/internal/auth"
 	"github.com/appliance-dev/appliance/internal/bootstrap"
+	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/coalesce"
 	"github.com/appliance-dev/appliance/internal/config"
@@ -65,7 +66,7 @@ type Server struct {
 	trust         []bundle.TrustedKey
 	receiptKey    *bundle.Signer
 	life          *bootstrap.Lifecycle
-	promoter      *bootstrap.Promoter
+	promoter      *promote.Promoter
 	follower      *bootstrap.Follower
 	handover      *bootstrap.Handover
 	metrics       *metrics
@@ -202,15 +203,15 @@ func (s *Server) openLifecycle() error {
 	if s.life, err = bootstrap.OpenLifecycle(dir, s.reg, s.log); err != nil {
 		return err
 	}
-	if s.promoter, err = bootstrap.NewPromoter(s.reg, s.reg, visibility{s}, dir,
-		bootstrap.WithPromoterLogger(s.log), bootstrap.WithSkip(isStaging)); err != nil {
+	if s.promoter, err = promote.NewPromoter(s.reg, s.reg, visibility{s}, dir,
+		promote.WithPromoterLogger(s.log), promote.WithSkip(isStaging)); err != nil {
 		return err
 	}
 	if s.follower, err = bootstrap.NewFollower(s.life, s.reg, s.importer, dir,
 		bootstrap.WithFollowerLogger(s.log), bootstrap.WithFollowerSkip(isStaging)); err != nil {
 		return err
 	}
-	s.handover, err = bootstrap.NewHandover(s.reg, s.reg, s.promoter, dir, s.log)
+	s.handover, err = bootstrap.NewHandover(s.reg, s.promoter, dir, s.log)
 	return err
 }
 

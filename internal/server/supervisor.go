@@ -186,7 +186,7 @@ func (s *Server) postSupervisorRepoint(c echo.Context) error {
 		port, _ = strconv.Atoi(p)
 	}
 	st, err := s.handover.Repoint(c.Request().Context(), bootstrap.RepointRequest{VCenter: vc, Bundle: req.Bundle, HarborURL: req.Harbor,
-		Harbor: vsphere.Registry{Hostname: u.Hostname(), Port: port, Username: req.Username, Password: req.Password, CertificateChain: req.HarborCA, Default: true},
+		Harbor:    vsphere.Registry{Hostname: u.Hostname(), Port: port, Username: req.Username, Password: req.Password, CertificateChain: req.HarborCA, Default: true},
 		Reinstall: req.Reinstall, Config: []byte(req.Config), By: principal(c).Name})
 	if err != nil {
 		return err

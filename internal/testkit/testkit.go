@@ -1,7 +1,9 @@
 // Package testkit holds the helpers the test packages share: skipping (or,
 // in CI, failing) when a real tool is missing, a buffer a process can write
 // to while a test reads it, Debian's docker-registry as a stand-in for a
-// remote registry, and a cosign signature check. It is an ordinary package
+// remote registry (restartable, read-only on demand), the appliance's own
+// registry served over TLS in-process (Node), the real Harbor of
+// ../shared/harbor, and a cosign signature check. It is an ordinary package
 // so that tests of several packages can import it; only tests import it,
 // and the appliance itself never does.
 package testkit

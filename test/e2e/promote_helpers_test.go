@@ -25,7 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/appliance-dev/appliance/internal/bootstrap"
+	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/pki"
 	"github.com/appliance-dev/appliance/internal/regclient"
 	"github.com/appliance-dev/appliance/internal/testkit"
@@ -239,10 +239,10 @@ func promoteArgs(target, ca, user, passFile string, extra ...string) []string {
 }
 
 // promoteJSON runs a promotion with --json and decodes the record.
-func promoteJSON(t *testing.T, a *appliance, args ...string) (bootstrap.Promotion, string, error) {
+func promoteJSON(t *testing.T, a *appliance, args ...string) (promote.Promotion, string, error) {
 	t.Helper()
 	out, err := a.cliLong(a.password+"\n", append(args, "--json")...)
-	var rec bootstrap.Promotion
+	var rec promote.Promotion
 	if start := strings.Index(out, "{\n"); start >= 0 {
 		dec := json.NewDecoder(strings.NewReader(out[start:]))
 		if derr := dec.Decode(&rec); derr != nil && err == nil {
@@ -376,8 +376,8 @@ func waitPromotionBytes(t *testing.T, a *appliance, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
-		var rec bootstrap.Promotion
-		if err := getJSON(a, "/api/v1/promotions/latest", &rec); err == nil && rec.State == bootstrap.StateRunning && rec.Progress.BytesDone >= n {
+		var rec promote.Promotion
+		if err := getJSON(a, "/api/v1/promotions/latest", &rec); err == nil && rec.State == promote.StateRunning && rec.Progress.BytesDone >= n {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/appliance-dev/appliance/internal/bootstrap"
+	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/regclient"
 	"github.com/appliance-dev/appliance/internal/testkit"
 )
@@ -61,7 +61,7 @@ func TestPromoteToHarbor(t *testing.T) {
 	projects := []string{"hb-nvidia", "hb-vendor", "hb-mixed"}
 	plan, out, err := promoteJSON(t, a, promoteArgs(h.URL, h.CAFile, h.Admin, pass, "--projects", strings.Join(projects, ","), "--dry-run")...)
 	mustOK(t, "dry run", out, err)
-	if plan.State != bootstrap.StatePlanned || plan.Plan == nil || plan.Plan.BlobsToPush == 0 || plan.Plan.BytesToPush == 0 || plan.Plan.TagsToSet == 0 {
+	if plan.State != promote.StatePlanned || plan.Plan == nil || plan.Plan.BlobsToPush == 0 || plan.Plan.BytesToPush == 0 || plan.Plan.TagsToSet == 0 {
 		t.Fatalf("dry run plan: %+v", plan.Plan)
 	}
 	if plan.TargetKind != "harbor" {
@@ -80,7 +80,7 @@ func TestPromoteToHarbor(t *testing.T) {
 
 	rec, out, err := promoteJSON(t, a, promoteArgs(h.URL, h.CAFile, h.Admin, pass, "--projects", strings.Join(projects, ","), "--parallel", "3")...)
 	mustOK(t, "promote", out, err)
-	if rec.State != bootstrap.StateSucceeded || rec.Parity == nil || !rec.Parity.OK {
+	if rec.State != promote.StateSucceeded || rec.Parity == nil || !rec.Parity.OK {
 		t.Fatalf("promotion %s, parity %+v", rec.State, rec.Parity)
 	}
 	if !slices.ContainsFunc(rec.Warnings, func(w string) bool { return strings.Contains(w, "hb-mixed is public on the appliance but private") }) {
@@ -148,7 +148,7 @@ func TestPromoteToHarbor(t *testing.T) {
 	}
 
 	// The report is kept and shown; a second run pushes nothing.
-	var par bootstrap.Parity
+	var par promote.Parity
 	if err := getJSON(a, "/api/v1/parity", &par); err != nil || !par.OK {
 		t.Fatalf("GET /api/v1/parity: %v %+v", err, par)
 	}
@@ -226,8 +226,8 @@ func TestPromoteToDockerRegistryResumes(t *testing.T) {
 	reg.Stop()
 	r := <-first
 	mustFail(t, "promotion while the target stops", r.out, r.err, "unreachable", "re-run the promotion to resume")
-	var failed bootstrap.Promotion
-	if err := getJSON(a, "/api/v1/promotions/latest", &failed); err != nil || failed.State != bootstrap.StateFailed {
+	var failed promote.Promotion
+	if err := getJSON(a, "/api/v1/promotions/latest", &failed); err != nil || failed.State != promote.StateFailed {
 		t.Fatalf("the failed promotion's record: %v %+v", err, failed.State)
 	}
 
@@ -292,8 +292,8 @@ func TestPromoteToApplianceSurvivesKill(t *testing.T) {
 	waitPromotionBytes(t, a, 20<<20)
 	a.kill()
 	a.start()
-	var rec bootstrap.Promotion
-	if err := getJSON(a, "/api/v1/promotions/latest", &rec); err != nil || rec.State != bootstrap.StateInterrupted {
+	var rec promote.Promotion
+	if err := getJSON(a, "/api/v1/promotions/latest", &rec); err != nil || rec.State != promote.StateInterrupted {
 		t.Fatalf("after the kill, the promotion is %q (%v), want interrupted", rec.State, err)
 	}
 	proxy.rate.Store(0)
@@ -375,12 +375,12 @@ func TestPromoteRefusals(t *testing.T) {
 	if tags := newRegView(t, reg.Host, reg.caFile, "promoter", reg.password).tagsOrNone(t, "refuse/app"); len(tags) != 0 {
 		t.Fatalf("refused promotions left tags on the target: %v", tags)
 	}
-	var recs []bootstrap.Promotion
+	var recs []promote.Promotion
 	if err := getJSON(a, "/api/v1/promotions", &recs); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range recs {
-		if r.State != bootstrap.StateRefused && r.State != bootstrap.StateFailed {
+		if r.State != promote.StateRefused && r.State != promote.StateFailed {
 			t.Errorf("promotion %s to %s is %s", r.ID, r.Target, r.State)
 		}
 		if r.Progress.BytesDone != 0 {

@@ -14,7 +14,8 @@ import (
 // manifest digest, and each layer and config is there with its size. It
 // returns how many tags and blobs it checked.
 func CheckImageSet(ctx context.Context, hc *http.Client, base *url.URL, repo string, s *ImageSet) (tags, blobs int, err error) {
-	head := func(path, accept string) (*http.Response, error) {
+	// head answers the headers only: the body of a HEAD is empty, and closed here.
+	head := func(path, accept string) (http.Header, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodHead, base.JoinPath(path).String(), nil)
 		if err != nil {
 			return nil, err
@@ -30,15 +31,15 @@ func CheckImageSet(ctx context.Context, hc *http.Client, base *url.URL, repo str
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("HEAD %s: HTTP %d", path, resp.StatusCode)
 		}
-		return resp, nil
+		return resp.Header, nil
 	}
 	seen := map[string]bool{}
 	for _, img := range s.Images {
-		resp, err := head("/v2/"+repo+"/manifests/"+img.Tag, strings.Join([]string{MediaTypeManifest, MediaTypeIndex}, ", "))
+		h, err := head("/v2/"+repo+"/manifests/"+img.Tag, strings.Join([]string{MediaTypeManifest, MediaTypeIndex}, ", "))
 		if err != nil {
 			return tags, blobs, err
 		}
-		if got := resp.Header.Get("Docker-Content-Digest"); got != img.ManifestDigest {
+		if got := h.Get("Docker-Content-Digest"); got != img.ManifestDigest {
 			return tags, blobs, fmt.Errorf("%s:%s names %q, want %s", repo, img.Tag, got, img.ManifestDigest)
 		}
 		tags++
@@ -51,11 +52,11 @@ func CheckImageSet(ctx context.Context, hc *http.Client, base *url.URL, repo str
 				continue
 			}
 			seen[d] = true
-			resp, err := head("/v2/"+repo+"/blobs/"+d, "")
+			h, err := head("/v2/"+repo+"/blobs/"+d, "")
 			if err != nil {
 				return tags, blobs, err
 			}
-			if n, _ := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64); n != size {
+			if n, _ := strconv.ParseInt(h.Get("Content-Length"), 10, 64); n != size {
 				return tags, blobs, fmt.Errorf("%s@%s: %d bytes, want %d", repo, d, n, size)
 			}
 			blobs++

@@ -1,9 +1,7 @@
-package bootstrap
+package promote
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -149,13 +147,13 @@ func repoParity(ctx context.Context, c *regclient.Client, rc *repoContent) (Repo
 	for _, ref := range rc.referrers {
 		got, ok := listed[ref.Subject]
 		if !ok {
-			ds, err := targetReferrers(ctx, c, rc.name, ref.Subject)
+			ds, err := c.ListReferrers(ctx, rc.name, ref.Subject)
 			if err != nil {
 				return rp, err
 			}
 			got = map[digest.Digest]bool{}
 			for _, d := range ds {
-				got[d] = true
+				got[d.Digest] = true
 			}
 			listed[ref.Subject] = got
 		}
@@ -166,35 +164,4 @@ func repoParity(ctx context.Context, c *regclient.Client, rc *repoContent) (Repo
 		rp.Referrers = append(rp.Referrers, ReferrerParity{Subject: ref.Subject.String(), Digest: ref.Digest.String(), ArtifactType: ref.ArtifactType, Status: st})
 	}
 	return rp, nil
-}
-
-// targetReferrers lists what a registry says refers to subject: its
-// referrers API, or else the fallback tag's index.
-func targetReferrers(ctx context.Context, c *regclient.Client, repo string, subject digest.Digest) ([]digest.Digest, error) {
-	list, supported, err := c.Referrers(ctx, repo, subject)
-	if err != nil {
-		return nil, err
-	}
-	var out []digest.Digest
-	if supported {
-		for _, d := range list {
-			out = append(out, d.Digest)
-		}
-		return out, nil
-	}
-	_, payload, err := c.GetManifest(ctx, repo, regclient.FallbackTag(subject))
-	if errors.Is(err, regclient.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var idx fallbackIndex
-	if err := json.Unmarshal(payload, &idx); err != nil {
-		return nil, fmt.Errorf("fallback tag %s:%s: %w", repo, regclient.FallbackTag(subject), err)
-	}
-	for _, d := range idx.Manifests {
-		out = append(out, d.Digest)
-	}
-	return out, nil
 }

@@ -1,4 +1,4 @@
-package bootstrap
+package promote
 
 import (
 	"context"
@@ -284,18 +284,9 @@ func subjectsOf(rc *repoContent) []digest.Digest {
 	return out
 }
 
-// fallbackIndex is an OCI index as the referrers tag schema writes it.
-type fallbackIndex struct {
-	SchemaVersion int                    `json:"schemaVersion"`
-	MediaType     string                 `json:"mediaType"`
-	Manifests     []regclient.Descriptor `json:"manifests"`
-}
-
-const mtOCIIndex = "application/vnd.oci.image.index.v1+json"
-
 func updateFallback(ctx context.Context, c *regclient.Client, rc *repoContent, subject digest.Digest) error {
 	tag := regclient.FallbackTag(subject)
-	idx := fallbackIndex{SchemaVersion: 2, MediaType: mtOCIIndex}
+	idx := regclient.Index{SchemaVersion: 2, MediaType: regclient.MediaTypeOCIIndex}
 	_, payload, err := c.GetManifest(ctx, rc.name, tag)
 	switch {
 	case errors.Is(err, regclient.ErrNotFound):
@@ -303,7 +294,7 @@ func updateFallback(ctx context.Context, c *regclient.Client, rc *repoContent, s
 		return err
 	default:
 		if json.Unmarshal(payload, &idx) != nil {
-			idx = fallbackIndex{SchemaVersion: 2, MediaType: mtOCIIndex}
+			idx = regclient.Index{SchemaVersion: 2, MediaType: regclient.MediaTypeOCIIndex}
 		}
 	}
 	changed := false
@@ -327,7 +318,7 @@ func updateFallback(ctx context.Context, c *regclient.Client, rc *repoContent, s
 	if err != nil {
 		return err
 	}
-	if _, err := c.PutManifest(ctx, rc.name, tag, mtOCIIndex, data); err != nil {
+	if _, err := c.PutManifest(ctx, rc.name, tag, regclient.MediaTypeOCIIndex, data); err != nil {
 		return fmt.Errorf("fallback tag %s:%s: %w", rc.name, tag, err)
 	}
 	return nil

@@ -1,13 +1,11 @@
-package bootstrap
+package promote
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -74,47 +72,22 @@ type referrer struct {
 	ArtifactType string        `json:"artifact_type,omitempty"`
 }
 
-// manifestDoc is the part of a manifest or index promotion reads.
-type manifestDoc struct {
-	MediaType    string                 `json:"mediaType"`
-	ArtifactType string                 `json:"artifactType"`
-	Config       *regclient.Descriptor  `json:"config"`
-	Layers       []regclient.Descriptor `json:"layers"`
-	Manifests    []regclient.Descriptor `json:"manifests"`
-	Subject      *regclient.Descriptor  `json:"subject"`
-	Annotations  map[string]string      `json:"annotations"`
-}
-
 func parseNode(d digest.Digest, mediaType string, payload []byte) (*manifestNode, error) {
-	var doc manifestDoc
-	if err := json.Unmarshal(payload, &doc); err != nil {
+	m, err := regclient.ParseManifest(mediaType, payload)
+	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", d, err)
 	}
-	if mediaType == "" {
-		mediaType = doc.MediaType
+	n := &manifestNode{digest: d, mediaType: m.MediaType, payload: payload, annotations: m.Annotations, artifactType: m.ArtifactTypeOf()}
+	for _, b := range m.Blobs() {
+		n.blobs = append(n.blobs, blobRef{digest: b.Digest, size: b.Size, mediaType: b.MediaType, foreign: regclient.NonDistributable(b.MediaType)})
 	}
-	n := &manifestNode{digest: d, mediaType: mediaType, payload: payload, annotations: doc.Annotations}
-	if doc.Config != nil {
-		n.blobs = append(n.blobs, blobRef{digest: doc.Config.Digest, size: doc.Config.Size, mediaType: doc.Config.MediaType})
-		n.artifactType = doc.Config.MediaType
-	}
-	if doc.ArtifactType != "" {
-		n.artifactType = doc.ArtifactType
-	}
-	for _, l := range doc.Layers {
-		n.blobs = append(n.blobs, blobRef{digest: l.Digest, size: l.Size, mediaType: l.MediaType, foreign: isForeign(l.MediaType)})
-	}
-	for _, c := range doc.Manifests {
+	for _, c := range m.Manifests {
 		n.children = append(n.children, c.Digest)
 	}
-	if doc.Subject != nil {
-		n.subject = doc.Subject.Digest
+	if m.Subject != nil {
+		n.subject = m.Subject.Digest
 	}
 	return n, nil
-}
-
-func isForeign(mt string) bool {
-	return strings.Contains(mt, "foreign") || strings.Contains(mt, "nondistributable")
 }
 
 // maxDepth bounds index nesting.

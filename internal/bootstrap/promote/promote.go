@@ -1,4 +1,12 @@
-package bootstrap
+// Package promote pushes the appliance's content, read from its own
+// storage, into another registry — production Harbor, distribution,
+// another appliance — and proves parity: checks first (every problem at
+// once, before the first byte), a plan from what the target holds (HEAD),
+// blobs in parallel with cross-repository mounts, manifests children
+// first, tags last, referrers through the referrers API or their fallback
+// tags, and a parity report of every tag and referrer on both sides.
+// One promotion runs at a time; its record is kept in the data directory.
+package promote
 
 import (
 	"context"
@@ -31,8 +39,8 @@ type Target struct {
 	Password string
 }
 
-// PromoteRequest is one promotion.
-type PromoteRequest struct {
+// Request is one promotion.
+type Request struct {
 	Target Target
 	// Projects to promote; with All, every project the appliance holds.
 	Projects []string
@@ -43,6 +51,9 @@ type PromoteRequest struct {
 	// By is who asked, for the record.
 	By string
 }
+
+// ErrInvalid is returned for a request that names something impossible.
+var ErrInvalid = errors.New("invalid request")
 
 // ErrBusy is returned while another promotion runs.
 var ErrBusy = errors.New("a promotion is already running")
@@ -105,7 +116,7 @@ func NewPromoter(content Content, blobs Blobs, visibility Visibility, dataDir st
 // run is one promotion in progress.
 type run struct {
 	p      *Promoter
-	req    PromoteRequest
+	req    Request
 	rec    *Promotion
 	client *regclient.Client
 	harbor *regclient.HarborInfo
@@ -132,7 +143,7 @@ type repoWork struct {
 // runs the promotion in the background. Problems found before the first
 // byte are all reported at once in a *RefusedError; the record is kept
 // either way. ctx bounds the checks and the plan, not the push.
-func (p *Promoter) Start(ctx context.Context, req PromoteRequest) (Promotion, error) {
+func (p *Promoter) Start(ctx context.Context, req Request) (Promotion, error) {
 	if req.Parallel <= 0 {
 		req.Parallel = 4
 	}
