@@ -157,11 +157,50 @@ func TestPromoteToHarbor(t *testing.T) {
 	if again.Plan.BlobsToPush != 0 || again.Plan.ManifestsToPush != 0 || again.Plan.TagsToSet != 0 || !again.Parity.OK {
 		t.Fatalf("second promotion pushed again: %+v", again.Plan)
 	}
+
+	// A robot account's credentials work as a user's: a new repository in
+	// an existing project, pushed with a project robot that may push there;
+	// a robot that may only pull is refused before anything moves.
+	robot := harborRobot(t, h, "hb-nvidia", "promoter", "pull", "push")
+	reader := harborRobot(t, h, "hb-nvidia", "reader", "pull")
+	fresh := v.write(t, "hb-nvidia/driver:550", randomImage(t, 16<<10, 2))
+	out, err = a.cliLong(a.password+"\n", promoteArgs(h.URL, h.CAFile, reader.name, writeSecret(t, reader.secret), "--projects", "hb-nvidia")...)
+	mustFail(t, "promote with a pull-only robot", out, err, "may not push", reader.name)
+	byRobot, out, err := promoteJSON(t, a, promoteArgs(h.URL, h.CAFile, robot.name, writeSecret(t, robot.secret), "--projects", "hb-nvidia")...)
+	mustOK(t, "promote as a robot account", out, err)
+	if !byRobot.Parity.OK || byRobot.Plan.TagsToSet != 1 {
+		t.Fatalf("robot promotion: parity %v, %d tags set (want 1)", byRobot.Parity.OK, byRobot.Plan.TagsToSet)
+	}
+	if got := admin.digest(t, "hb-nvidia/driver:550"); got != fresh {
+		t.Fatalf("hb-nvidia/driver:550 on Harbor = %s, want %s", got, fresh)
+	}
+
 	out, err = a.cli(a.password+"\n", "status", "--username", "admin", "--password-stdin")
 	mustOK(t, "status", out, err)
 	if !strings.Contains(out, "parity ok") || !strings.Contains(out, "mode: bootstrap") {
 		t.Errorf("status:\n%s", out)
 	}
+}
+
+type robotAccount struct{ name, secret string }
+
+// harborRobot creates a project robot account through Harbor's API.
+func harborRobot(t *testing.T, h *testkit.Harbor, project, name string, actions ...string) robotAccount {
+	t.Helper()
+	var access []string
+	for _, a := range actions {
+		access = append(access, `{"resource":"repository","action":"`+a+`"}`)
+	}
+	body := `{"name":"` + name + `","level":"project","duration":-1,"permissions":[{"kind":"project","namespace":"` + project + `","access":[` + strings.Join(access, ",") + `]}]}`
+	code, data := h.API(t, http.MethodPost, "/api/v2.0/robots", body)
+	var r struct {
+		Name   string `json:"name"`
+		Secret string `json:"secret"`
+	}
+	if code != http.StatusCreated || json.Unmarshal(data, &r) != nil || r.Secret == "" {
+		t.Fatalf("create robot %s: HTTP %d %s", name, code, data)
+	}
+	return robotAccount{name: r.Name, secret: r.Secret}
 }
 
 func firstTag(tags map[string]string) string {
