@@ -447,6 +447,13 @@ func (r *run) plan(ctx context.Context) error {
 		pl = &Plan{}
 		r.rec.Plan = pl
 	}
+	for _, rc := range r.repos {
+		for child, index := range rc.absent {
+			r.rec.Warnings = append(r.rec.Warnings, fmt.Sprintf("%s@%s lists %s, which the appliance does not hold (a platform the bundle did not carry); registries that check indexes, Harbor and distribution among them, refuse such an index",
+				rc.name, index, child))
+		}
+	}
+	slices.Sort(r.rec.Warnings)
 	for i, rp := range plans {
 		r.work[r.repos[i].name] = works[i]
 		pl.Repositories = append(pl.Repositories, rp)

@@ -234,3 +234,35 @@ func waitDone(t *testing.T, p *promote.Promoter, id string) promote.Promotion {
 	t.Fatalf("promotion %s still running after a minute", id)
 	return promote.Promotion{}
 }
+
+// TestPromoteWarnsOfPartialIndexes: an index whose platforms the
+// appliance holds only in part (as a bundle carrying some platforms leaves
+// it) is named in the plan's warnings before anything moves.
+func TestPromoteWarnsOfPartialIndexes(t *testing.T) {
+	t.Parallel()
+	src, dst := testkit.StartNode(t), testkit.StartNode(t)
+	idx, err := random.Index(8<<10, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.PushIndex(t, "vendor/multi:v1", idx)
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := im.Manifests[0].Digest
+	if err := remote.Delete(src.Ref(t, "vendor/multi@"+gone.String()), src.Opts...); err != nil {
+		t.Fatal(err)
+	}
+	p, err := promote.NewPromoter(src.Reg, src.Reg, public{}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := p.Start(context.Background(), promote.Request{Target: promote.Target{URL: dst.URL, CAPEM: dst.CAPEM}, All: true, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0], gone.String()) || !strings.Contains(plan.Warnings[0], "does not hold") {
+		t.Fatalf("warnings: %q", plan.Warnings)
+	}
+}
