@@ -589,6 +589,13 @@ func (r *run) snapshot() Promotion {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec := *r.rec
+	if rec.Plan != nil {
+		// The projects change while they are created; the rest of the plan
+		// is fixed once the push begins.
+		pl := *rec.Plan
+		pl.Projects = slices.Clone(pl.Projects)
+		rec.Plan = &pl
+	}
 	rec.Progress.Active = nil
 	for _, t := range r.active {
 		rec.Progress.Active = append(rec.Progress.Active, *t)
