@@ -23,7 +23,6 @@ import (
 	"github.com/appliance-dev/appliance/internal/fsutil"
 	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/regclient"
-	"github.com/appliance-dev/appliance/internal/registry"
 )
 
 // Importer is where the follower puts what it pulls: the appliance's
@@ -84,7 +83,10 @@ type Local interface {
 	Repositories(ctx context.Context) ([]string, error)
 	Tags(ctx context.Context, repo string) ([]string, error)
 	TagDigest(ctx context.Context, repo, tag string) (digest.Digest, bool, error)
-	StatBlob(ctx context.Context, d digest.Digest) (registry.Descriptor, bool, error)
+	// BlobVisible tells whether the standby holds a blob that a visible
+	// manifest references: only those may be left out of what a sync
+	// streams in (the importer refuses to count on any other).
+	BlobVisible(ctx context.Context, d digest.Digest) (bool, error)
 }
 
 // Follower keeps a standby in step with its primary: new and moved tags
@@ -571,10 +573,10 @@ func (f *Follower) copyBlob(ctx context.Context, c *regclient.Client, tw *tar.Wr
 	if b.Digest.Algorithm() != digest.SHA256 {
 		return fmt.Errorf("blob %s: only sha256 blobs can be followed", b.Digest)
 	}
-	if _, ok, err := f.local.StatBlob(ctx, b.Digest); err != nil {
+	if ok, err := f.local.BlobVisible(ctx, b.Digest); err != nil {
 		return err
 	} else if ok {
-		return nil
+		return nil // held: left out, as the importer allows
 	}
 	rc, size, err := c.OpenBlob(ctx, repo, b.Digest)
 	if errors.Is(err, regclient.ErrNotFound) && regclient.NonDistributable(b.MediaType) {

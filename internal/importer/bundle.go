@@ -195,9 +195,13 @@ func (s *session) bundlePresent(inv *bundle.Inventory) error {
 		if err != nil {
 			return s.fail("parse", bundle.EntryInventory, fmt.Errorf("%w: present digest %q", ErrInvalidJSON, bl.Digest))
 		}
+		visible, err := s.store.BlobVisible(s.ctx, d)
+		if err != nil {
+			return s.fail("verify", d.String(), err)
+		}
 		if desc, ok, err := s.store.StatBlob(s.ctx, d); err != nil {
 			return s.fail("verify", d.String(), err)
-		} else if ok && desc.Size == bl.Size {
+		} else if visible && ok && desc.Size == bl.Size {
 			if _, linked := s.have[d]; !linked {
 				if err := s.store.LinkBlob(s.ctx, s.staging, d); err != nil {
 					return s.fail("store", d.String(), err)

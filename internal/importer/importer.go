@@ -33,6 +33,10 @@ import (
 // Blobs is the blob side of the registry the importer writes to.
 type Blobs interface {
 	StatBlob(ctx context.Context, d digest.Digest) (registry.Descriptor, bool, error)
+	// BlobVisible tells whether the registry holds a blob that a visible
+	// manifest (one a tag reaches) references: the only blobs an archive
+	// may leave out. Blobs a refused import left behind are not.
+	BlobVisible(ctx context.Context, d digest.Digest) (bool, error)
 	WriteBlob(ctx context.Context, repo string, want registry.Descriptor, src io.Reader) (registry.Descriptor, error)
 	LinkBlob(ctx context.Context, repo string, d digest.Digest) error
 	ReadBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, error)
@@ -55,7 +59,7 @@ type Store interface {
 
 // StagingProject is the project of the per-import staging repositories.
 // They hold blob links only while an import runs.
-const StagingProject = "appliance-import-staging"
+const StagingProject = registry.StagingProject
 
 // DefaultMaxEntrySize bounds the size an archive entry may claim.
 const DefaultMaxEntrySize int64 = 1 << 40 // 1 TiB

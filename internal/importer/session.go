@@ -35,6 +35,7 @@ type session struct {
 	links map[string]string          // link entries: name -> target name
 	have  map[digest.Digest]int64    // blobs now linked into staging
 	fresh map[digest.Digest]struct{} // of those, the ones this import wrote
+	held  map[digest.Digest]bool     // blobs not carried: visible in the registry? (asked once)
 	meta  map[string][]byte          // metadata files by name
 	order []string                   // entry names as they came
 
@@ -61,7 +62,7 @@ func (imp *Importer) newSession(ctx context.Context, req Request, rec *Record) (
 		imp: imp, store: store, ctx: ctx, req: req, rec: rec,
 		staging: StagingProject + "/" + rec.ID,
 		files:   map[string]fileRef{}, links: map[string]string{},
-		have: map[digest.Digest]int64{}, fresh: map[digest.Digest]struct{}{},
+		have: map[digest.Digest]int64{}, fresh: map[digest.Digest]struct{}{}, held: map[digest.Digest]bool{},
 		meta: map[string][]byte{}, partial: map[digest.Digest]bool{},
 	}, nil
 }
@@ -299,13 +300,24 @@ func (s *session) resolve(name string) (fileRef, error) {
 	return fileRef{}, fmt.Errorf("%w: too many links from %s", ErrUnsafeLink, name)
 }
 
-// available tells whether a blob can be linked into a destination.
+// available tells whether a blob can be linked into a destination: it
+// is in the archive, or a visible manifest of the registry references
+// it. A blob merely lying in storage (left by a refused import, or by a
+// tag that moved) does not count: garbage collection may take it, and an
+// archive that lacks it is incomplete.
 func (s *session) available(d digest.Digest) (bool, error) {
 	if _, ok := s.have[d]; ok {
 		return true, nil
 	}
-	_, ok, err := s.store.StatBlob(s.ctx, d)
-	return ok, err
+	if ok, asked := s.held[d]; asked {
+		return ok, nil
+	}
+	ok, err := s.store.BlobVisible(s.ctx, d)
+	if err != nil {
+		return false, err
+	}
+	s.held[d] = ok
+	return ok, nil
 }
 
 func readAllExact(r io.Reader, size int64) ([]byte, error) {

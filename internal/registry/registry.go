@@ -85,6 +85,7 @@ type Registry struct {
 	readOnly   atomic.Pointer[Mode]
 	authorizer Authorizer
 	cache      *manifestCache
+	maint      *maintenance // the visibility index, gc's turns (maint.go)
 
 	usageMu   sync.Mutex
 	usage     int64
@@ -167,7 +168,7 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		_ = app.Shutdown()
 		return nil, fmt.Errorf("new registry: %w", err)
 	}
-	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), root: opts.RootDir, stateFile: opts.StateFile, log: opts.Logger}
+	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), maint: newMaintenance(), root: opts.RootDir, stateFile: opts.StateFile, log: opts.Logger}
 	r.readOnly.Store(st)
 	r.handler = http.HandlerFunc(r.serve)
 	return r, nil

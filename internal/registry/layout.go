@@ -1,0 +1,289 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// What fsck, gc and the visibility index read of distribution's
+// filesystem layout (registry/storage/paths.go in distribution), read
+// straight from disk: a walk through the storage driver costs a stat per
+// file, and the modification times of links are what gc's grace period
+// is measured on.
+//
+//	docker/registry/v2/blobs/<alg>/<2 hex>/<hex>/data
+//	docker/registry/v2/repositories/<name>/_manifests/revisions/<alg>/<hex>/link
+//	docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/current/link
+//	docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link
+//	docker/registry/v2/repositories/<name>/_layers/<alg>/<hex>/link
+//	docker/registry/v2/repositories/<name>/_uploads/<id>/…
+
+// StagingProject is the project of the importer's per-import staging
+// repositories: they hold blob links while an import streams, are never
+// visible, and what a refused or killed import left in them is garbage.
+const StagingProject = "appliance-import-staging"
+
+// IsStaging tells whether repo is a staging repository of the importer.
+func IsStaging(repo string) bool {
+	return repo == StagingProject || strings.HasPrefix(repo, StagingProject+"/")
+}
+
+func (r *Registry) v2Path(parts ...string) string {
+	return filepath.Join(append([]string{r.root, "docker", "registry", "v2"}, parts...)...)
+}
+
+func (r *Registry) repoPath(repo string, parts ...string) string {
+	return r.v2Path(append([]string{"repositories", filepath.FromSlash(repo)}, parts...)...)
+}
+
+// blobDir is the folder of one blob (its data file and nothing else).
+func (r *Registry) blobDir(d digest.Digest) string {
+	hex := d.Encoded()
+	return r.v2Path("blobs", d.Algorithm().String(), hex[:2], hex)
+}
+
+// link is one link file: a tag, a manifest revision or a layer of a
+// repository, naming a digest.
+type link struct {
+	target digest.Digest // what the file says; "" when unreadable
+	bad    error         // why the file cannot be read as a digest
+	dir    string        // the folder that holds the link file (removing it removes the link)
+	mtime  time.Time
+}
+
+// storedRepo is what one repository holds on disk.
+type storedRepo struct {
+	name      string
+	tags      map[string]link
+	revisions map[digest.Digest]link // keyed by the folder's name
+	layers    map[digest.Digest]link
+}
+
+// listRepos lists every repository in storage, sorted: every folder under
+// repositories/ that holds _manifests, _layers or _uploads, including
+// those the catalog leaves out (blob links only, staging).
+func (r *Registry) listRepos(ctx context.Context) ([]string, error) {
+	root := r.v2Path("repositories")
+	var out []string
+	var walk func(dir, name string, depth int) error
+	walk = func(dir, name string, depth int) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		ents, err := os.ReadDir(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		isRepo := false
+		for _, e := range ents {
+			if !e.IsDir() {
+				continue
+			}
+			switch n := e.Name(); {
+			case n == "_manifests" || n == "_layers" || n == "_uploads":
+				isRepo = true
+			case strings.HasPrefix(n, "_") || depth > 32:
+			default:
+				child := n
+				if name != "" {
+					child = name + "/" + n
+				}
+				if err := walk(filepath.Join(dir, n), child, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+		if isRepo && name != "" {
+			out = append(out, name)
+		}
+		return nil
+	}
+	if err := walk(root, "", 0); err != nil {
+		return nil, fmt.Errorf("list repositories: %w", err)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// readRepo reads a repository's tags, revisions and layer links.
+func (r *Registry) readRepo(ctx context.Context, repo string) (*storedRepo, error) {
+	sr := &storedRepo{name: repo, tags: map[string]link{}}
+	var err error
+	if sr.revisions, err = readLinkTree(ctx, r.repoPath(repo, "_manifests", "revisions")); err != nil {
+		return nil, fmt.Errorf("read repository %s: %w", repo, err)
+	}
+	if sr.layers, err = readLinkTree(ctx, r.repoPath(repo, "_layers")); err != nil {
+		return nil, fmt.Errorf("read repository %s: %w", repo, err)
+	}
+	tagsDir := r.repoPath(repo, "_manifests", "tags")
+	ents, err := os.ReadDir(tagsDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read tags of %s: %w", repo, err)
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(tagsDir, e.Name())
+		l := readLink(filepath.Join(dir, "current"))
+		if errors.Is(l.bad, fs.ErrNotExist) {
+			// A tag folder without a current link: distribution answers
+			// "unknown tag" and lists nothing; it is leftover, not a tag.
+			if _, serr := os.Stat(filepath.Join(dir, "current")); errors.Is(serr, fs.ErrNotExist) {
+				continue
+			}
+		}
+		l.dir = dir // removing a tag removes its whole folder, index included
+		sr.tags[e.Name()] = l
+	}
+	return sr, nil
+}
+
+// readLinkTree reads <dir>/<alg>/<hex>/link for every algorithm folder.
+func readLinkTree(ctx context.Context, dir string) (map[digest.Digest]link, error) {
+	out := map[digest.Digest]link{}
+	algs, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range algs {
+		if !a.IsDir() {
+			continue
+		}
+		ents, err := os.ReadDir(filepath.Join(dir, a.Name()))
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if !e.IsDir() {
+				continue
+			}
+			d := digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), e.Name())
+			l := readLink(filepath.Join(dir, a.Name(), e.Name()))
+			if l.bad == nil && l.target != d {
+				l.bad = fmt.Errorf("the link names %s", l.target)
+			}
+			out[d] = l
+		}
+	}
+	return out, nil
+}
+
+// readLink reads dir/link.
+func readLink(dir string) link {
+	l := link{dir: dir}
+	p := filepath.Join(dir, "link")
+	info, err := os.Stat(p)
+	if err != nil {
+		l.bad = err
+		return l
+	}
+	l.mtime = info.ModTime()
+	if info.Size() > 256 {
+		l.bad = fmt.Errorf("%s: %d bytes, not a digest", p, info.Size())
+		return l
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		l.bad = err
+		return l
+	}
+	d, err := digest.Parse(strings.TrimSpace(string(data)))
+	if err != nil {
+		l.bad = fmt.Errorf("%s: %w", p, err)
+		return l
+	}
+	l.target = d
+	return l
+}
+
+// storedBlob is one blob's data file.
+type storedBlob struct {
+	size  int64
+	mtime time.Time
+	path  string
+}
+
+// listBlobs lists every blob data file, under every algorithm folder.
+// Folders that do not name a valid digest are reported in odd.
+func (r *Registry) listBlobs(ctx context.Context) (blobs map[digest.Digest]storedBlob, odd []string, err error) {
+	blobs = map[digest.Digest]storedBlob{}
+	root := r.v2Path("blobs")
+	algs, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return blobs, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("list blobs: %w", err)
+	}
+	for _, a := range algs {
+		if !a.IsDir() {
+			continue
+		}
+		prefixes, err := os.ReadDir(filepath.Join(root, a.Name()))
+		if err != nil {
+			return nil, nil, fmt.Errorf("list blobs: %w", err)
+		}
+		for _, p := range prefixes {
+			if !p.IsDir() {
+				continue
+			}
+			ents, err := os.ReadDir(filepath.Join(root, a.Name(), p.Name()))
+			if err != nil {
+				return nil, nil, fmt.Errorf("list blobs: %w", err)
+			}
+			for _, e := range ents {
+				if err := ctx.Err(); err != nil {
+					return nil, nil, err
+				}
+				dir := filepath.Join(root, a.Name(), p.Name(), e.Name())
+				d := digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), e.Name())
+				if d.Validate() != nil || !strings.HasPrefix(e.Name(), p.Name()) {
+					odd = append(odd, dir)
+					continue
+				}
+				info, err := os.Stat(filepath.Join(dir, "data"))
+				if errors.Is(err, fs.ErrNotExist) {
+					continue // a folder without data is no blob: distribution says unknown
+				}
+				if err != nil {
+					return nil, nil, fmt.Errorf("list blobs: %w", err)
+				}
+				blobs[d] = storedBlob{size: info.Size(), mtime: info.ModTime(), path: filepath.Join(dir, "data")}
+			}
+		}
+	}
+	return blobs, odd, nil
+}
+
+// removeDir removes a folder of the layout and the parents it leaves
+// empty, up to (not including) stop.
+func removeDir(dir, stop string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	for p := filepath.Dir(dir); strings.HasPrefix(p, stop+string(filepath.Separator)); p = filepath.Dir(p) {
+		if err := os.Remove(p); err != nil {
+			break // not empty, or gone: either way, stop
+		}
+	}
+	return nil
+}
