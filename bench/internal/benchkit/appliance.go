@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -34,8 +35,11 @@ type Appliance struct {
 	HTTPSAddr, HTTPAddr string
 	// Password is the initial admin password.
 	Password string
-	// Roots trusts the appliance's CA (ca.crt in its data folder).
-	Roots *x509.CertPool
+	// Roots trusts the appliance's CA, CAFile (ca.crt in its data folder).
+	Roots  *x509.CertPool
+	CAFile string
+	// Bin is the appliance binary, which is also its command line.
+	Bin string
 }
 
 // StartAppliance runs bin serve on two free loopback ports, HTTPS and
@@ -56,7 +60,7 @@ func StartAppliance(ctx context.Context, bin string, o ApplianceOptions) (*Appli
 	if err != nil {
 		return nil, err
 	}
-	a := &Appliance{Proc: p, HTTPSAddr: httpsAddr, HTTPAddr: httpAddr}
+	a := &Appliance{Proc: p, HTTPSAddr: httpsAddr, HTTPAddr: httpAddr, Bin: bin, CAFile: filepath.Join(o.DataDir, "ca.crt")}
 	if err := a.ready(ctx, o); err != nil {
 		p.Stop()
 		return nil, err
@@ -74,7 +78,7 @@ func (a *Appliance) ready(ctx context.Context, o ApplianceOptions) error {
 		return fmt.Errorf("appliance admin password: %w", err)
 	}
 	a.Password = strings.TrimSpace(string(pw))
-	caPEM, err := os.ReadFile(filepath.Join(o.DataDir, "ca.crt"))
+	caPEM, err := os.ReadFile(a.CAFile)
 	if err != nil {
 		return fmt.Errorf("appliance CA: %w", err)
 	}
@@ -83,4 +87,15 @@ func (a *Appliance) ready(ctx context.Context, o ApplianceOptions) error {
 		return errors.New("appliance ca.crt holds no certificate")
 	}
 	return nil
+}
+
+// Command is the appliance's command line with args, run as admin against
+// this server: APPLIANCE_SERVER and APPLIANCE_CA in a clean environment,
+// --username admin --password-stdin and the password on its standard
+// input. The caller sets its output and runs it.
+func (a *Appliance) Command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, a.Bin, append(args, "--username", "admin", "--password-stdin")...)
+	cmd.Env = append(CleanEnv(), "APPLIANCE_SERVER=https://"+a.HTTPSAddr, "APPLIANCE_CA="+a.CAFile)
+	cmd.Stdin = strings.NewReader(a.Password + "\n")
+	return cmd
 }

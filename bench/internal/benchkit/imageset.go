@@ -105,38 +105,11 @@ func WriteImageSet(ctx context.Context, work string, o ImageSetOptions) (*ImageS
 	}
 	var index []map[string]any
 	for i, layers := range infos {
-		img := Image{Tag: fmt.Sprintf("img-%d", i+1), Layers: layers}
-		diffIDs := []string{}
-		history := []map[string]string{}
+		img := NewImage(fmt.Sprintf("img-%d", i+1), layers)
 		for _, l := range layers {
-			diffIDs = append(diffIDs, l.DiffID)
-			history = append(history, map[string]string{"created": "1970-01-01T00:00:00Z", "created_by": "bench/import"})
 			ds.LayerCount++
 			ds.LayerBytes += l.Size
 		}
-		img.Config, _ = json.Marshal(map[string]any{
-			"architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
-			"config":  map[string]any{"Labels": map[string]string{"org.example.bench": img.Tag}},
-			"rootfs":  map[string]any{"type": "layers", "diff_ids": diffIDs},
-			"history": history,
-		})
-		img.ConfigDigest = digest.FromBytes(img.Config).String()
-		type desc struct {
-			MediaType string `json:"mediaType"`
-			Digest    string `json:"digest"`
-			Size      int64  `json:"size"`
-		}
-		m := struct {
-			SchemaVersion int    `json:"schemaVersion"`
-			MediaType     string `json:"mediaType"`
-			Config        desc   `json:"config"`
-			Layers        []desc `json:"layers"`
-		}{SchemaVersion: 2, MediaType: MediaTypeManifest, Config: desc{MediaTypeConfig, img.ConfigDigest, int64(len(img.Config))}}
-		for _, l := range layers {
-			m.Layers = append(m.Layers, desc{MediaTypeLayer, l.Digest, l.Size})
-		}
-		img.Manifest, _ = json.Marshal(m)
-		img.ManifestDigest = digest.FromBytes(img.Manifest).String()
 		for _, b := range [][]byte{img.Config, img.Manifest} {
 			if err := os.WriteFile(ds.BlobPath(digest.FromBytes(b).String()), b, 0o644); err != nil { //nolint:gosec // test data
 				return nil, err
@@ -194,6 +167,43 @@ func (s *ImageSet) writeLayer(size int64, seed uint64, img, layer int) (Layer, e
 		return Layer{}, err
 	}
 	return l, os.Rename(f.Name(), s.BlobPath(l.Digest))
+}
+
+// NewImage is the image of layers, tagged tag: an OCI manifest and a
+// config naming each layer's diff ID, with fixed dates, so the same layers
+// always give the same digests.
+func NewImage(tag string, layers []Layer) Image {
+	img := Image{Tag: tag, Layers: layers}
+	diffIDs := []string{}
+	history := []map[string]string{}
+	for _, l := range layers {
+		diffIDs = append(diffIDs, l.DiffID)
+		history = append(history, map[string]string{"created": "1970-01-01T00:00:00Z", "created_by": "bench/import"})
+	}
+	img.Config, _ = json.Marshal(map[string]any{
+		"architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
+		"config":  map[string]any{"Labels": map[string]string{"org.example.bench": img.Tag}},
+		"rootfs":  map[string]any{"type": "layers", "diff_ids": diffIDs},
+		"history": history,
+	})
+	img.ConfigDigest = digest.FromBytes(img.Config).String()
+	type desc struct {
+		MediaType string `json:"mediaType"`
+		Digest    string `json:"digest"`
+		Size      int64  `json:"size"`
+	}
+	m := struct {
+		SchemaVersion int    `json:"schemaVersion"`
+		MediaType     string `json:"mediaType"`
+		Config        desc   `json:"config"`
+		Layers        []desc `json:"layers"`
+	}{SchemaVersion: 2, MediaType: MediaTypeManifest, Config: desc{MediaTypeConfig, img.ConfigDigest, int64(len(img.Config))}}
+	for _, l := range layers {
+		m.Layers = append(m.Layers, desc{MediaTypeLayer, l.Digest, l.Size})
+	}
+	img.Manifest, _ = json.Marshal(m)
+	img.ManifestDigest = digest.FromBytes(img.Manifest).String()
+	return img
 }
 
 // The imgpkg manifest.json: imgpkg's Go field names, nil pointers as null.
