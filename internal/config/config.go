@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"regexp"
 	"strings"
 	"time"
@@ -47,6 +48,21 @@ type Config struct {
 	Projects []Project `mapstructure:"projects"`
 	// Trust lists the public keys whose bundles the appliance imports.
 	Trust Trust `mapstructure:"trust"`
+	// Audit controls the audit trail (docs/audit.md).
+	Audit Audit `mapstructure:"audit"`
+}
+
+// Audit is the audit trail section.
+type Audit struct {
+	// MaxSegmentBytes is the size at which the current file is renamed to
+	// a numbered segment and a new one begins.
+	MaxSegmentBytes int64 `mapstructure:"max_segment_bytes"`
+	// KeepSegments is how many rotated segments are kept (0: all). The
+	// chain then starts at the first kept one.
+	KeepSegments int `mapstructure:"keep_segments"`
+	// TrustedProxies are the addresses or networks whose X-Forwarded-For
+	// header names the client; without them the header is ignored.
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
 }
 
 // Trust is the bundle trust section.
@@ -93,6 +109,7 @@ func Defaults() Config {
 		Log:             Log{Level: "info", Format: "text"},
 		Auth:            Auth{TokenTTL: 15 * time.Minute},
 		Apt:             Apt{KeepSnapshots: 10},
+		Audit:           Audit{MaxSegmentBytes: 64 << 20},
 	}
 }
 
@@ -143,6 +160,9 @@ func Load(fs *pflag.FlagSet, env []string) (Config, error) {
 	v.SetDefault("apt.keep_snapshots", d.Apt.KeepSnapshots)
 	v.SetDefault("projects", []any{})
 	v.SetDefault("trust.keys", []string{})
+	v.SetDefault("audit.max_segment_bytes", d.Audit.MaxSegmentBytes)
+	v.SetDefault("audit.keep_segments", d.Audit.KeepSegments)
+	v.SetDefault("audit.trusted_proxies", []string{})
 
 	envMap := map[string]string{}
 	for _, kv := range env {
@@ -169,7 +189,7 @@ func Load(fs *pflag.FlagSet, env []string) (Config, error) {
 	for _, key := range v.AllKeys() {
 		name := EnvPrefix + "_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))
 		if val, ok := envMap[name]; ok {
-			if key == "hostnames" || key == "trust.keys" {
+			if key == "hostnames" || key == "trust.keys" || key == "audit.trusted_proxies" {
 				v.Set(key, splitList(val))
 			} else {
 				v.Set(key, val)
@@ -265,6 +285,17 @@ func (c Config) Validate() error {
 	for i, k := range c.Trust.Keys {
 		if strings.TrimSpace(k) == "" {
 			bad("trust.keys[%d]: empty file name", i)
+		}
+	}
+	if c.Audit.MaxSegmentBytes < 1<<20 || c.Audit.MaxSegmentBytes > 4<<30 {
+		bad("audit.max_segment_bytes: must be between 1 MiB (1048576) and 4 GiB, got %d", c.Audit.MaxSegmentBytes)
+	}
+	if c.Audit.KeepSegments < 0 || c.Audit.KeepSegments > 1_000_000 {
+		bad("audit.keep_segments: must be 0 (keep all) or a count up to 1000000, got %d", c.Audit.KeepSegments)
+	}
+	for i, p := range c.Audit.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil && net.ParseIP(p) == nil {
+			bad("audit.trusted_proxies[%d] %q: want an IP address or a network such as 10.0.0.0/24", i, p)
 		}
 	}
 	seen := map[string]bool{}

@@ -366,6 +366,14 @@ func TestValidate(t *testing.T) {
 		{"empty project", func(c *config.Config) { c.Projects = []config.Project{{Name: ""}} }, "projects[0].name"},
 		{"project name over 128 characters", func(c *config.Config) { c.Projects = []config.Project{{Name: strings.Repeat("a", 129)}} }, "projects[0].name"},
 		{"duplicate project", func(c *config.Config) { c.Projects = []config.Project{{Name: "x"}, {Name: "x"}} }, "projects[1].name"},
+		{"audit segments too small", func(c *config.Config) { c.Audit.MaxSegmentBytes = 4096 }, "audit.max_segment_bytes"},
+		{"audit segments too large", func(c *config.Config) { c.Audit.MaxSegmentBytes = 5 << 30 }, "audit.max_segment_bytes"},
+		{"negative keep_segments", func(c *config.Config) { c.Audit.KeepSegments = -1 }, "audit.keep_segments"},
+		{"bad trusted proxy", func(c *config.Config) { c.Audit.TrustedProxies = []string{"10.0.0.0/8", "proxy.local"} }, "audit.trusted_proxies[1]"},
+		{"trusted proxies", func(c *config.Config) {
+			c.Audit.TrustedProxies = []string{"10.0.0.5", "fd00::/8"}
+			c.Audit.KeepSegments = 10
+		}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -405,6 +413,8 @@ func TestLoadInvalidEnvAndFlags(t *testing.T) {
 		{"env hostname", "bad_host", nil, []string{"APPLIANCE_HOSTNAMES=ok.test,bad_host"}},
 		{"flag addr", "https_addr", []string{"--https-addr", ":70000"}, nil},
 		{"flag hostname", "bad..name", []string{"--hostname", "bad..name"}, nil},
+		{"env trusted proxies", "audit.trusted_proxies[1]", nil, []string{"APPLIANCE_AUDIT_TRUSTED_PROXIES=10.0.0.5,nowhere"}},
+		{"env audit segment size", "audit.max_segment_bytes", nil, []string{"APPLIANCE_AUDIT_MAX_SEGMENT_BYTES=10"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
