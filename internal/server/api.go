@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -91,7 +92,7 @@ func (s *Server) routes(e *echo.Echo) {
 	e.GET(tokenPath, s.handleToken)
 	e.POST(tokenPath, s.handleToken)
 
-	api := e.Group("/api/v1", s.authenticate)
+	api := e.Group("/api/v1", s.auditAPI, s.authenticate)
 	api.GET("/system", s.getSystem)
 	api.GET("/whoami", s.whoami)
 	api.GET("/system/read-only", s.getReadOnly)
@@ -111,6 +112,7 @@ func (s *Server) routes(e *echo.Echo) {
 
 	s.aptAPI(api)
 	s.lifecycleRoutes(api)
+	s.auditRoutes(api)
 
 	api.GET("/projects", s.listProjects)
 	api.GET("/projects/:name", s.getProject)
@@ -170,6 +172,7 @@ func (s *Server) putReadOnly(c echo.Context) error {
 	if req.ReadOnly == nil {
 		return fmt.Errorf("%w: read_only (true or false) is required", errBadRequest)
 	}
+	auditNote(c, "registry", "read_only", strconv.FormatBool(*req.ReadOnly), "reason", req.Reason)
 	if err := s.life.CheckReadOnlySwitch(); err != nil {
 		return err
 	}
@@ -200,6 +203,7 @@ func (s *Server) addUser(c echo.Context) error {
 	if req.Role == "" {
 		req.Role = string(auth.RoleDeveloper)
 	}
+	auditNote(c, req.Name, "role", req.Role)
 	role, err := auth.ParseRole(req.Role)
 	if err != nil {
 		return err
@@ -248,6 +252,7 @@ func (s *Server) patchUser(c echo.Context) error {
 	if req.Password == "" && req.Role == "" {
 		return fmt.Errorf("%w: nothing to change: give password and/or role", errBadRequest)
 	}
+	auditNote(c, "", "role", req.Role, "password_changed", strconv.FormatBool(req.Password != ""))
 	if req.Role != "" {
 		if !s.authz.IsAdmin(principal(c)) {
 			return fmt.Errorf("%w: only an admin may change roles", errForbidden)
@@ -316,6 +321,7 @@ func (s *Server) putProject(c echo.Context) error {
 	if req.Public == nil {
 		return fmt.Errorf("%w: public (true or false) is required", errBadRequest)
 	}
+	auditNote(c, "", "public", strconv.FormatBool(*req.Public))
 	pr, err := s.projects.Set(c.Param("name"), *req.Public)
 	if err != nil {
 		return err

@@ -284,6 +284,11 @@ func (s *Server) aptAdd(c echo.Context) error {
 	if component == "" {
 		component = "main"
 	}
+	names := make([]string, len(debs))
+	for i, d := range debs {
+		names[i] = d.Name
+	}
+	auditNote(c, "", "packages", strings.Join(names, " "))
 	pub, err := s.apt.Add(c.Request().Context(), c.Param("repo"), c.Param("dist"), component, debs, principal(c).Name)
 	if err != nil {
 		return err
@@ -318,6 +323,7 @@ func (s *Server) aptRollback(c echo.Context) error {
 	if req.PublishID == "" {
 		return fmt.Errorf("%w: publish_id is required (see the history)", errBadRequest)
 	}
+	auditNote(c, "", "publish_id", req.PublishID)
 	pub, err := s.apt.Rollback(c.Request().Context(), c.Param("repo"), c.Param("dist"), req.PublishID, principal(c).Name)
 	if err != nil {
 		return err

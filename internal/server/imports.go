@@ -104,6 +104,7 @@ func (s *Server) postImport(c echo.Context) error {
 			Trust: bundle.Trust{Keys: s.trust, AllowUnsigned: unsigned},
 		})
 	}
+	auditImport(c, rec, err)
 	if err != nil {
 		status, code := statusOf(err)
 		var f ImportFailure

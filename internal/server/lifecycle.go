@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -131,6 +132,9 @@ func (s *Server) postPromotion(c echo.Context) error {
 	if strings.TrimSpace(req.Target) == "" {
 		return fmt.Errorf("%w: target (https://HOST of the registry to promote into) is required", errBadRequest)
 	}
+	if n := auditNote(c, redactURL(req.Target), "projects", strings.Join(req.Projects, " "), "all", strconv.FormatBool(req.All)); req.DryRun {
+		n.action = "promotion.plan"
+	}
 	rec, err := s.promoter.Start(c.Request().Context(), promote.Request{
 		Target:   promote.Target{URL: req.Target, CAPEM: []byte(req.TargetCA), Username: req.TargetUsername, Password: req.TargetPassword},
 		Projects: req.Projects, All: req.All, DryRun: req.DryRun, Parallel: req.Parallel, By: principal(c).Name,
@@ -142,14 +146,17 @@ func (s *Server) postPromotion(c echo.Context) error {
 		}
 		var f PromotionFailure
 		f.Error.Code, f.Error.Message = code, err.Error()
+		auditNote(c, "").reason = err.Error()
 		if rec.ID != "" {
 			f.Promotion = &rec
 		}
 		return c.JSON(status, f)
 	}
+	auditNote(c, "", "id", rec.ID)
 	if req.DryRun {
 		return c.JSON(http.StatusOK, rec)
 	}
+	s.watchPromotion(c, rec.ID)
 	return c.JSON(http.StatusAccepted, rec)
 }
 
@@ -252,6 +259,9 @@ func (s *Server) postStandby(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if st.Primary != nil {
+		auditNote(c, redactURL(st.Primary.URL), "mode", string(st.Mode))
+	}
 	ans := StandbyAnswer{Lifecycle: st}
 	sync, err := s.follower.SyncNow(ctx)
 	ans.Sync = &sync
@@ -294,6 +304,7 @@ func (s *Server) postActivate(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
+	auditNote(c, "", "mode", string(bootstrap.ModeActive), "reason", req.Reason)
 	st, err := s.life.Activate(principal(c).Name, strings.TrimSpace(req.Reason))
 	if err != nil {
 		return err

@@ -70,6 +70,7 @@ type Server struct {
 	follower      *bootstrap.Follower
 	handover      *bootstrap.Handover
 	metrics       *metrics
+	audit         *auditor
 	started       time.Time
 
 	httpsLn, httpLn net.Listener
@@ -174,6 +175,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		closeStores()
 		return nil, err
 	}
+	if err := s.openAudit(); err != nil {
+		closeStores()
+		return nil, err
+	}
 	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly }, lifecycleMetrics(s.life, s.follower)...)
 	s.httpsSrv = &http.Server{
 		Handler:   s.httpsHandler(),
@@ -207,7 +212,7 @@ func (s *Server) openLifecycle() error {
 		promote.WithPromoterLogger(s.log), promote.WithSkip(isStaging)); err != nil {
 		return err
 	}
-	if s.follower, err = bootstrap.NewFollower(s.life, s.reg, s.importer, dir,
+	if s.follower, err = bootstrap.NewFollower(s.life, s.reg, followImporter{s}, dir,
 		bootstrap.WithFollowerLogger(s.log), bootstrap.WithFollowerSkip(isStaging)); err != nil {
 		return err
 	}
@@ -318,7 +323,7 @@ func (s *Server) httpsHandler() http.Handler {
 	e := s.newEcho()
 	s.routes(e)
 	api := s.metrics.instrument(s.log, func(r *http.Request) string { return apiRoute(e, r) }, e)
-	v2 := s.metrics.instrument(s.log, registryRoute, s.reg.Handler())
+	v2 := s.metrics.instrument(s.log, registryRoute, s.auditRegistry(s.reg.Handler()))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
 			v2.ServeHTTP(w, r)
@@ -415,7 +420,7 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = s.httpSrv.Close()
 		shutdownErr = fmt.Errorf("graceful shutdown did not finish within %s: %w", s.cfg.ShutdownTimeout, shutdownErr)
 	}
-	closeErr := errors.Join(s.reg.Close(), s.apt.Close())
+	closeErr := errors.Join(s.closeAudit(), s.reg.Close(), s.apt.Close())
 	s.log.Info("stopped")
 	return errors.Join(runErr, shutdownErr, closeErr)
 }

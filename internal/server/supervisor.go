@@ -127,6 +127,7 @@ func (s *Server) postSupervisorRegistry(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
+	auditNote(c, redactURL(req.VCenter.URL), "supervisor", req.VCenter.Supervisor, "hostname", req.Hostname)
 	vc, err := req.VCenter.config()
 	if err != nil {
 		return err
@@ -149,6 +150,7 @@ func (s *Server) postSupervisorServices(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
+	auditNote(c, redactURL(req.VCenter.URL), "supervisor", req.VCenter.Supervisor, "bundle", req.Bundle)
 	vc, err := req.VCenter.config()
 	if err != nil {
 		return err
@@ -170,6 +172,7 @@ func (s *Server) postSupervisorRepoint(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
+	auditNote(c, redactURL(req.VCenter.URL), "supervisor", req.VCenter.Supervisor, "bundle", req.Bundle, "harbor", redactURL(req.Harbor))
 	vc, err := req.VCenter.config()
 	if err != nil {
 		return err

@@ -54,6 +54,7 @@ func (s *Server) handleToken(c echo.Context) error {
 	if err != nil {
 		c.Response().Header().Set("WWW-Authenticate", `Basic realm="appliance"`)
 		s.log.Info("token refused", "remote", c.RealIP(), "error", err)
+		s.auditToken(c, scopes, err)
 		return tokenError(c, http.StatusUnauthorized, "UNAUTHORIZED", "authentication failed: invalid username or password")
 	}
 	if svc := c.QueryParam("service"); svc != "" && svc != auth.Service {
