@@ -60,6 +60,7 @@ commands act on a running appliance through its API.`,
 		c.standbyCmd(),
 		c.activateCmd(),
 		c.supervisorCmd(),
+		c.auditCmd(),
 	)
 	return root
 }
