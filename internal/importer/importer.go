@@ -61,6 +61,14 @@ type Store interface {
 // They hold blob links only while an import runs.
 const StagingProject = registry.StagingProject
 
+// GCTurns is how an import takes turns with garbage collection: the
+// import holds a turn from its first byte until its staging repository
+// is gone, and gc sweeps only when no import holds one. A Store that
+// implements it (the registry does) is used for it.
+type GCTurns interface {
+	HoldGC(ctx context.Context, who string) (release func(), err error)
+}
+
 // DefaultMaxEntrySize bounds the size an archive entry may claim.
 const DefaultMaxEntrySize int64 = 1 << 40 // 1 TiB
 
@@ -68,6 +76,7 @@ const DefaultMaxEntrySize int64 = 1 << 40 // 1 TiB
 type Importer struct {
 	store     Store
 	syncStore Store // writes while read-only, for a standby's follow
+	turns     GCTurns
 	files     Files
 	apt       Apt
 	history   *History
@@ -104,6 +113,9 @@ func New(store Store, history *History, opts ...Option) (*Importer, error) {
 		return nil, errors.New("new importer: store and history are required")
 	}
 	i := &Importer{store: store, history: history, log: slog.New(slog.DiscardHandler), maxSize: DefaultMaxEntrySize, locks: map[string]*sync.Mutex{}}
+	if t, ok := store.(GCTurns); ok {
+		i.turns = t
+	}
 	for _, o := range opts {
 		o(i)
 	}
@@ -157,6 +169,13 @@ func (imp *Importer) Import(ctx context.Context, req Request) (*Record, error) {
 	rec := imp.history.begin(req)
 	if err := req.validate(); err != nil {
 		return imp.finish(rec, &Error{Op: "request", Source: req.Source, Err: err})
+	}
+	if imp.turns != nil {
+		release, err := imp.turns.HoldGC(ctx, "import "+rec.ID+" of "+req.Source)
+		if err != nil {
+			return imp.finish(rec, &Error{Op: "store", Source: req.Source, Err: err})
+		}
+		defer release() // after cleanup: the staging repository is gone by then
 	}
 	s, err := imp.newSession(ctx, req, rec)
 	if err != nil {

@@ -140,7 +140,11 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		"filesystem": configuration.Parameters{"rootdirectory": opts.RootDir},
 		"delete":     configuration.Parameters{"enabled": true},
 		"redirect":   configuration.Parameters{"disable": true},
-		"cache":      configuration.Parameters{"blobdescriptor": "inmemory"},
+		// No blob descriptor cache: it answers "present" for a blob that
+		// gc or fsck --repair removed, without reading the link, so a
+		// HEAD would say 200 and a manifest naming the blob would be
+		// accepted. Blob and manifest reads have faster paths of their
+		// own (blobs.go, cache.go).
 		"maintenance": configuration.Parameters{
 			"uploadpurging": map[any]any{"enabled": true, "age": "168h", "interval": "24h", "dryrun": false},
 		},
@@ -281,6 +285,7 @@ func ReadOnlyError(reason string) string {
 func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	switch req.Method {
 	case http.MethodGet, http.MethodHead:
+		r.noteHead(req)
 		if r.serveCachedManifest(w, req) || r.serveBlob(w, req) {
 			return
 		}
@@ -291,6 +296,11 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 			_ = errcode.ServeJSON(w, errcode.ErrorCodeDenied.WithMessage(ReadOnlyError(st.Reason)))
 			return
 		}
+		release, ok := r.holdForWrite(w, req) // gc sweeps between writes, never during one
+		if !ok {
+			return
+		}
+		defer release()
 		// A manifest or tag write: nothing cached for the repository may
 		// outlive it. (Blob writes do not change what a manifest says.)
 		if repo, _, ok := manifestPath(req.URL.Path); ok {

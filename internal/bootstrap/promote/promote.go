@@ -26,6 +26,14 @@ import (
 	"github.com/appliance-dev/appliance/internal/regclient"
 )
 
+// GCTurns is how a promotion takes turns with the appliance's garbage
+// collection: a promotion holds a turn from its checks to its last byte,
+// so nothing it planned to push is collected under it. Blobs that
+// implement it (the registry does) are used for it.
+type GCTurns interface {
+	HoldGC(ctx context.Context, who string) (release func(), err error)
+}
+
 // Visibility is the appliance's project policy.
 type Visibility interface {
 	Public(project string) bool
@@ -78,6 +86,7 @@ type Promoter struct {
 	content    Content
 	blobs      Blobs
 	visibility Visibility
+	turns      GCTurns // nil: no garbage collection to take turns with
 	store      *promotionStore
 	log        *slog.Logger
 	skip       func(repo string) bool
@@ -107,6 +116,9 @@ func NewPromoter(content Content, blobs Blobs, visibility Visibility, dataDir st
 		return nil, err
 	}
 	p := &Promoter{content: content, blobs: blobs, visibility: visibility, store: st, log: slog.New(slog.DiscardHandler), skip: func(string) bool { return false }}
+	if t, ok := blobs.(GCTurns); ok {
+		p.turns = t
+	}
 	for _, o := range opts {
 		o(p)
 	}
@@ -163,6 +175,19 @@ func (p *Promoter) Start(ctx context.Context, req Request) (Promotion, error) {
 		return Promotion{}, fmt.Errorf("%w (%s)", ErrBusy, id)
 	}
 	p.mu.Unlock()
+	release := func() {}
+	if p.turns != nil {
+		var err error
+		if release, err = p.turns.HoldGC(ctx, "promotion to "+req.Target.URL); err != nil {
+			return Promotion{}, err
+		}
+	}
+	handedOver := false // to the goroutine that pushes, which releases it
+	defer func() {
+		if !handedOver {
+			release()
+		}
+	}()
 
 	r := &run{p: p, req: req, work: map[string]*repoWork{}, active: map[string]*Transfer{},
 		pushed: map[digest.Digest]string{}, inflight: map[digest.Digest]chan struct{}{}}
@@ -204,10 +229,12 @@ func (p *Promoter) Start(ctx context.Context, req Request) (Promotion, error) {
 	}
 	p.log.Info("promotion started", "id", r.rec.ID, "target", r.rec.Target, "by", req.By,
 		"blobs", r.rec.Plan.BlobsToPush, "bytes", r.rec.Plan.BytesToPush, "manifests", r.rec.Plan.ManifestsToPush, "tags", r.rec.Plan.TagsToSet)
+	handedOver = true
 	go func() {
 		defer p.wg.Done()
 		defer cancel()
 		defer close(r.done)
+		defer release()
 		err := r.execute(bg)
 		r.client.Close()
 		r.finish(err)
