@@ -107,7 +107,9 @@ func Registry(l *Log, next http.Handler, o RegistryOptions) http.Handler {
 		req := parseV2(r)
 		previous := ""
 		if req.kind == "manifest" && r.Method == http.MethodPut && !req.byDigest && o.TagDigest != nil {
-			previous, _ = o.TagDigest(r.Context(), req.repo, req.ref)
+			if d, ok := o.TagDigest(r.Context(), req.repo, req.ref); ok {
+				previous = d
+			}
 		}
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rw, r)
