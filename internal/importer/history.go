@@ -72,8 +72,9 @@ type TagRecord struct {
 
 // History keeps import records, one JSON file each, in a folder.
 type History struct {
-	dir string
-	mu  sync.Mutex
+	dir     string
+	mu      sync.Mutex
+	running map[string]bool // ids of the imports this process is running
 }
 
 // OpenHistory opens (creating) the history folder. Records left "running"
@@ -82,7 +83,7 @@ func OpenHistory(dir string) (*History, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open import history: %w", err)
 	}
-	h := &History{dir: dir}
+	h := &History{dir: dir, running: map[string]bool{}}
 	recs, err := h.List()
 	if err != nil {
 		return nil, err
@@ -117,6 +118,11 @@ func (h *History) save(rec *Record) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if rec.Outcome == OutcomeRunning {
+		h.running[rec.ID] = true
+	} else {
+		delete(h.running, rec.ID)
+	}
 	if err := fsutil.WriteFileAtomic(h.path(rec), data, 0o640); err != nil {
 		return fmt.Errorf("save import record: %w", err)
 	}

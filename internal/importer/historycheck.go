@@ -1,0 +1,74 @@
+package importer
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// HistoryProblem is one record of the import history that is not sound.
+type HistoryProblem struct {
+	// Kind: "unreadable-record", "invalid-record" or "left-running".
+	Kind   string `json:"kind"`
+	File   string `json:"file"`
+	ID     string `json:"id,omitempty"`
+	Detail string `json:"detail"`
+}
+
+// HistoryReport is what Check read and found.
+type HistoryReport struct {
+	Records  int              `json:"records"`
+	Problems []HistoryProblem `json:"problems"`
+}
+
+// Check reads every record of the history: each must parse, carry an id
+// and a known outcome, and none may be left "running" unless this
+// process is running that import (OpenHistory marks those of a process
+// that died "interrupted"). It changes nothing.
+func (h *History) Check() (HistoryReport, error) {
+	rep := HistoryReport{Problems: []HistoryProblem{}}
+	ents, err := os.ReadDir(h.dir)
+	if err != nil {
+		return rep, fmt.Errorf("check import history: %w", err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		rep.Records++
+		fail := func(kind, id, format string, args ...any) {
+			rep.Problems = append(rep.Problems, HistoryProblem{Kind: kind, File: e.Name(), ID: id, Detail: fmt.Sprintf(format, args...)})
+		}
+		data, err := os.ReadFile(filepath.Join(h.dir, e.Name()))
+		if err != nil {
+			fail("unreadable-record", "", "cannot be read: %v", err)
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(data, &r); err != nil {
+			fail("invalid-record", "", "does not parse: %v", err)
+			continue
+		}
+		switch {
+		case r.ID == "":
+			fail("invalid-record", "", "the record has no id")
+		case !strings.HasSuffix(e.Name(), "-"+r.ID+".json"):
+			fail("invalid-record", r.ID, "the file's name does not end in the record's id")
+		}
+		switch r.Outcome {
+		case OutcomeSucceeded, OutcomeFailed, OutcomeInterrupted:
+		case OutcomeRunning:
+			h.mu.Lock()
+			live := h.running[r.ID]
+			h.mu.Unlock()
+			if !live {
+				fail("left-running", r.ID, "left %q, but no such import is running (started %s)", r.Outcome, r.Started.Format("2006-01-02 15:04:05Z07:00"))
+			}
+		default:
+			fail("invalid-record", r.ID, "unknown outcome %q", r.Outcome)
+		}
+	}
+	return rep, nil
+}
