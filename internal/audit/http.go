@@ -2,12 +2,14 @@ package audit
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 )
 
@@ -69,6 +71,28 @@ func ParseTrusted(list []string) ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}
 	return out, nil
+}
+
+// Claimed is the details of credentials that did not verify: the user
+// name a Basic header claims, never the password.
+func Claimed(header string) map[string]string {
+	d := map[string]string{"credentials": "invalid"}
+	if scheme, v, _ := strings.Cut(header, " "); strings.EqualFold(scheme, "basic") {
+		if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v)); err == nil {
+			if u, _, _ := strings.Cut(string(raw), ":"); u != "" {
+				d["user"] = u
+			}
+		}
+	}
+	return d
+}
+
+// RedactURL hides the password a URL may carry, for a target or a detail.
+func RedactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return s
 }
 
 // RegistryOptions say how Registry learns what it cannot read from the

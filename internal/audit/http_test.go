@@ -2,9 +2,15 @@ package audit_test
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/appliance-dev/appliance/internal/audit"
 )
@@ -133,5 +139,25 @@ func TestRemoteAddr(t *testing.T) {
 		if got := audit.RemoteAddr(r, tr); got != tc.want {
 			t.Errorf("peer %s, X-Forwarded-For %q, trusted %v: %q, want %q", tc.peer, tc.xff, tc.trusted, got, tc.want)
 		}
+	}
+}
+
+func TestParseFilterAndClaimed(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 2, 12, 0, 0, 0, time.UTC)
+	f, err := audit.ParseFilter(url.Values{"since": {"24h"}, "until": {"2026-11-02T11:00:00Z"}, "action": {"registry."}, "outcome": {"refused"}}, now)
+	if err != nil || !f.Since.Equal(now.Add(-24*time.Hour)) || f.Until.Hour() != 11 || f.Action != "registry." || f.Limit != audit.DefaultLimit {
+		t.Fatalf("ParseFilter = %+v, %v", f, err)
+	}
+	for _, q := range []url.Values{{"since": {"yesterday"}}, {"limit": {"0"}}, {"limit": {"10001"}}, {"outcome": {"maybe"}}} {
+		if _, err := audit.ParseFilter(q, now); !errors.Is(err, audit.ErrInvalid) {
+			t.Errorf("ParseFilter(%v) = %v, want ErrInvalid", q, err)
+		}
+	}
+	if d := audit.Claimed("Basic " + base64.StdEncoding.EncodeToString([]byte("admin:secret"))); d["user"] != "admin" || strings.Contains(fmt.Sprint(d), "secret") {
+		t.Fatalf("Claimed = %v", d)
+	}
+	if got := audit.RedactURL("https://u:pw@harbor.example"); strings.Contains(got, "pw") {
+		t.Fatalf("RedactURL = %q", got)
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -118,6 +120,53 @@ func (f Filter) match(e Entry) bool {
 		strings.HasPrefix(e.Action, f.Action) &&
 		strings.Contains(e.Target, f.Target) &&
 		(f.Outcome == "" || e.Outcome == f.Outcome)
+}
+
+// Bounds of ParseFilter's limit.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 10000
+)
+
+// ParseFilter reads a filter from query parameters: since and until (RFC
+// 3339 times, or durations back from now such as 24h), actor, action (a
+// prefix), target (a substring), outcome and limit (1 to MaxLimit,
+// DefaultLimit when absent). Errors wrap ErrInvalid.
+func ParseFilter(q url.Values, now time.Time) (Filter, error) {
+	f := Filter{Actor: q.Get("actor"), Action: q.Get("action"), Target: q.Get("target"), Outcome: Outcome(q.Get("outcome")), Limit: DefaultLimit}
+	var err error
+	if f.Since, err = parseWhen(q.Get("since"), now); err != nil {
+		return f, fmt.Errorf("%w: since %w", ErrInvalid, err)
+	}
+	if f.Until, err = parseWhen(q.Get("until"), now); err != nil {
+		return f, fmt.Errorf("%w: until %w", ErrInvalid, err)
+	}
+	switch f.Outcome {
+	case "", OK, Refused, Failed:
+	default:
+		return f, fmt.Errorf("%w: outcome %q: want ok, refused or failed", ErrInvalid, f.Outcome)
+	}
+	if l := q.Get("limit"); l != "" {
+		if f.Limit, err = strconv.Atoi(l); err != nil || f.Limit < 1 || f.Limit > MaxLimit {
+			return f, fmt.Errorf("%w: limit %q: want 1 to %d", ErrInvalid, l, MaxLimit)
+		}
+	}
+	return f, nil
+}
+
+// parseWhen reads a time (RFC 3339) or a duration back from now ("24h").
+func parseWhen(v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q: want a time (2026-11-01T12:00:00Z) or a duration (24h)", v)
+	}
+	return t, nil
 }
 
 // Query returns the entries f selects, newest first, and whether more

@@ -2,11 +2,9 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -76,7 +74,7 @@ func (s *Server) who(r *http.Request) (string, map[string]string) {
 	if p, err := s.authz.Authenticate(h); err == nil {
 		return actorOf(p.Name, p.Anonymous), nil
 	}
-	return audit.Anonymous, claimed(h)
+	return audit.Anonymous, audit.Claimed(h)
 }
 
 func actorOf(name string, anonymous bool) string {
@@ -84,20 +82,6 @@ func actorOf(name string, anonymous bool) string {
 		return audit.Anonymous
 	}
 	return name
-}
-
-// claimed is the details of credentials that did not verify: the user
-// name they claim (never the password).
-func claimed(header string) map[string]string {
-	d := map[string]string{"credentials": "invalid"}
-	if scheme, v, _ := strings.Cut(header, " "); strings.EqualFold(scheme, "basic") {
-		if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v)); err == nil {
-			if u, _, _ := strings.Cut(string(raw), ":"); u != "" {
-				d["user"] = u
-			}
-		}
-	}
-	return d
 }
 
 // auditRegistry records the writes on /v2/.
@@ -187,7 +171,7 @@ func (s *Server) auditAPI(next echo.HandlerFunc) echo.HandlerFunc {
 		if p, ok := c.Get(principalKey).(auth.Principal); ok {
 			actor = actorOf(p.Name, p.Anonymous)
 		} else if r.Header.Get("Authorization") != "" {
-			for k, v := range claimed(r.Header.Get("Authorization")) {
+			for k, v := range audit.Claimed(r.Header.Get("Authorization")) {
 				n.details[k] = v
 			}
 		}
@@ -197,18 +181,12 @@ func (s *Server) auditAPI(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// redactURL hides a password a URL may carry.
-func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	return s
-}
+func redactURL(s string) string { return audit.RedactURL(s) }
 
 // auditToken records a token request refused for its credentials.
 func (s *Server) auditToken(c echo.Context, scopes []string, err error) {
 	r := c.Request()
-	d := claimed(r.Header.Get("Authorization"))
+	d := audit.Claimed(r.Header.Get("Authorization"))
 	if u := r.PostForm.Get("username"); u != "" {
 		d["user"] = u
 	}
@@ -312,46 +290,16 @@ type AuditAnswer struct {
 	More    bool          `json:"more"`
 }
 
-const (
-	defaultAuditLimit = 100
-	maxAuditLimit     = 10000
-)
-
 func (s *Server) getAudit(c echo.Context) error {
-	f := audit.Filter{Actor: c.QueryParam("actor"), Action: c.QueryParam("action"), Target: c.QueryParam("target"),
-		Outcome: audit.Outcome(c.QueryParam("outcome")), Limit: defaultAuditLimit}
-	var err error
-	if f.Since, err = parseWhen(c.QueryParam("since")); err != nil {
-		return fmt.Errorf("%w: since: %w", errBadRequest, err)
-	}
-	if f.Until, err = parseWhen(c.QueryParam("until")); err != nil {
-		return fmt.Errorf("%w: until: %w", errBadRequest, err)
-	}
-	if l := c.QueryParam("limit"); l != "" {
-		if f.Limit, err = strconv.Atoi(l); err != nil || f.Limit < 1 || f.Limit > maxAuditLimit {
-			return fmt.Errorf("%w: limit %q: want 1 to %d", errBadRequest, l, maxAuditLimit)
-		}
+	f, err := audit.ParseFilter(c.QueryParams(), time.Now())
+	if err != nil {
+		return fmt.Errorf("%w: %w", errBadRequest, err)
 	}
 	entries, more, err := s.audit.log.Query(c.Request().Context(), f)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, AuditAnswer{Entries: entries, More: more})
-}
-
-// parseWhen reads a time (RFC 3339) or a duration back from now ("24h").
-func parseWhen(v string) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.ParseDuration(v); err == nil && d > 0 {
-		return time.Now().Add(-d), nil
-	}
-	t, err := time.Parse(time.RFC3339, v)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%q: want a time (2026-11-01T12:00:00Z) or a duration (24h)", v)
-	}
-	return t, nil
 }
 
 func (s *Server) verifyAudit(c echo.Context) error {
