@@ -60,6 +60,8 @@ commands act on a running appliance through its API.`,
 		c.standbyCmd(),
 		c.activateCmd(),
 		c.supervisorCmd(),
+		c.fsckCmd(),
+		c.gcCmd(),
 		c.auditCmd(),
 	)
 	return root

@@ -112,6 +112,7 @@ func (s *Server) routes(e *echo.Echo) {
 
 	s.aptAPI(api)
 	s.lifecycleRoutes(api)
+	s.maintenanceRoutes(api)
 	s.auditRoutes(api)
 
 	api.GET("/projects", s.listProjects)

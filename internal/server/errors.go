@@ -39,6 +39,9 @@ func statusOf(err error) (int, string) {
 	if status, code, ok := lifecycleStatus(err); ok {
 		return status, code
 	}
+	if status, code, ok := maintenanceStatus(err); ok {
+		return status, code
+	}
 	switch {
 	case errors.Is(err, bundle.ErrBadPart), errors.Is(err, bundle.ErrBadSignature), errors.Is(err, bundle.ErrUntrusted):
 		return http.StatusUnprocessableEntity, "IMPORT_REFUSED"

@@ -34,6 +34,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/config"
 	"github.com/appliance-dev/appliance/internal/filestore"
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/maintenance"
 	"github.com/appliance-dev/appliance/internal/pki"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
@@ -70,6 +71,7 @@ type Server struct {
 	follower      *bootstrap.Follower
 	handover      *bootstrap.Handover
 	metrics       *metrics
+	maint         *maintenance.Maintainer
 	audit         *auditor
 	started       time.Time
 
@@ -168,6 +170,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		return nil, err
 	}
 	if err := s.sweepStaging(ctx); err != nil {
+		closeStores()
+		return nil, err
+	}
+	if err := s.openMaintenance(); err != nil {
 		closeStores()
 		return nil, err
 	}
