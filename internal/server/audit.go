@@ -113,6 +113,8 @@ var apiActions = map[string]string{
 	"POST /api/v1/apt/repos/:repo/:dist/packages":         "apt.publish",
 	"DELETE /api/v1/apt/repos/:repo/:dist/packages/:name": "apt.remove",
 	"POST /api/v1/apt/repos/:repo/:dist/rollback":         "apt.rollback",
+	"POST /api/v1/fsck":                                   "maintenance.fsck",
+	"POST /api/v1/gc":                                     "maintenance.gc",
 }
 
 const auditKey = "audit"
