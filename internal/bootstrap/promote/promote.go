@@ -237,8 +237,10 @@ func (p *Promoter) Start(ctx context.Context, req Request) (Promotion, error) {
 		defer release()
 		err := r.execute(bg)
 		r.client.Close()
-		r.finish(err)
+		// Finished and no longer the running one at once: whoever sees it
+		// finished (Get) may start the next promotion.
 		p.mu.Lock()
+		r.finish(err)
 		p.running = nil
 		p.mu.Unlock()
 	}()
