@@ -3,6 +3,7 @@ package registry
 import (
 	"net/http"
 
+	"github.com/distribution/distribution/v3/registry/api/errcode"
 	dauth "github.com/distribution/distribution/v3/registry/auth"
 )
 
@@ -34,4 +35,16 @@ func (e challengeError) SetHeaders(_ *http.Request, w http.ResponseWriter) {
 	if ch, ok := e.err.(Challenger); ok { //nolint:errorlint // the Authorizer returns it directly
 		w.Header().Set("WWW-Authenticate", ch.Challenge())
 	}
+}
+
+// authorize asks the Authorizer for access to a route that distribution
+// does not serve itself, and answers a refusal as distribution does: 401,
+// the challenge, an UNAUTHORIZED error body.
+func (r *Registry) authorize(w http.ResponseWriter, req *http.Request, access ...Access) bool {
+	if _, err := r.authorizer.AuthorizeRegistry(req, access); err != nil {
+		challengeError{err: err}.SetHeaders(req, w)
+		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnauthorized.WithDetail(access))
+		return false
+	}
+	return true
 }

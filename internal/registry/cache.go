@@ -65,6 +65,14 @@ func (c *manifestCache) invalidate(repo string) {
 	}
 }
 
+// generation is repo's generation, which every invalidation moves on: what
+// was read from storage at one generation is stale at the next.
+func (c *manifestCache) generation(repo string) uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.gen[repo]
+}
+
 // get returns the cached manifest for repo and ref (a tag or a digest),
 // and the generation to hand to put on a miss.
 func (c *manifestCache) get(repo, ref string) (digest.Digest, cachedManifest, bool, uint64) {

@@ -85,6 +85,7 @@ type Registry struct {
 	readOnly   atomic.Pointer[Mode]
 	authorizer Authorizer
 	cache      *manifestCache
+	refs       *referrersCache
 	maint      *maintenance // the visibility index, gc's turns (maint.go)
 
 	usageMu   sync.Mutex
@@ -172,7 +173,7 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		_ = app.Shutdown()
 		return nil, fmt.Errorf("new registry: %w", err)
 	}
-	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), maint: newMaintenance(), root: opts.RootDir, stateFile: opts.StateFile, log: opts.Logger}
+	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), refs: newReferrersCache(), maint: newMaintenance(), root: opts.RootDir, stateFile: opts.StateFile, log: opts.Logger}
 	r.readOnly.Store(st)
 	r.handler = http.HandlerFunc(r.serve)
 	return r, nil
@@ -286,7 +287,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	switch req.Method {
 	case http.MethodGet, http.MethodHead:
 		r.noteHead(req)
-		if r.serveCachedManifest(w, req) || r.serveBlob(w, req) {
+		if r.serveReferrers(w, req) || r.serveCachedManifest(w, req) || r.serveBlob(w, req) {
 			return
 		}
 	case http.MethodOptions:
@@ -306,6 +307,10 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 		if repo, _, ok := manifestPath(req.URL.Path); ok {
 			r.cache.invalidate(repo)
 			defer r.cache.invalidate(repo)
+		}
+		var done bool
+		if w, done = r.serveWrite(w, req); done {
+			return
 		}
 	}
 	r.app.ServeHTTP(w, req)

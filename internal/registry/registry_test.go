@@ -18,7 +18,7 @@ type allow struct{}
 
 func (allow) AuthorizeRegistry(*http.Request, []Access) (string, error) { return "t", nil }
 
-func newTest(t *testing.T, dir string) *Registry {
+func newTest(t testing.TB, dir string) *Registry {
 	t.Helper()
 	r, err := New(context.Background(), Options{
 		RootDir: filepath.Join(dir, "registry"), SecretFile: filepath.Join(dir, "secret"),

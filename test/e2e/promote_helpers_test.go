@@ -181,8 +181,8 @@ func applianceView(t *testing.T, a *appliance) *regView {
 // seed fills an appliance with what an enclave's first registry holds:
 // the real imgpkg bundle with its cosign signature in a public project,
 // a multi-arch index in a private one, and an image with an SBOM
-// referrer (pushed with go-containerregistry, which adds the fallback tag
-// since the appliance has no referrers API). It returns the repositories.
+// referrer (pushed with go-containerregistry, which finds the appliance's
+// referrers API and writes no fallback tag). It returns the repositories.
 func seed(t *testing.T, a *appliance, prefix string) (repos []string, app string) {
 	t.Helper()
 	admin := []string{"--username", "admin", "--password-stdin"}
