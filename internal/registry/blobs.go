@@ -21,13 +21,18 @@ import (
 // linked into the repository. distribution's own path reads through a
 // 4 MiB buffered reader, an extra copy of every byte served. Anything
 // unusual falls through to distribution, which answers it properly.
+//
+// A blob pushed by a digest other than sha256 is answered under that
+// digest, also when its repository links it as an alias of the sha256
+// file (as distribution itself stores it; see digests.go): distribution
+// would name the sha256.
 func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request) bool {
 	repo, ref, ok := blobPath(req.URL.Path)
 	if !ok {
 		return false
 	}
 	d, err := digest.Parse(ref)
-	if err != nil || d.Algorithm() != digest.SHA256 {
+	if err != nil {
 		return false
 	}
 	if _, err := r.authorizer.AuthorizeRegistry(req, []Access{{Type: "repository", Name: repo, Action: "pull"}}); err != nil {
@@ -41,7 +46,7 @@ func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	f, err := os.Open(r.blobDataPath(d))
+	f, err := os.Open(r.blobDataPath(desc.Digest))
 	if err != nil {
 		return false
 	}

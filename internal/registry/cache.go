@@ -217,7 +217,7 @@ func (r *Registry) lookupManifest(ctx context.Context, repo, ref string) (digest
 	if err != nil {
 		return "", cachedManifest{}, err
 	}
-	if digest.FromBytes(payload) != d {
+	if !d.Algorithm().Available() || d.Algorithm().FromBytes(payload) != d {
 		return "", cachedManifest{}, ErrDigestMismatch
 	}
 	return d, cachedManifest{mediaType: mt, payload: payload}, nil

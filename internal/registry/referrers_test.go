@@ -271,8 +271,9 @@ func (deny) AuthorizeRegistry(_ *http.Request, access []Access) (string, error) 
 }
 
 // TestReferrersNeedPull: the referrers of a repository the caller may not
-// pull are refused as distribution refuses a manifest: 401 with the
-// challenge and an UNAUTHORIZED body.
+// pull, and a manifest PUT by a sha512 digest the caller may not push, are
+// refused as distribution refuses the rest: 401 with the challenge and an
+// UNAUTHORIZED body.
 func TestReferrersNeedPull(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -287,6 +288,7 @@ func TestReferrersNeedPull(t *testing.T) {
 		method, path string
 	}{
 		{http.MethodGet, "/v2/private/app/referrers/" + d.String()},
+		{http.MethodPut, "/v2/private/app/manifests/" + digest.SHA512.FromString("x").String()},
 	} {
 		resp, body := c.do(tc.method, tc.path, nil, nil) //nolint:bodyclose // closed by do
 		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" || !strings.Contains(string(body), `"UNAUTHORIZED"`) {

@@ -135,7 +135,12 @@ func (r *Registry) writeBlob(ctx context.Context, repo string, want Descriptor, 
 		return Descriptor{}, fmt.Errorf("write blob %s: %w", d, err)
 	}
 	committed = true
-	return Descriptor{MediaType: want.MediaType, Digest: desc.Digest, Size: desc.Size}, nil
+	if d != desc.Digest { // stored as sha256: keep it under the digest asked for
+		if err := r.adoptBlob(ctx, repo, d, desc.Digest); err != nil {
+			return Descriptor{}, fmt.Errorf("write blob %s: %w", d, err)
+		}
+	}
+	return Descriptor{MediaType: want.MediaType, Digest: d, Size: desc.Size}, nil
 }
 
 // mountStat is a create option that links an existing blob into a

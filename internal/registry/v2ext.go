@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // What the appliance adds to distribution's /v2/ writes for
 // distribution-spec 1.1: the OCI-Subject header on a manifest PUT whose
-// manifest has a subject. The referrers API itself is a read
-// (referrers.go).
+// manifest has a subject, manifests PUT by a digest that is not sha256,
+// and blobs uploaded or mounted by one (see digests.go). The referrers
+// API itself is a read (referrers.go).
 
 // maxManifestBody is distribution's limit on a manifest PUT's body.
 const maxManifestBody = 4 << 20
@@ -18,17 +21,37 @@ const maxManifestBody = 4 << 20
 // the read-only gate. It returns the writer distribution must answer
 // through, and true when it answered the request itself.
 func (r *Registry) serveWrite(w http.ResponseWriter, req *http.Request) (http.ResponseWriter, bool) {
-	if _, _, ok := manifestPath(req.URL.Path); ok && req.Method == http.MethodPut {
-		return r.servePutManifest(w, req)
+	switch req.Method {
+	case http.MethodPut:
+		if repo, ref, ok := manifestPath(req.URL.Path); ok {
+			return r.servePutManifest(w, req, repo, ref)
+		}
+		if repo, id, ok := uploadPath(req.URL.Path); ok && id != "" {
+			if d, ok := uncanonical(req, "digest"); ok {
+				return r.finishUpload(w, req, repo, d), false
+			}
+		}
+	case http.MethodPost:
+		if repo, id, ok := uploadPath(req.URL.Path); ok && id == "" {
+			if d, ok := uncanonical(req, "mount"); ok && req.URL.Query().Get("from") != "" {
+				r.prepareMount(req, repo, req.URL.Query().Get("from"), d)
+			}
+		}
 	}
 	return w, false
 }
 
-// servePutManifest has distribution's answer to a manifest PUT carry
-// OCI-Subject when the manifest has a subject. distribution reads the
-// manifest whole before it answers, once the caller may push: the subject
-// is found in a copy of what it read.
-func (r *Registry) servePutManifest(w http.ResponseWriter, req *http.Request) (http.ResponseWriter, bool) {
+// servePutManifest stores a manifest PUT by a digest that is not sha256
+// itself, and has distribution's answer to any other carry OCI-Subject
+// when the manifest has a subject. distribution reads the manifest whole
+// before it answers, once the caller may push: the subject is found in a
+// copy of what it read.
+func (r *Registry) servePutManifest(w http.ResponseWriter, req *http.Request, repo, ref string) (http.ResponseWriter, bool) {
+	if d, err := digest.Parse(ref); err == nil && d.Algorithm() != digest.Canonical {
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		r.putManifestByDigest(w, req, repo, d)
+		return w, true
+	}
 	read := &cappedBuffer{max: maxManifestBody}
 	req.Body = readCloser{io.TeeReader(req.Body, read), req.Body}
 	return &hookWriter{ResponseWriter: w, hook: func(status int, h http.Header) {
