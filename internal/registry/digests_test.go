@@ -269,3 +269,39 @@ func TestSHA512Direct(t *testing.T) {
 		t.Fatalf("ReadBlob = %q", b)
 	}
 }
+
+// TestForeignLayers: a manifest whose non-distributable layers were never
+// pushed is stored (by tag and by a sha512 digest) and pulled, as
+// distribution-spec asks; a layer URL that is not http(s) is refused.
+func TestForeignLayers(t *testing.T) {
+	t.Parallel()
+	r := newTest(t, t.TempDir())
+	c := newClient(t, r.Handler())
+	const repo = "p/foreign"
+	cfg := []byte(`{"architecture":"amd64","os":"windows"}`)
+	c.pushBlob(repo, digest.FromBytes(cfg), cfg)
+	manifest := func(url string) []byte {
+		ld := digest.FromString("never pushed " + url)
+		m, _ := json.Marshal(v1.Manifest{Versioned: specsV2, MediaType: v1.MediaTypeImageManifest,
+			Config: v1.Descriptor{MediaType: v1.MediaTypeImageConfig, Digest: digest.FromBytes(cfg), Size: int64(len(cfg))},
+			Layers: []v1.Descriptor{{MediaType: v1.MediaTypeImageLayerNonDistributableGzip, Digest: ld, Size: 1234, URLs: []string{url + ld.Encoded()}}}, //nolint:staticcheck // the deprecated type is the point
+		})
+		return m
+	}
+	good := manifest("https://store.example.com/blobs/")
+	if resp, body := c.pushManifest(repo, "windows", v1.MediaTypeImageManifest, good); resp.StatusCode != http.StatusCreated { //nolint:bodyclose // closed by do
+		t.Fatalf("PUT by tag = %d %s", resp.StatusCode, body)
+	}
+	if resp, body := c.do(http.MethodGet, "/v2/"+repo+"/manifests/windows", http.Header{"Accept": {v1.MediaTypeImageManifest}}, nil); resp.StatusCode != http.StatusOK || !bytes.Equal(body, good) { //nolint:bodyclose // closed by do
+		t.Fatalf("GET = %d %s", resp.StatusCode, body)
+	}
+	if resp, body := c.pushManifest(repo, sha512.FromBytes(good).String(), v1.MediaTypeImageManifest, good); resp.StatusCode != http.StatusCreated { //nolint:bodyclose // closed by do
+		t.Fatalf("PUT by sha512 = %d %s", resp.StatusCode, body)
+	}
+	bad := manifest("ftp://store.example.com/blobs/")
+	for _, ref := range []string{"ftp", sha512.FromBytes(bad).String()} {
+		if resp, body := c.pushManifest(repo, ref, v1.MediaTypeImageManifest, bad); resp.StatusCode < 400 { //nolint:bodyclose // closed by do
+			t.Errorf("PUT %s with an ftp URL = %d %s", ref, resp.StatusCode, body)
+		}
+	}
+}

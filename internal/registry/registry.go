@@ -152,6 +152,9 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 	}
 	cfg.Auth = configuration.Auth{controllerName: configuration.Parameters{"authorizer": opts.Authorizer}}
 	cfg.HTTP.Secret = secret
+	// Non-distributable (foreign) layers are never pushed: accept them
+	// with http(s) URLs, as distribution-spec asks (the default accepts none).
+	cfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
 	cfg.Catalog.MaxEntries = 1000
 	cfg.Tags.MaxTags = 10000
 	cfg.Log.Level = "warn"
