@@ -13,8 +13,8 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// ErrBusy: garbage collection (or a repair) found no moment when nothing
-// was writing, within the time it was given.
+// ErrBusy is returned when garbage collection (or a repair) found no
+// moment when nothing was writing, within the time it was given.
 var ErrBusy = errors.New("the registry is busy")
 
 // turns is how garbage collection takes turns with everything that
