@@ -902,6 +902,7 @@ func render(rep *report, b *bench) string {
 	for _, f := range append(slices.Clone(l.Groups), l.All) {
 		w("| %s | %s | %d | %d | %.0f |%s%s%s\n", f.Name, strings.Join(f.Protocols, ", "), f.Pulls, f.Failed, benchkit.MiB(f.Bytes), f.Manifest.Cells(), f.Auth.Cells(), f.Pull.Cells())
 	}
+	w("\nThe pullers' own latencies include their wait in this process's Go scheduler: %d goroutines reading, decrypting and hashing on %s cores, each running until its socket is drained or its 10 ms time slice ends, so a goroutine woken by an answer can wait a round of all the others. The *lone client* below, in a process of its own, shows what the appliance itself makes a request wait.\n", o.pullers, rep.Machine["nproc"])
 	w("\nManifest GETs while the import ran (%.1f–%.1f s into the phase) and not:\n\n| manifest GETs | n | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n",
 		rep.Loaded.StartS, rep.Loaded.StartS+rep.Loaded.Seconds)
 	for _, f := range l.ByImport {
@@ -949,7 +950,7 @@ func render(rep *report, b *bench) string {
 	cores := func(v float64) string { return fmt.Sprintf("%.1f s (%.2f cores)", v, v/l.ElapsedS) }
 	w("| process | CPU | peak memory |\n|---|---:|---:|\n")
 	w("| appliance serve | %s | **%.0f MiB** VmHWM (reset when the load began), %.0f MiB peak VmRSS sampled every 50 ms; %.0f MiB VmRSS before |\n", cores(l.ApplianceCPU), l.HWM, l.PeakRSS, l.RSS0)
-	w("| this benchmark (the %d pullers: TLS, sha256 of every byte) | %s | %.0f MiB VmHWM |\n", l.Pullers, cores(l.SelfCPU), l.SelfHWM)
+	w("| this benchmark (the %d pullers: TLS, sha256 of every byte) | %s | %.0f MiB VmHWM (an HTTP/2 client buffers up to its 4 MiB stream window per pull in memory) |\n", l.Pullers, cores(l.SelfCPU), l.SelfHWM)
 	w("| appliance import (the CLI) | %s | – |\n", cores(l.CLICPU))
 	w("| the lone client (its own process) | %s | – |\n", cores(l.ProberCPU))
 	w("| everything else | %s | – |\n", cores(l.OtherCPU))
