@@ -83,8 +83,11 @@ func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request) bool {
 	return true
 }
 
-// copyBuffers holds the 1 MiB buffers whole-blob responses are copied with.
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+// copyBuffers holds the buffers whole-blob responses are copied with: as
+// large as the writes coalesce gathers (256 KiB), no larger, since one is
+// out for every download in flight (200 concurrent pulls held 200 MiB of
+// 1 MiB buffers).
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, coalesce.BufferSize); return &b }}
 
 // writerOnly hides the response writer's ReadFrom, so io.CopyBuffer uses
 // the large buffer (ReadFrom would copy in 32 KiB pieces).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -40,7 +41,12 @@ func (slogHook) Fire(e *logrus.Entry) error {
 		return nil
 	}
 	level := slog.LevelWarn
-	if e.Level <= logrus.ErrorLevel {
+	switch {
+	case strings.Contains(e.Message, "authentication required"):
+		// Every anonymous GET /v2/ is answered with a challenge, as it
+		// must be: that is not news.
+		level = slog.LevelDebug
+	case e.Level <= logrus.ErrorLevel:
 		level = slog.LevelError
 	}
 	attrs := make([]slog.Attr, 0, len(e.Data)+1)
