@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +45,7 @@ func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	f, err := os.Open(r.blobDataPath(desc.Digest))
+	f, err := os.Open(r.store.BlobDataPath(desc.Digest))
 	if err != nil {
 		return false
 	}
@@ -94,12 +93,6 @@ var copyBuffers = sync.Pool{New: func() any { b := make([]byte, coalesce.BufferS
 type writerOnly struct{ w io.Writer }
 
 func (o writerOnly) Write(p []byte) (int, error) { return o.w.Write(p) }
-
-// blobDataPath is where distribution's filesystem driver keeps a blob.
-func (r *Registry) blobDataPath(d digest.Digest) string {
-	hex := d.Encoded()
-	return filepath.Join(r.root, "docker", "registry", "v2", "blobs", d.Algorithm().String(), hex[:2], hex, "data")
-}
 
 // blobPath splits /v2/<name>/blobs/<digest> (not uploads).
 func blobPath(p string) (repo, ref string, ok bool) {

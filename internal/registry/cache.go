@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,7 +20,9 @@ import (
 //
 // Correctness rests on one rule: every write to a repository, whether over
 // /v2/ or through the direct-storage methods the importer uses, goes
-// through this package and invalidates that repository before and after.
+// through this package and invalidates that repository before and after;
+// so does every removal gc and fsck --repair make in package storage,
+// which is handed this cache as its storage.Changes.
 // A per-repository generation stops a lookup that raced a write from
 // filling the cache with what it read before the write.
 type manifestCache struct {
@@ -53,8 +56,8 @@ func newManifestCache() *manifestCache {
 	return &manifestCache{gen: map[string]uint64{}, repos: map[string]*repoCache{}}
 }
 
-// invalidate drops everything cached for repo.
-func (c *manifestCache) invalidate(repo string) {
+// Invalidate drops everything cached for repo and moves its generation on.
+func (c *manifestCache) Invalidate(repo string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen[repo]++
@@ -71,6 +74,15 @@ func (c *manifestCache) generation(repo string) uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.gen[repo]
+}
+
+// Generations copies every repository's generation: a repository whose
+// generation moved was written (what package storage's visible set is
+// recomputed from).
+func (c *manifestCache) Generations() map[string]uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return maps.Clone(c.gen)
 }
 
 // get returns the cached manifest for repo and ref (a tag or a digest),

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 
@@ -25,6 +24,7 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/appliance-dev/appliance/internal/fsutil"
+	"github.com/appliance-dev/appliance/internal/registry/storage"
 )
 
 // Digests other than sha256 (sha512, which distribution-spec 1.1 names).
@@ -47,24 +47,6 @@ import (
 // answer names the digest pushed), a mount from an alias, and a manifest
 // PUT by a digest that is not sha256.
 
-// v2Root is where distribution keeps its data inside the storage driver.
-const v2Root = "/docker/registry/v2"
-
-// layerLinkKey is the driver path of repo's link to blob d.
-func layerLinkKey(repo string, d digest.Digest) string {
-	return path.Join(repositoriesRoot, repo, "_layers", d.Algorithm().String(), d.Encoded(), "link")
-}
-
-// revisionLinkKey is the driver path of repo's link to manifest d.
-func revisionLinkKey(repo string, d digest.Digest) string {
-	return path.Join(repositoriesRoot, repo, "_manifests", "revisions", d.Algorithm().String(), d.Encoded(), "link")
-}
-
-// blobDataKey is the driver path of blob d's data.
-func blobDataKey(d digest.Digest) string {
-	return path.Join(v2Root, "blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded(), "data")
-}
-
 // adoptBlob keeps blob want, which distribution stored as canonical (the
 // same bytes, verified against want when they were pushed), under want
 // itself: the data linked to want's own path, and repo's link naming want.
@@ -72,15 +54,15 @@ func (r *Registry) adoptBlob(ctx context.Context, repo string, want, canonical d
 	if want == canonical {
 		return nil
 	}
-	dst := r.blobDataPath(want)
-	if _, err := os.Stat(dst); errors.Is(err, fs.ErrNotExist) {
-		if err := linkOrCopy(r.blobDataPath(canonical), dst); err != nil {
+	dst := r.store.BlobDataPath(want)
+	if _, err := os.Stat(dst); errors.Is(err, fs.ErrNotExist) { //nolint:gosec // G703: the path of a parsed digest (an algorithm and hex)
+		if err := linkOrCopy(r.store.BlobDataPath(canonical), dst); err != nil {
 			return fmt.Errorf("keep blob %s under its own digest: %w", want, err)
 		}
 	} else if err != nil {
 		return fmt.Errorf("keep blob %s under its own digest: %w", want, err)
 	}
-	if err := r.driver.PutContent(ctx, layerLinkKey(repo, want), []byte(want.String())); err != nil {
+	if err := r.driver.PutContent(ctx, storage.LayerLinkKey(repo, want), []byte(want.String())); err != nil {
 		return fmt.Errorf("keep blob %s under its own digest: link into %s: %w", want, repo, err)
 	}
 	return nil
@@ -90,7 +72,7 @@ func (r *Registry) adoptBlob(ctx context.Context, repo string, want, canonical d
 // has none), appearing whole or not at all.
 func linkOrCopy(src, dst string) error {
 	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil { //nolint:gosec // G703: a blob's folder (see adoptBlob)
 		return err
 	}
 	b := make([]byte, 8)
@@ -104,7 +86,7 @@ func linkOrCopy(src, dst string) error {
 			return err
 		}
 	}
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := os.Rename(tmp, dst); err != nil { //nolint:gosec // G703: a blob's data file (see adoptBlob)
 		_ = os.Remove(tmp)
 		return err
 	}
@@ -274,10 +256,10 @@ func (r *Registry) putManifestByDigest(w http.ResponseWriter, req *http.Request,
 // links it into repo, as distribution stores a sha256 manifest: the data
 // first, so that the link never names what is not there.
 func (r *Registry) storeManifest(ctx context.Context, repo string, d digest.Digest, payload []byte) error {
-	if err := r.driver.PutContent(ctx, blobDataKey(d), payload); err != nil {
+	if err := r.driver.PutContent(ctx, storage.BlobDataKey(d), payload); err != nil {
 		return fmt.Errorf("store manifest %s: %w", d, err)
 	}
-	if err := r.driver.PutContent(ctx, revisionLinkKey(repo, d), []byte(d.String())); err != nil {
+	if err := r.driver.PutContent(ctx, storage.RevisionLinkKey(repo, d), []byte(d.String())); err != nil {
 		return fmt.Errorf("store manifest %s in %s: %w", d, repo, err)
 	}
 	return nil

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +14,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/appliance-dev/appliance/internal/registry/storage"
 )
 
 var (
@@ -25,7 +26,7 @@ var (
 // linkTarget reads what a link file of the storage names.
 func linkTarget(t *testing.T, r *Registry, key string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(r.root, filepath.FromSlash(key)))
+	data, err := r.driver.GetContent(t.Context(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,14 +81,14 @@ func TestSHA512Blobs(t *testing.T) {
 			d := sha512.FromBytes(data)
 			src, dst := "p/src-"+strings.ReplaceAll(tc.name, " ", "-"), "p/dst"
 			tc.push(src, d, data)
-			if _, err := os.Stat(r.blobDataPath(d)); tc.own && err != nil {
+			if _, err := os.Stat(r.store.BlobDataPath(d)); tc.own && err != nil {
 				t.Fatalf("not stored under its sha512: %v", err)
 			}
 			want := d.String()
 			if !tc.own {
 				want = digest.FromBytes(data).String()
 			}
-			if got := linkTarget(t, r, layerLinkKey(src, d)); got != want {
+			if got := linkTarget(t, r, storage.LayerLinkKey(src, d)); got != want {
 				t.Fatalf("the repository links %s to %s, want %s", d, got, want)
 			}
 			check := func(repo string) {
@@ -111,7 +112,7 @@ func TestSHA512Blobs(t *testing.T) {
 				t.Fatalf("mount = %d %s %v", resp.StatusCode, body, resp.Header)
 			}
 			check(dst)
-			if got := linkTarget(t, r, layerLinkKey(dst, d)); got != d.String() {
+			if got := linkTarget(t, r, storage.LayerLinkKey(dst, d)); got != d.String() {
 				t.Fatalf("the mount linked %s to %s", d, got)
 			}
 			if resp, body := c.do(http.MethodDelete, "/v2/"+dst+"/blobs/"+d.String(), nil, nil); resp.StatusCode != http.StatusAccepted { //nolint:bodyclose // closed by do
@@ -248,7 +249,7 @@ func TestSHA512Direct(t *testing.T) {
 	if err != nil || got.Digest != d {
 		t.Fatalf("WriteBlob = %+v, %v", got, err)
 	}
-	if got := linkTarget(t, r, layerLinkKey("p/one", d)); got != d.String() {
+	if got := linkTarget(t, r, storage.LayerLinkKey("p/one", d)); got != d.String() {
 		t.Fatalf("the repository links %s to %s", d, got)
 	}
 	if _, err := r.WriteBlob(ctx, "p/one", Descriptor{Digest: sha512.FromString("other")}, bytes.NewReader(data)); err == nil {

@@ -3,13 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
 	"net/http"
-	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,8 +23,8 @@ import (
 // The list is not a second record beside storage that could drift from
 // it: it is computed from the repository's manifests, as storage holds
 // them, and cached until the repository's next write. Every write that
-// can add or remove a manifest, over /v2/ or through the direct-storage
-// methods, already invalidates the repository's manifest cache; the
+// can add or remove a manifest, over /v2/, through the direct-storage
+// methods or by gc, already invalidates the repository's manifest cache; the
 // referrers index is built at one of that cache's generations and is
 // stale as soon as the generation moves. Rebuilding after a write reads
 // only the manifests not seen before: what a manifest says is cached by
@@ -203,7 +197,7 @@ func (r *Registry) referrers(ctx context.Context, repo string, subject digest.Di
 func (r *Registry) buildReferrers(ctx context.Context, repo string, gen uint64) (referrersIndex, error) {
 	rc := r.refs
 	idx := referrersIndex{gen: gen, bySubject: map[digest.Digest][]v1.Descriptor{}}
-	ds, err := r.revisions(ctx, repo)
+	ds, err := r.store.Revisions(ctx, repo)
 	if err != nil {
 		return idx, err
 	}
@@ -240,50 +234,4 @@ func (r *Registry) buildReferrers(ctx context.Context, repo string, gen uint64) 
 		rc.repos[repo] = idx
 	}
 	return idx, nil
-}
-
-// revisions lists the manifests stored in repo, sorted: the revision
-// folders whose link is there (deleting a manifest removes its link, not
-// its folder). It reads the folders straight from disk; walking them
-// through the storage driver, as ManifestDigests does, is some fifty
-// times slower, and this runs after every write to a repository whose
-// referrers are asked for.
-func (r *Registry) revisions(ctx context.Context, repo string) ([]digest.Digest, error) {
-	if _, err := reference.WithName(repo); err != nil {
-		return nil, fmt.Errorf("%w: repository %q: %w", ErrInvalidName, repo, err)
-	}
-	dir := filepath.Join(r.root, filepath.FromSlash(repositoriesRoot), filepath.FromSlash(repo), "_manifests", "revisions")
-	algs, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list manifests of %s: %w", repo, err)
-	}
-	var out []digest.Digest
-	for _, a := range algs {
-		ents, err := os.ReadDir(filepath.Join(dir, a.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("list manifests of %s: %w", repo, err)
-		}
-		for _, e := range ents {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			d := digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), e.Name())
-			if !e.IsDir() || d.Validate() != nil {
-				continue
-			}
-			_, err := os.Stat(filepath.Join(dir, a.Name(), e.Name(), "link")) //nolint:gosec // G703: a valid repository name, and names read from that folder
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // deleted
-			}
-			if err != nil {
-				return nil, fmt.Errorf("list manifests of %s: %w", repo, err)
-			}
-			out = append(out, d)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
 }

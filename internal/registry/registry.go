@@ -1,8 +1,24 @@
 // Package registry embeds the OCI Distribution registry (distribution/v3)
-// over filesystem storage in the data directory. It is the only package that
-// imports distribution (and its logrus): the rest of the appliance sees an
-// http.Handler for /v2/, a small Authorizer interface it must provide, a
-// run-time read-only switch, and read access to what is stored.
+// over filesystem storage in the data directory. It and its sub-package
+// storage are the only packages that import distribution (and its
+// logrus): the rest of the appliance sees an http.Handler for /v2/, a
+// small Authorizer interface it must provide, a run-time read-only
+// switch, the importer's verified direct writes, and read access to what
+// is stored.
+//
+// This package is everything that stands in front of distribution or
+// writes through it: the App and its access controller; the gates every
+// /v2/ write passes (read-only mode, and the turns gc takes with writers);
+// the manifest cache, which every write invalidates; the fast paths for
+// blob and manifest reads; what distribution-spec 1.1 needs beyond
+// distribution (the referrers API, sha512 content kept under its own
+// digest, non-distributable layers); and the direct-storage writes of the
+// importer and a standby's follow. Package storage, beneath it, is the
+// layout on disk as the appliance reads and maintains it: the content
+// graph and the visible set, fsck and gc. It owns three small interfaces
+// the registry provides (Turns, Changes, Asked) and knows nothing of
+// HTTP or of distribution's App; Check, Repair, GC and BlobVisible here
+// answer for it (maint.go).
 package registry
 
 import (
@@ -16,7 +32,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,11 +42,12 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	dauth "github.com/distribution/distribution/v3/registry/auth"
 	"github.com/distribution/distribution/v3/registry/handlers"
-	"github.com/distribution/distribution/v3/registry/storage"
+	dstorage "github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 
 	"github.com/appliance-dev/appliance/internal/fsutil"
+	"github.com/appliance-dev/appliance/internal/registry/storage"
 )
 
 // Access is one permission a registry request needs.
@@ -77,7 +93,7 @@ type Registry struct {
 	handler   http.Handler
 	namespace distribution.Namespace
 	driver    storagedriver.StorageDriver
-	root      string
+	store     *storage.Store // the layout on disk: fsck, gc, the visible set
 	stateFile string
 	log       *slog.Logger
 	modeMu    sync.Mutex // serializes SetReadOnly
@@ -86,11 +102,8 @@ type Registry struct {
 	authorizer Authorizer
 	cache      *manifestCache
 	refs       *referrersCache
-	maint      *maintenance // the visibility index, gc's turns (maint.go)
-
-	usageMu   sync.Mutex
-	usage     int64
-	usageTime time.Time
+	turns      *turns     // gc takes turns with writers (turns.go)
+	asked      askedBlobs // blobs clients found present (turns.go)
 }
 
 // controllerName is the access controller registered with distribution.
@@ -167,7 +180,7 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("new registry: storage: %w", err)
 	}
-	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
+	ns, err := dstorage.NewRegistry(ctx, driver, dstorage.EnableDelete)
 	if err != nil {
 		return nil, fmt.Errorf("new registry: storage: %w", err)
 	}
@@ -176,7 +189,12 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		_ = app.Shutdown()
 		return nil, fmt.Errorf("new registry: %w", err)
 	}
-	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), refs: newReferrersCache(), maint: newMaintenance(), root: opts.RootDir, stateFile: opts.StateFile, log: opts.Logger}
+	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), refs: newReferrersCache(), turns: newTurns(), stateFile: opts.StateFile, log: opts.Logger}
+	r.store, err = storage.New(opts.RootDir, storage.Options{Turns: r.turns, Changes: r.cache, Asked: &r.asked, Logger: opts.Logger})
+	if err != nil {
+		_ = app.Shutdown()
+		return nil, fmt.Errorf("new registry: %w", err)
+	}
 	r.readOnly.Store(st)
 	r.handler = http.HandlerFunc(r.serve)
 	return r, nil
@@ -308,8 +326,8 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 		// A manifest or tag write: nothing cached for the repository may
 		// outlive it. (Blob writes do not change what a manifest says.)
 		if repo, _, ok := manifestPath(req.URL.Path); ok {
-			r.cache.invalidate(repo)
-			defer r.cache.invalidate(repo)
+			r.cache.Invalidate(repo)
+			defer r.cache.Invalidate(repo)
 		}
 		var done bool
 		if w, done = r.serveWrite(w, req); done {
@@ -322,38 +340,9 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 // Close stops the registry's background work (upload purging).
 func (r *Registry) Close() error { return r.app.Shutdown() }
 
-// usageTTL bounds how often StorageUsed walks the storage tree.
-const usageTTL = 30 * time.Second
-
 // StorageUsed returns the bytes stored under the registry's root, computed
 // at most every 30 seconds.
-func (r *Registry) StorageUsed() (int64, error) {
-	r.usageMu.Lock()
-	defer r.usageMu.Unlock()
-	if time.Since(r.usageTime) < usageTTL {
-		return r.usage, nil
-	}
-	var total int64
-	err := filepath.WalkDir(r.root, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if d.Type().IsRegular() {
-			if info, err := d.Info(); err == nil {
-				total += info.Size()
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("storage used: %w", err)
-	}
-	r.usage, r.usageTime = total, time.Now()
-	return total, nil
-}
+func (r *Registry) StorageUsed() (int64, error) { return r.store.Used() }
 
 // Repositories lists every repository name in storage, sorted.
 func (r *Registry) Repositories(ctx context.Context) ([]string, error) {
@@ -369,9 +358,6 @@ func (r *Registry) Repositories(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// repositoriesRoot is where distribution keeps repositories in its storage.
-const repositoriesRoot = "/docker/registry/v2/repositories"
-
 // RepositoriesUnder lists the repositories directly under project,
 // including those that hold only blob links and uploads (which the catalog
 // does not show because they have no manifests).
@@ -379,7 +365,7 @@ func (r *Registry) RepositoriesUnder(ctx context.Context, project string) ([]str
 	if strings.ContainsAny(project, "/.") {
 		return nil, fmt.Errorf("%w: project %q", ErrInvalidName, project)
 	}
-	children, err := r.driver.List(ctx, repositoriesRoot+"/"+project)
+	children, err := r.driver.List(ctx, storage.RepositoriesRoot+"/"+project)
 	var notFound storagedriver.PathNotFoundError
 	if errors.As(err, &notFound) {
 		return nil, nil
@@ -389,7 +375,7 @@ func (r *Registry) RepositoriesUnder(ctx context.Context, project string) ([]str
 	}
 	out := make([]string, 0, len(children))
 	for _, c := range children {
-		out = append(out, strings.TrimPrefix(c, repositoriesRoot+"/"))
+		out = append(out, strings.TrimPrefix(c, storage.RepositoriesRoot+"/"))
 	}
 	return out, nil
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/appliance-dev/appliance/internal/registry/storage"
 )
 
 // The methods below write straight into the registry's storage, not over
@@ -23,8 +25,8 @@ import (
 // Errors of direct storage access.
 var (
 	// ErrDigestMismatch: the bytes written do not hash to the digest they
-	// were named by.
-	ErrDigestMismatch = errors.New("content does not match its digest")
+	// were named by (storage's, which fsck reports too).
+	ErrDigestMismatch = storage.ErrDigestMismatch
 	// ErrSizeMismatch: the bytes written are not as many as declared.
 	ErrSizeMismatch = errors.New("content does not match its declared size")
 	// ErrBlobUnknown: a manifest references a blob the repository lacks.
@@ -33,8 +35,9 @@ var (
 	ErrReadOnly = errors.New("the registry is in read-only mode")
 	// ErrInvalidManifest: a manifest that cannot be parsed or stored.
 	ErrInvalidManifest = errors.New("invalid manifest")
-	// ErrInvalidName: a repository name or tag the registry does not accept.
-	ErrInvalidName = errors.New("invalid repository name or tag")
+	// ErrInvalidName: a repository name or tag the registry does not
+	// accept (storage's, which refuses such names too).
+	ErrInvalidName = storage.ErrInvalidName
 )
 
 // tagRE is reference.TagRegexp anchored (the library's is not).
@@ -207,8 +210,8 @@ func (r *Registry) PutManifest(ctx context.Context, repo, mediaType string, payl
 }
 
 func (r *Registry) putManifest(ctx context.Context, repo, mediaType string, payload []byte) (digest.Digest, error) {
-	r.cache.invalidate(repo)
-	defer r.cache.invalidate(repo)
+	r.cache.Invalidate(repo)
+	defer r.cache.Invalidate(repo)
 	rp, err := r.repository(ctx, repo)
 	if err != nil {
 		return "", err
@@ -250,8 +253,8 @@ func (r *Registry) Tag(ctx context.Context, repo, tag string, d digest.Digest) e
 }
 
 func (r *Registry) tag(ctx context.Context, repo, tag string, d digest.Digest) error {
-	r.cache.invalidate(repo)
-	defer r.cache.invalidate(repo)
+	r.cache.Invalidate(repo)
+	defer r.cache.Invalidate(repo)
 	if !ValidTag(tag) {
 		return fmt.Errorf("%w: tag %q", ErrInvalidName, tag)
 	}
@@ -302,8 +305,8 @@ func (r *Registry) Tags(ctx context.Context, repo string) ([]string, error) {
 
 // RemoveRepository deletes a repository's links and tags (not shared blobs).
 func (r *Registry) RemoveRepository(ctx context.Context, repo string) error {
-	r.cache.invalidate(repo)
-	defer r.cache.invalidate(repo)
+	r.cache.Invalidate(repo)
+	defer r.cache.Invalidate(repo)
 	named, err := reference.WithName(repo)
 	if err != nil {
 		return fmt.Errorf("%w: %q", ErrInvalidName, repo)

@@ -32,8 +32,8 @@ type turns struct {
 	one      chan struct{} // one exclusive holder at a time
 }
 
-func newTurns() turns {
-	return turns{holders: map[uint64]string{}, changed: make(chan struct{}), one: make(chan struct{}, 1)}
+func newTurns() *turns {
+	return &turns{holders: map[uint64]string{}, changed: make(chan struct{}), one: make(chan struct{}, 1)}
 }
 
 func (t *turns) broadcastLocked() {
@@ -41,8 +41,8 @@ func (t *turns) broadcastLocked() {
 	t.changed = make(chan struct{})
 }
 
-// hold takes a shared turn, waiting while gc sweeps.
-func (t *turns) hold(ctx context.Context, who string) (func(), error) {
+// Hold takes a shared turn, waiting while gc sweeps.
+func (t *turns) Hold(ctx context.Context, who string) (func(), error) {
 	t.mu.Lock()
 	for t.sweeping {
 		ch := t.changed
@@ -69,9 +69,9 @@ func (t *turns) hold(ctx context.Context, who string) (func(), error) {
 	}, nil
 }
 
-// exclusive waits until nothing holds a turn, then holds it alone. When
+// Exclusive waits until nothing holds a turn, then holds it alone. When
 // ctx ends first, the error wraps ErrBusy and names the holders.
-func (t *turns) exclusive(ctx context.Context) (func(), error) {
+func (t *turns) Exclusive(ctx context.Context) (func(), error) {
 	select {
 	case t.one <- struct{}{}:
 	case <-ctx.Done():
@@ -125,14 +125,14 @@ func (t *turns) holderNamesLocked() []string {
 // import, the promoter for a whole promotion, and the registry itself
 // for every /v2/ request that writes.
 func (r *Registry) HoldGC(ctx context.Context, who string) (release func(), err error) {
-	return r.maint.turns.hold(ctx, who)
+	return r.turns.Hold(ctx, who)
 }
 
 // holdForWrite holds the turn for one /v2/ write request. It answers
 // the request itself (and returns false) when the client left while
 // waiting.
 func (r *Registry) holdForWrite(w http.ResponseWriter, req *http.Request) (func(), bool) {
-	release, err := r.maint.turns.hold(req.Context(), "registry "+req.Method+" "+req.URL.Path)
+	release, err := r.turns.Hold(req.Context(), "registry "+req.Method+" "+req.URL.Path)
 	if err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return nil, false
@@ -165,7 +165,7 @@ func (r *Registry) noteHead(req *http.Request) {
 	if err != nil {
 		return
 	}
-	a := &r.maint.asked
+	a := &r.asked
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -184,8 +184,8 @@ func (r *Registry) noteHead(req *http.Request) {
 	}
 }
 
-// askedSince lists the blobs asked about after t.
-func (a *askedBlobs) askedSince(t time.Time) map[digest.Digest]bool {
+// AskedSince lists the blobs asked about after t.
+func (a *askedBlobs) AskedSince(t time.Time) map[digest.Digest]bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := map[digest.Digest]bool{}

@@ -1,4 +1,4 @@
-package registry
+package storage
 
 import (
 	"context"
@@ -61,16 +61,17 @@ type GCReport struct {
 // remaining manifest references, with their layer links. What was
 // linked, stored or asked about (HEAD) within the grace period is kept.
 //
-// It takes turns with writers: it waits until no import, promotion or
-// /v2/ write holds a turn (without keeping new ones out), giving up with
-// ErrBusy when ctx ends first, then holds the registry alone while it
-// marks and sweeps. A dry run marks the same way and removes nothing.
+// It takes turns with writers (Turns.Exclusive): it waits until no
+// import, promotion or /v2/ write holds a turn (without keeping new ones
+// out), giving up with the error of Turns (the registry's ErrBusy) when
+// ctx ends first, then holds the registry alone while it marks and
+// sweeps. A dry run marks the same way and removes nothing.
 //
 // A gc stopped at any point leaves a consistent store: staging
 // repositories and unreachable manifests go first, then for each blob
 // its links and last its data, so a blob is only removed once no
 // remaining manifest can reference it. The next gc finishes the work.
-func (r *Registry) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
+func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	if opts.Grace <= 0 {
 		opts.Grace = DefaultGrace
 	}
@@ -78,7 +79,7 @@ func (r *Registry) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		opts.Now = time.Now()
 	}
 	rep := GCReport{DryRun: opts.DryRun, Grace: opts.Grace.String(), Removed: []Removal{}}
-	release, err := r.maint.turns.exclusive(ctx)
+	release, err := s.turns.Exclusive(ctx)
 	if err != nil {
 		return rep, err
 	}
@@ -87,9 +88,9 @@ func (r *Registry) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	// seconds, and finishing it is tidier than the next gc finishing it.
 	ctx = context.WithoutCancel(ctx)
 	cutoff := opts.Now.Add(-opts.Grace)
-	asked := r.maint.asked.askedSince(cutoff)
+	asked := s.asked.AskedSince(cutoff)
 
-	repos, err := r.listRepos(ctx)
+	repos, err := s.listRepos(ctx)
 	if err != nil {
 		return rep, err
 	}
@@ -108,7 +109,7 @@ func (r *Registry) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			staging = append(staging, repo)
 			continue
 		}
-		sr, err := r.readRepo(ctx, repo)
+		sr, err := s.readRepo(ctx, repo)
 		if err != nil {
 			return rep, err
 		}
@@ -121,7 +122,7 @@ func (r *Registry) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 				protected[d] = true
 			}
 		}
-		g := r.graphOf(sr)
+		g := s.graphOf(sr)
 		roots := g.tagRoots()
 		for d, l := range sr.revisions {
 			if l.bad == nil && l.mtime.After(cutoff) {
@@ -145,7 +146,7 @@ func (r *Registry) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			}
 		}
 	}
-	blobs, _, err := r.listBlobs(ctx)
+	blobs, _, err := s.listBlobs(ctx)
 	if err != nil {
 		return rep, err
 	}
@@ -169,10 +170,10 @@ func (r *Registry) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		rep.StagingRepos++
 		rep.Removed = append(rep.Removed, Removal{What: "staging-repository", Repository: repo, Reason: "left by an import that is no longer running"})
 		if !opts.DryRun {
-			if err := r.RemoveRepository(ctx, repo); err != nil {
+			if err := s.removeRepository(repo); err != nil {
 				return rep, fmt.Errorf("gc: %w", err)
 			}
-			if err := r.maint.step("staging repository %s removed", repo); err != nil {
+			if err := s.step("staging repository %s removed", repo); err != nil {
 				return rep, err
 			}
 		}
@@ -181,15 +182,15 @@ func (r *Registry) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		rep.Manifests++
 		rep.Removed = append(rep.Removed, Removal{What: "manifest", Repository: m.repo, Digest: m.d.String(), Reason: "no tag reaches it"})
 		if !opts.DryRun {
-			if err := r.removeRevision(m.repo, m.d, m.tags); err != nil {
+			if err := s.removeRevision(m.repo, m.d, m.tags); err != nil {
 				return rep, fmt.Errorf("gc: %w", err)
 			}
-			if err := r.maint.step("manifest %s@%s removed", m.repo, m.d); err != nil {
+			if err := s.step("manifest %s@%s removed", m.repo, m.d); err != nil {
 				return rep, err
 			}
 		}
 	}
-	blobsRoot := r.v2Path("blobs")
+	blobsRoot := s.v2Path("blobs")
 	for _, d := range sweep {
 		rep.Blobs++
 		rep.Bytes += blobs[d].size
@@ -199,23 +200,23 @@ func (r *Registry) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			continue
 		}
 		for _, repo := range links[d] {
-			err := removeDir(r.repoPath(repo, "_layers", d.Algorithm().String(), d.Encoded()), r.repoPath(repo))
+			err := removeDir(s.repoPath(repo, "_layers", d.Algorithm().String(), d.Encoded()), s.repoPath(repo))
 			if err != nil {
 				return rep, fmt.Errorf("gc: remove layer link %s of %s: %w", d, repo, err)
 			}
-			if err := r.maint.step("layer link %s of %s removed", d, repo); err != nil {
+			if err := s.step("layer link %s of %s removed", d, repo); err != nil {
 				return rep, err
 			}
 		}
-		if err := removeDir(r.blobDir(d), blobsRoot); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := removeDir(s.blobDir(d), blobsRoot); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return rep, fmt.Errorf("gc: remove blob %s: %w", d, err)
 		}
-		if err := r.maint.step("blob %s removed", d); err != nil {
+		if err := s.step("blob %s removed", d); err != nil {
 			return rep, err
 		}
 	}
 	if !opts.DryRun {
-		r.log.Info("registry garbage collected", "manifests", rep.Manifests, "blobs", rep.Blobs, "bytes", rep.Bytes,
+		s.log.Info("registry garbage collected", "manifests", rep.Manifests, "blobs", rep.Blobs, "bytes", rep.Bytes,
 			"staging_repositories", rep.StagingRepos, "kept_by_grace", rep.ProtectedByGrace)
 	}
 	return rep, nil
@@ -239,10 +240,10 @@ func unreadReached(g *repoGraph, reached map[digest.Digest]bool) (digest.Digest,
 // removeRevision removes a manifest from a repository: its tag history
 // entries, then its revision link. The manifest's blob stays for the
 // blob sweep to judge.
-func (r *Registry) removeRevision(repo string, d digest.Digest, tags map[string]link) error {
-	r.cache.invalidate(repo)
-	defer r.cache.invalidate(repo)
-	root := r.repoPath(repo)
+func (s *Store) removeRevision(repo string, d digest.Digest, tags map[string]link) error {
+	s.changes.Invalidate(repo)
+	defer s.changes.Invalidate(repo)
+	root := s.repoPath(repo)
 	for _, l := range tags {
 		entry := filepath.Join(l.dir, "index", d.Algorithm().String(), d.Encoded())
 		if _, err := os.Stat(entry); err == nil {
@@ -251,7 +252,7 @@ func (r *Registry) removeRevision(repo string, d digest.Digest, tags map[string]
 			}
 		}
 	}
-	if err := removeDir(r.repoPath(repo, "_manifests", "revisions", d.Algorithm().String(), d.Encoded()), root); err != nil {
+	if err := removeDir(s.repoPath(repo, "_manifests", "revisions", d.Algorithm().String(), d.Encoded()), root); err != nil {
 		return fmt.Errorf("remove manifest %s of %s: %w", d, repo, err)
 	}
 	return nil

@@ -1,4 +1,4 @@
-package registry
+package storage
 
 import (
 	_ "crypto/sha512" // sha512 digests (go-digest needs the hash linked in)
@@ -121,15 +121,15 @@ const maxCachedRefs = 200000
 // manifestRefs reads (or recalls) what the manifest stored as blob d
 // references. The error wraps fs.ErrNotExist when the blob is gone and
 // errNotManifest when its bytes do not parse.
-func (r *Registry) manifestRefs(d digest.Digest) (*references, error) {
-	c := &r.maint.parsed
+func (s *Store) manifestRefs(d digest.Digest) (*references, error) {
+	c := &s.parsed
 	c.mu.Lock()
 	if rf, ok := c.m[d]; ok {
 		c.mu.Unlock()
 		return rf, nil
 	}
 	c.mu.Unlock()
-	payload, err := r.readBlobFile(d, maxManifestBytes)
+	payload, err := s.readBlobFile(d, maxManifestBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -152,11 +152,11 @@ func (r *Registry) manifestRefs(d digest.Digest) (*references, error) {
 }
 
 // readBlobFile reads a whole (small) blob from disk.
-func (r *Registry) readBlobFile(d digest.Digest, limit int64) ([]byte, error) {
+func (s *Store) readBlobFile(d digest.Digest, limit int64) ([]byte, error) {
 	if d.Validate() != nil {
 		return nil, fmt.Errorf("read blob %q: %w", d, fs.ErrInvalid)
 	}
-	f, err := os.Open(r.blobDataPath(d))
+	f, err := os.Open(s.BlobDataPath(d))
 	if err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", d, err)
 	}
@@ -180,14 +180,14 @@ type repoGraph struct {
 }
 
 // graphOf reads the references of every manifest revision of a repository.
-func (r *Registry) graphOf(sr *storedRepo) *repoGraph {
+func (s *Store) graphOf(sr *storedRepo) *repoGraph {
 	g := &repoGraph{repo: sr, refs: map[digest.Digest]*references{}, unread: map[digest.Digest]error{}, referrers: map[digest.Digest][]digest.Digest{}}
 	for d, l := range sr.revisions {
 		if l.bad != nil {
 			g.unread[d] = l.bad
 			continue
 		}
-		rf, err := r.manifestRefs(d)
+		rf, err := s.manifestRefs(d)
 		if err != nil {
 			g.unread[d] = err
 			continue

@@ -1,4 +1,4 @@
-package registry
+package storage
 
 import (
 	"context"
@@ -16,9 +16,9 @@ import (
 // on it being there.
 //
 // It is kept per repository and recomputed only for the repositories
-// written since it was last asked, which it learns from the generations
-// the manifest cache already keeps: every write to a repository, over
-// /v2/ or through the direct methods, invalidates that repository there.
+// written since it was last asked, which it learns from Changes: the
+// generations the registry's manifest cache keeps, which every write to a
+// repository, over /v2/ or through the direct methods, moves on.
 type visibleIndex struct {
 	mu     sync.Mutex
 	full   bool                    // every repository walked once
@@ -31,33 +31,17 @@ type repoVisible struct {
 	blobs map[digest.Digest]bool
 }
 
-// generations copies the manifest cache's per-repository generations.
-func (c *manifestCache) generations() map[string]uint64 {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	out := make(map[string]uint64, len(c.gen))
-	for k, v := range c.gen {
-		out[k] = v
-	}
-	return out
+// Visible tells whether a visible manifest references blob d (or d is
+// such a manifest). It does not ask whether the blob is stored: a caller
+// asks distribution that.
+func (s *Store) Visible(ctx context.Context, d digest.Digest) (bool, error) {
+	return s.visible.has(ctx, s, d)
 }
 
-// BlobVisible tells whether the registry holds blob d and a visible
-// manifest references it (or it is such a manifest): what an import that
-// does not carry a blob may count on.
-func (r *Registry) BlobVisible(ctx context.Context, d digest.Digest) (bool, error) {
-	visible, err := r.maint.visible.has(ctx, r, d)
-	if err != nil || !visible {
-		return false, err
-	}
-	_, ok, err := r.StatBlob(ctx, d)
-	return ok, err
-}
-
-func (v *visibleIndex) has(ctx context.Context, r *Registry, d digest.Digest) (bool, error) {
+func (v *visibleIndex) has(ctx context.Context, s *Store, d digest.Digest) (bool, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if err := v.refresh(ctx, r); err != nil {
+	if err := v.refresh(ctx, s); err != nil {
 		return false, err
 	}
 	return v.counts[d] > 0, nil
@@ -65,14 +49,14 @@ func (v *visibleIndex) has(ctx context.Context, r *Registry, d digest.Digest) (b
 
 // refresh recomputes the repositories written since the last call; the
 // first call walks them all.
-func (v *visibleIndex) refresh(ctx context.Context, r *Registry) error {
-	gens := r.cache.generations()
+func (v *visibleIndex) refresh(ctx context.Context, s *Store) error {
+	gens := s.changes.Generations()
 	if v.repos == nil {
 		v.repos, v.counts = map[string]*repoVisible{}, map[digest.Digest]int{}
 	}
 	stale := map[string]bool{}
 	if !v.full {
-		repos, err := r.listRepos(ctx)
+		repos, err := s.listRepos(ctx)
 		if err != nil {
 			return fmt.Errorf("visible blobs: %w", err)
 		}
@@ -92,7 +76,7 @@ func (v *visibleIndex) refresh(ctx context.Context, r *Registry) error {
 		// The generation is read before the walk: a write during the walk
 		// changes it, and the next call walks the repository again.
 		g := gens[repo]
-		blobs, err := r.visibleIn(ctx, repo)
+		blobs, err := s.visibleIn(ctx, repo)
 		if err != nil {
 			return fmt.Errorf("visible blobs of %s: %w", repo, err)
 		}
@@ -113,12 +97,12 @@ func (v *visibleIndex) refresh(ctx context.Context, r *Registry) error {
 }
 
 // visibleIn is what the tags of one repository make visible.
-func (r *Registry) visibleIn(ctx context.Context, repo string) (map[digest.Digest]bool, error) {
-	sr, err := r.readRepo(ctx, repo)
+func (s *Store) visibleIn(ctx context.Context, repo string) (map[digest.Digest]bool, error) {
+	sr, err := s.readRepo(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
-	g := r.graphOf(sr)
+	g := s.graphOf(sr)
 	set := map[digest.Digest]bool{}
 	g.referenced(g.reach(g.tagRoots()), set)
 	return set, nil

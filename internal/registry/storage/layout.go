@@ -1,4 +1,4 @@
-package registry
+package storage
 
 import (
 	"context"
@@ -6,19 +6,22 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 )
 
-// What fsck, gc and the visibility index read of distribution's
-// filesystem layout (registry/storage/paths.go in distribution), read
-// straight from disk: a walk through the storage driver costs a stat per
-// file, and the modification times of links are what gc's grace period
-// is measured on.
+// What fsck, gc, the visibility index and the registry's fast paths read
+// of distribution's filesystem layout (registry/storage/paths.go in
+// distribution), read straight from disk: a walk through the storage
+// driver costs a stat per file, and the modification times of links are
+// what gc's grace period is measured on.
 //
 //	docker/registry/v2/blobs/<alg>/<2 hex>/<hex>/data
 //	docker/registry/v2/repositories/<name>/_manifests/revisions/<alg>/<hex>/link
@@ -37,18 +40,108 @@ func IsStaging(repo string) bool {
 	return repo == StagingProject || strings.HasPrefix(repo, StagingProject+"/")
 }
 
-func (r *Registry) v2Path(parts ...string) string {
-	return filepath.Join(append([]string{r.root, "docker", "registry", "v2"}, parts...)...)
+func (s *Store) v2Path(parts ...string) string {
+	return filepath.Join(append([]string{s.root, "docker", "registry", "v2"}, parts...)...)
 }
 
-func (r *Registry) repoPath(repo string, parts ...string) string {
-	return r.v2Path(append([]string{"repositories", filepath.FromSlash(repo)}, parts...)...)
+func (s *Store) repoPath(repo string, parts ...string) string {
+	return s.v2Path(append([]string{"repositories", filepath.FromSlash(repo)}, parts...)...)
 }
 
 // blobDir is the folder of one blob (its data file and nothing else).
-func (r *Registry) blobDir(d digest.Digest) string {
+func (s *Store) blobDir(d digest.Digest) string {
 	hex := d.Encoded()
-	return r.v2Path("blobs", d.Algorithm().String(), hex[:2], hex)
+	return s.v2Path("blobs", d.Algorithm().String(), hex[:2], hex)
+}
+
+// BlobDataPath is the file that holds blob d, as distribution's
+// filesystem driver keeps it.
+func (s *Store) BlobDataPath(d digest.Digest) string {
+	return filepath.Join(s.blobDir(d), "data")
+}
+
+// The same places as keys of distribution's storage driver (slash
+// separated, from the driver's root), for what the registry writes
+// through the driver.
+const (
+	v2Root = "/docker/registry/v2"
+	// RepositoriesRoot is the folder of the repositories.
+	RepositoriesRoot = v2Root + "/repositories"
+)
+
+// LayerLinkKey is the driver key of repo's link to blob d.
+func LayerLinkKey(repo string, d digest.Digest) string {
+	return path.Join(RepositoriesRoot, repo, "_layers", d.Algorithm().String(), d.Encoded(), "link")
+}
+
+// RevisionLinkKey is the driver key of repo's link to manifest d.
+func RevisionLinkKey(repo string, d digest.Digest) string {
+	return path.Join(RepositoriesRoot, repo, "_manifests", "revisions", d.Algorithm().String(), d.Encoded(), "link")
+}
+
+// BlobDataKey is the driver key of blob d's data.
+func BlobDataKey(d digest.Digest) string {
+	return path.Join(v2Root, "blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded(), "data")
+}
+
+// Revisions lists the manifests stored in repo, sorted: the revision
+// folders whose link is there (deleting a manifest removes its link, not
+// its folder). Walking them through the storage driver, as distribution's
+// manifest enumerator does, is some fifty times slower, and the registry
+// lists them after every write to a repository whose referrers are asked
+// for.
+func (s *Store) Revisions(ctx context.Context, repo string) ([]digest.Digest, error) {
+	if _, err := reference.WithName(repo); err != nil {
+		return nil, fmt.Errorf("%w: repository %q: %w", ErrInvalidName, repo, err)
+	}
+	dir := s.repoPath(repo, "_manifests", "revisions")
+	algs, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list manifests of %s: %w", repo, err)
+	}
+	var out []digest.Digest
+	for _, a := range algs {
+		ents, err := os.ReadDir(filepath.Join(dir, a.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("list manifests of %s: %w", repo, err)
+		}
+		for _, e := range ents {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			d := digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), e.Name())
+			if !e.IsDir() || d.Validate() != nil {
+				continue
+			}
+			_, err := os.Stat(filepath.Join(dir, a.Name(), e.Name(), "link")) //nolint:gosec // G703: a valid repository name, and names read from that folder
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // deleted
+			}
+			if err != nil {
+				return nil, fmt.Errorf("list manifests of %s: %w", repo, err)
+			}
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// removeRepository removes a repository's folder (its links, tags and
+// uploads; not the blobs), as distribution's RepositoryRemover does.
+func (s *Store) removeRepository(repo string) error {
+	s.changes.Invalidate(repo)
+	defer s.changes.Invalidate(repo)
+	if _, err := reference.WithName(repo); err != nil {
+		return fmt.Errorf("%w: %q", ErrInvalidName, repo)
+	}
+	if err := os.RemoveAll(s.repoPath(repo)); err != nil {
+		return fmt.Errorf("remove repository %s: %w", repo, err)
+	}
+	return nil
 }
 
 // link is one link file: a tag, a manifest revision or a layer of a
@@ -71,8 +164,8 @@ type storedRepo struct {
 // listRepos lists every repository in storage, sorted: every folder under
 // repositories/ that holds _manifests, _layers or _uploads, including
 // those the catalog leaves out (blob links only, staging).
-func (r *Registry) listRepos(ctx context.Context) ([]string, error) {
-	root := r.v2Path("repositories")
+func (s *Store) listRepos(ctx context.Context) ([]string, error) {
+	root := s.v2Path("repositories")
 	var out []string
 	var walk func(dir, name string, depth int) error
 	walk = func(dir, name string, depth int) error {
@@ -118,16 +211,16 @@ func (r *Registry) listRepos(ctx context.Context) ([]string, error) {
 }
 
 // readRepo reads a repository's tags, revisions and layer links.
-func (r *Registry) readRepo(ctx context.Context, repo string) (*storedRepo, error) {
+func (s *Store) readRepo(ctx context.Context, repo string) (*storedRepo, error) {
 	sr := &storedRepo{name: repo, tags: map[string]link{}}
 	var err error
-	if sr.revisions, err = readLinkTree(ctx, r.repoPath(repo, "_manifests", "revisions")); err != nil {
+	if sr.revisions, err = readLinkTree(ctx, s.repoPath(repo, "_manifests", "revisions")); err != nil {
 		return nil, fmt.Errorf("read repository %s: %w", repo, err)
 	}
-	if sr.layers, err = readLinkTree(ctx, r.repoPath(repo, "_layers")); err != nil {
+	if sr.layers, err = readLinkTree(ctx, s.repoPath(repo, "_layers")); err != nil {
 		return nil, fmt.Errorf("read repository %s: %w", repo, err)
 	}
-	tagsDir := r.repoPath(repo, "_manifests", "tags")
+	tagsDir := s.repoPath(repo, "_manifests", "tags")
 	ents, err := os.ReadDir(tagsDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read tags of %s: %w", repo, err)
@@ -224,9 +317,9 @@ type storedBlob struct {
 
 // listBlobs lists every blob data file, under every algorithm folder.
 // Folders that do not name a valid digest are reported in odd.
-func (r *Registry) listBlobs(ctx context.Context) (blobs map[digest.Digest]storedBlob, odd []string, err error) {
+func (s *Store) listBlobs(ctx context.Context) (blobs map[digest.Digest]storedBlob, odd []string, err error) {
 	blobs = map[digest.Digest]storedBlob{}
-	root := r.v2Path("blobs")
+	root := s.v2Path("blobs")
 	algs, err := os.ReadDir(root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return blobs, nil, nil

@@ -1,4 +1,4 @@
-package registry
+package storage
 
 import (
 	"context"
@@ -87,14 +87,14 @@ type CheckReport struct {
 // beside pulls, pushes and imports (it holds a gc turn, so gc waits);
 // a problem seen while something was being written is checked again
 // before it is reported. Staging repositories are left to gc.
-func (r *Registry) Check(ctx context.Context, opts CheckOptions) (CheckReport, error) {
-	release, err := r.HoldGC(ctx, "fsck")
+func (s *Store) Check(ctx context.Context, opts CheckOptions) (CheckReport, error) {
+	release, err := s.turns.Hold(ctx, "fsck")
 	if err != nil {
 		return CheckReport{}, err
 	}
 	defer release()
 	rep := CheckReport{Problems: []Problem{}, Warnings: []Problem{}}
-	blobs, odd, err := r.listBlobs(ctx)
+	blobs, odd, err := s.listBlobs(ctx)
 	if err != nil {
 		return rep, err
 	}
@@ -107,7 +107,7 @@ func (r *Registry) Check(ctx context.Context, opts CheckOptions) (CheckReport, e
 	}
 	bad := map[digest.Digest]Problem{} // corrupt or unreadable blobs
 	if !opts.SkipHashes {
-		if bad, err = r.hashAll(ctx, blobs); err != nil {
+		if bad, err = s.hashAll(ctx, blobs); err != nil {
 			return rep, err
 		}
 		rep.BlobsHashed = len(blobs)
@@ -124,15 +124,15 @@ func (r *Registry) Check(ctx context.Context, opts CheckOptions) (CheckReport, e
 		if d.Validate() != nil {
 			return storedBlob{}, false
 		}
-		info, err := os.Stat(r.blobDataPath(d))
+		info, err := os.Stat(s.BlobDataPath(d))
 		if err != nil {
 			return storedBlob{}, false
 		}
-		b := storedBlob{size: info.Size(), mtime: info.ModTime(), path: r.blobDataPath(d)}
+		b := storedBlob{size: info.Size(), mtime: info.ModTime(), path: s.BlobDataPath(d)}
 		blobs[d] = b
 		return b, true
 	}
-	repos, err := r.listRepos(ctx)
+	repos, err := s.listRepos(ctx)
 	if err != nil {
 		return rep, err
 	}
@@ -144,7 +144,7 @@ func (r *Registry) Check(ctx context.Context, opts CheckOptions) (CheckReport, e
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		if err := r.checkRepo(ctx, repo, stored, bad, usedBy, &rep); err != nil {
+		if err := s.checkRepo(ctx, repo, stored, bad, usedBy, &rep); err != nil {
 			return rep, err
 		}
 	}
@@ -162,8 +162,8 @@ func (r *Registry) Check(ctx context.Context, opts CheckOptions) (CheckReport, e
 	return rep, nil
 }
 
-func (r *Registry) checkRepo(ctx context.Context, repo string, stored func(digest.Digest) (storedBlob, bool), bad map[digest.Digest]Problem, usedBy map[digest.Digest][]string, rep *CheckReport) error {
-	sr, err := r.readRepo(ctx, repo)
+func (s *Store) checkRepo(ctx context.Context, repo string, stored func(digest.Digest) (storedBlob, bool), bad map[digest.Digest]Problem, usedBy map[digest.Digest][]string, rep *CheckReport) error {
+	sr, err := s.readRepo(ctx, repo)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func (r *Registry) checkRepo(ctx context.Context, repo string, stored func(diges
 	hasRevision := func(d digest.Digest) bool {
 		l, ok := sr.revisions[d]
 		if !ok {
-			l = readLink(r.repoPath(repo, "_manifests", "revisions", d.Algorithm().String(), d.Encoded()))
+			l = readLink(s.repoPath(repo, "_manifests", "revisions", d.Algorithm().String(), d.Encoded()))
 			if l.bad != nil || l.target != d {
 				return false
 			}
@@ -250,7 +250,7 @@ func (r *Registry) checkRepo(ctx context.Context, repo string, stored func(diges
 		if _, ok := stored(d); !ok {
 			continue // a dangling link, reported above
 		}
-		rf, err := r.manifestRefs(d)
+		rf, err := s.manifestRefs(d)
 		switch {
 		case errors.Is(err, ErrDigestMismatch):
 			if _, known := bad[d]; !known {
@@ -277,7 +277,7 @@ func (r *Registry) checkRepo(ctx context.Context, repo string, stored func(diges
 				continue
 			}
 			if ll, linked := sr.layers[b.digest]; !linked || ll.bad != nil {
-				if now := readLink(r.repoPath(repo, "_layers", b.digest.Algorithm().String(), b.digest.Encoded())); now.bad != nil || now.target != b.digest {
+				if now := readLink(s.repoPath(repo, "_layers", b.digest.Algorithm().String(), b.digest.Encoded())); now.bad != nil || now.target != b.digest {
 					add(Problem{Kind: ProblemMissingBlob, Digest: d.String(), Detail: fmt.Sprintf("its %s %s is stored but not linked into %s (a pull gets 404)", b.kind, b.digest, repo)})
 					continue
 				}
@@ -301,7 +301,7 @@ func (r *Registry) checkRepo(ctx context.Context, repo string, stored func(diges
 
 // hashAll hashes every blob, a few at a time, and returns those whose
 // bytes do not hash to their name or cannot be read.
-func (r *Registry) hashAll(ctx context.Context, blobs map[digest.Digest]storedBlob) (map[digest.Digest]Problem, error) {
+func (s *Store) hashAll(ctx context.Context, blobs map[digest.Digest]storedBlob) (map[digest.Digest]Problem, error) {
 	bad := map[digest.Digest]Problem{}
 	var mu sync.Mutex
 	work := make(chan digest.Digest)
@@ -422,15 +422,15 @@ type Removal struct {
 // does not hold, including those the first step left dangling. It
 // returns every removal. Content it removes is gone: Check afterwards
 // names the manifests that lack it, to be imported again.
-func (r *Registry) Repair(ctx context.Context, problems []Problem) ([]Removal, error) {
-	release, err := r.maint.turns.exclusive(ctx)
+func (s *Store) Repair(ctx context.Context, problems []Problem) ([]Removal, error) {
+	release, err := s.turns.Exclusive(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
 	ctx = context.WithoutCancel(ctx) // ctx bounded the wait; the repair is short
 	out := []Removal{}
-	blobsRoot := r.v2Path("blobs")
+	blobsRoot := s.v2Path("blobs")
 	buf := make([]byte, 1<<20)
 	seen := map[digest.Digest]bool{}
 	for _, p := range problems {
@@ -442,11 +442,11 @@ func (r *Registry) Repair(ctx context.Context, problems []Problem) ([]Removal, e
 			continue
 		}
 		seen[d] = true
-		info, err := os.Stat(r.blobDataPath(d))
+		info, err := os.Stat(s.BlobDataPath(d))
 		if err != nil {
 			continue
 		}
-		again, sound := verifyBlob(ctx, d, r.blobDataPath(d), buf)
+		again, sound := verifyBlob(ctx, d, s.BlobDataPath(d), buf)
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
@@ -456,13 +456,13 @@ func (r *Registry) Repair(ctx context.Context, problems []Problem) ([]Removal, e
 		if again.Kind != ProblemCorruptBlob {
 			continue // unreadable now: not proven corrupt
 		}
-		if err := removeDir(r.blobDir(d), blobsRoot); err != nil {
+		if err := removeDir(s.blobDir(d), blobsRoot); err != nil {
 			return out, fmt.Errorf("repair: remove blob %s: %w", d, err)
 		}
 		out = append(out, Removal{What: "blob", Digest: d.String(), Size: info.Size(), Reason: again.Detail})
-		r.log.Warn("fsck removed a corrupt blob", "digest", d, "detail", again.Detail)
+		s.log.Warn("fsck removed a corrupt blob", "digest", d, "detail", again.Detail)
 	}
-	repos, err := r.listRepos(ctx)
+	repos, err := s.listRepos(ctx)
 	if err != nil {
 		return out, err
 	}
@@ -470,7 +470,7 @@ func (r *Registry) Repair(ctx context.Context, problems []Problem) ([]Removal, e
 		if IsStaging(repo) {
 			continue
 		}
-		removed, err := r.repairRepo(ctx, repo)
+		removed, err := s.repairRepo(ctx, repo)
 		out = append(out, removed...)
 		if err != nil {
 			return out, err
@@ -479,8 +479,8 @@ func (r *Registry) Repair(ctx context.Context, problems []Problem) ([]Removal, e
 	return out, nil
 }
 
-func (r *Registry) repairRepo(ctx context.Context, repo string) ([]Removal, error) {
-	sr, err := r.readRepo(ctx, repo)
+func (s *Store) repairRepo(ctx context.Context, repo string) ([]Removal, error) {
+	sr, err := s.readRepo(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -488,12 +488,12 @@ func (r *Registry) repairRepo(ctx context.Context, repo string) ([]Removal, erro
 	changed := false
 	defer func() {
 		if changed {
-			r.cache.invalidate(repo)
+			s.changes.Invalidate(repo)
 		}
 	}()
-	root := r.repoPath(repo)
+	root := s.repoPath(repo)
 	blobThere := func(d digest.Digest) bool {
-		_, err := os.Stat(r.blobDataPath(d))
+		_, err := os.Stat(s.BlobDataPath(d))
 		return err == nil
 	}
 	for _, kind := range []struct {
@@ -517,7 +517,7 @@ func (r *Registry) repairRepo(ctx context.Context, repo string) ([]Removal, erro
 			changed = true
 			delete(kind.links, d)
 			out = append(out, Removal{What: kind.what, Repository: repo, Digest: d.String(), Reason: reason})
-			r.log.Warn("fsck removed a dangling link", "repository", repo, "digest", d, "kind", kind.what)
+			s.log.Warn("fsck removed a dangling link", "repository", repo, "digest", d, "kind", kind.what)
 		}
 	}
 	tags := make([]string, 0, len(sr.tags))
@@ -544,7 +544,7 @@ func (r *Registry) repairRepo(ctx context.Context, repo string) ([]Removal, erro
 			rm.Digest = l.target.String()
 		}
 		out = append(out, rm)
-		r.log.Warn("fsck removed a dangling tag", "repository", repo, "tag", tag, "digest", l.target)
+		s.log.Warn("fsck removed a dangling tag", "repository", repo, "tag", tag, "digest", l.target)
 	}
 	return out, ctx.Err()
 }
