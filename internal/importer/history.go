@@ -75,6 +75,16 @@ type History struct {
 	dir     string
 	mu      sync.Mutex
 	running map[string]bool // ids of the imports this process is running
+	// unsaved holds the final records of imports whose file could not be
+	// written (a full disk), by id: the file still says "running" (or is
+	// missing), so List answers these instead, and every save, List and
+	// Check tries again to write them.
+	unsaved map[string]unsavedRecord
+}
+
+type unsavedRecord struct {
+	rec Record
+	err error // of the last write
 }
 
 // OpenHistory opens (creating) the history folder. Records left "running"
@@ -83,7 +93,7 @@ func OpenHistory(dir string) (*History, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open import history: %w", err)
 	}
-	h := &History{dir: dir, running: map[string]bool{}}
+	h := &History{dir: dir, running: map[string]bool{}, unsaved: map[string]unsavedRecord{}}
 	recs, err := h.List()
 	if err != nil {
 		return nil, err
@@ -112,25 +122,52 @@ func (h *History) path(rec *Record) string {
 }
 
 func (h *History) save(rec *Record) error {
-	data, err := json.MarshalIndent(rec, "", "  ")
-	if err != nil {
-		return fmt.Errorf("save import record: %w", err)
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.retryLocked()
 	if rec.Outcome == OutcomeRunning {
 		h.running[rec.ID] = true
 	} else {
 		delete(h.running, rec.ID)
 	}
+	err := h.writeLocked(rec)
+	if err != nil && rec.Outcome != OutcomeRunning {
+		h.unsaved[rec.ID] = unsavedRecord{rec: *rec, err: err}
+	}
+	return err
+}
+
+func (h *History) writeLocked(rec *Record) error {
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save import record: %w", err)
+	}
 	if err := fsutil.WriteFileAtomic(h.path(rec), data, 0o640); err != nil {
 		return fmt.Errorf("save import record: %w", err)
 	}
+	delete(h.unsaved, rec.ID)
 	return nil
+}
+
+// retryLocked writes the records a full disk kept from their files, once
+// it has room again.
+func (h *History) retryLocked() {
+	for id, u := range h.unsaved {
+		if err := h.writeLocked(&u.rec); err != nil {
+			h.unsaved[id] = unsavedRecord{rec: u.rec, err: err}
+		}
+	}
 }
 
 // List returns every record, newest first.
 func (h *History) List() ([]Record, error) {
+	h.mu.Lock()
+	h.retryLocked()
+	unsaved := make(map[string]Record, len(h.unsaved))
+	for id, u := range h.unsaved {
+		unsaved[id] = u.rec
+	}
+	h.mu.Unlock()
 	ents, err := os.ReadDir(h.dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("list imports: %w", err)
@@ -148,6 +185,13 @@ func (h *History) List() ([]Record, error) {
 		if err := json.Unmarshal(data, &r); err != nil {
 			return nil, fmt.Errorf("list imports: %s is corrupt: %w", e.Name(), err)
 		}
+		if u, ok := unsaved[r.ID]; ok {
+			r = u
+			delete(unsaved, r.ID)
+		}
+		out = append(out, r)
+	}
+	for _, r := range unsaved { // not even their start was written
 		out = append(out, r)
 	}
 	slices.SortFunc(out, func(a, b Record) int { return cmp.Or(b.Started.Compare(a.Started), cmp.Compare(b.ID, a.ID)) })

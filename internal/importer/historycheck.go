@@ -26,9 +26,13 @@ type HistoryReport struct {
 // Check reads every record of the history: each must parse, carry an id
 // and a known outcome, and none may be left "running" unless this
 // process is running that import (OpenHistory marks those of a process
-// that died "interrupted"). It changes nothing.
+// that died "interrupted"). It changes nothing, but first writes the
+// records a full disk kept from their files, if there is room now.
 func (h *History) Check() (HistoryReport, error) {
 	rep := HistoryReport{Problems: []HistoryProblem{}}
+	h.mu.Lock()
+	h.retryLocked()
+	h.mu.Unlock()
 	ents, err := os.ReadDir(h.dir)
 	if err != nil {
 		return rep, fmt.Errorf("check import history: %w", err)
@@ -62,8 +66,12 @@ func (h *History) Check() (HistoryReport, error) {
 		case OutcomeRunning:
 			h.mu.Lock()
 			live := h.running[r.ID]
+			u, unsaved := h.unsaved[r.ID]
 			h.mu.Unlock()
-			if !live {
+			switch {
+			case unsaved:
+				fail("left-running", r.ID, "left %q: the import %s, but its record could not be written: %v", r.Outcome, u.rec.Outcome, u.err)
+			case !live:
 				fail("left-running", r.ID, "left %q, but no such import is running (started %s)", r.Outcome, r.Started.Format("2006-01-02 15:04:05Z07:00"))
 			}
 		default:
