@@ -2,17 +2,12 @@ package registry
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/distribution/distribution/v3"
@@ -23,7 +18,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/appliance-dev/appliance/internal/fsutil"
 	"github.com/appliance-dev/appliance/internal/registry/storage"
 )
 
@@ -54,64 +48,13 @@ func (r *Registry) adoptBlob(ctx context.Context, repo string, want, canonical d
 	if want == canonical {
 		return nil
 	}
-	dst := r.store.BlobDataPath(want)
-	if _, err := os.Stat(dst); errors.Is(err, fs.ErrNotExist) { //nolint:gosec // G703: the path of a parsed digest (an algorithm and hex)
-		if err := linkOrCopy(r.store.BlobDataPath(canonical), dst); err != nil {
-			return fmt.Errorf("keep blob %s under its own digest: %w", want, err)
-		}
-	} else if err != nil {
+	if err := r.store.LinkData(want, canonical); err != nil {
 		return fmt.Errorf("keep blob %s under its own digest: %w", want, err)
 	}
 	if err := r.driver.PutContent(ctx, storage.LayerLinkKey(repo, want), []byte(want.String())); err != nil {
 		return fmt.Errorf("keep blob %s under its own digest: link into %s: %w", want, repo, err)
 	}
 	return nil
-}
-
-// linkOrCopy makes dst a hard link to src (a copy where the file system
-// has none), appearing whole or not at all.
-func linkOrCopy(src, dst string) error {
-	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o750); err != nil { //nolint:gosec // G703: a blob's folder (see adoptBlob)
-		return err
-	}
-	b := make([]byte, 8)
-	if _, err := rand.Read(b); err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, ".data.tmp-"+hex.EncodeToString(b))
-	if err := os.Link(src, tmp); err != nil {
-		if err := copyFile(src, tmp); err != nil {
-			_ = os.Remove(tmp)
-			return err
-		}
-	}
-	if err := os.Rename(tmp, dst); err != nil { //nolint:gosec // G703: a blob's data file (see adoptBlob)
-		_ = os.Remove(tmp)
-		return err
-	}
-	return fsutil.SyncDir(dir)
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		_ = out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		_ = out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // uploadPath splits /v2/<name>/blobs/uploads/<id>; id is "" for the

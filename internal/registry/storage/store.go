@@ -14,8 +14,10 @@
 // needs only the layout and its rule for repository names (the
 // reference module); its tests write content through distribution's own
 // storage. Writing content (uploads, manifests, tags) is the registry's,
-// above it, through distribution or its own verified direct writes; what
-// this package removes, it removes only while the registry lets it.
+// above it, through distribution or its own verified direct writes, save
+// one file operation this package does for it (LinkData: verified data
+// kept under a second digest, as a hard link); what this package
+// removes, it removes only while the registry lets it.
 //
 // The seam is three small interfaces the registry provides and this
 // package owns: Turns (gc takes the store alone, fsck beside writers),
