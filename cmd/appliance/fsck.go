@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/maintenance"
-	"github.com/appliance-dev/appliance/internal/server"
+	"github.com/appliance-dev/appliance/internal/server/opsapi"
 )
 
 func (c *cli) fsckCmd() *cobra.Command {
@@ -45,7 +45,7 @@ when a problem remains.`,
 				return err
 			}
 			var rep maintenance.FsckReport
-			if err := cl.DoLong(cmd.Context(), http.MethodPost, "/api/v1/fsck", server.FsckRequest{Repair: repair}, &rep); err != nil {
+			if err := cl.DoLong(cmd.Context(), http.MethodPost, "/api/v1/fsck", opsapi.FsckRequest{Repair: repair}, &rep); err != nil {
 				return fmt.Errorf("fsck: %w", err)
 			}
 			if asJSON {

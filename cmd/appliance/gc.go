@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/maintenance"
-	"github.com/appliance-dev/appliance/internal/server"
+	"github.com/appliance-dev/appliance/internal/server/opsapi"
 )
 
 func (c *cli) gcCmd() *cobra.Command {
@@ -40,7 +40,7 @@ digest.`,
 				return err
 			}
 			var rep maintenance.GCReport
-			if err := cl.DoLong(cmd.Context(), http.MethodPost, "/api/v1/gc", server.GCRequest{DryRun: dryRun}, &rep); err != nil {
+			if err := cl.DoLong(cmd.Context(), http.MethodPost, "/api/v1/gc", opsapi.GCRequest{DryRun: dryRun}, &rep); err != nil {
 				return fmt.Errorf("gc: %w", err)
 			}
 			if asJSON {

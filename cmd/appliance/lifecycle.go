@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/bootstrap"
-	"github.com/appliance-dev/appliance/internal/server"
+	"github.com/appliance-dev/appliance/internal/server/opsapi"
 )
 
 func printJSON(w io.Writer, v any) error {
@@ -36,7 +36,7 @@ func (c *cli) statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var st server.Status
+			var st opsapi.Status
 			if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/status", nil, &st); err != nil {
 				return fmt.Errorf("read status: %w", err)
 			}
@@ -52,7 +52,7 @@ func (c *cli) statusCmd() *cobra.Command {
 	return cmd
 }
 
-func printStatus(w io.Writer, st server.Status) {
+func printStatus(w io.Writer, st opsapi.Status) {
 	fmt.Fprintf(w, "mode: %s since %s\n", st.Mode, st.Since.Format(time.RFC3339))
 	if st.ReadOnly.ReadOnly {
 		fmt.Fprintf(w, "registry: read-only (%s)\n", st.ReadOnly.Reason)
@@ -121,7 +121,7 @@ func printDrift(w io.Writer, drift []bootstrap.Drift) {
 	_ = tw.Flush()
 }
 
-func printSync(w io.Writer, ans server.StandbyAnswer) {
+func printSync(w io.Writer, ans opsapi.StandbyAnswer) {
 	if sb := ans.Sync; sb != nil {
 		fmt.Fprintf(w, "synced with %s: %d repositories, %d tags, %d pulled\n", sb.Primary, sb.Repositories, sb.Tags, len(sb.Pulled))
 		for _, p := range sb.Pulled {
@@ -169,7 +169,7 @@ it followed before (after an activate). With --sync, a standby syncs now.`,
 			if err != nil {
 				return err
 			}
-			var ans server.StandbyAnswer
+			var ans opsapi.StandbyAnswer
 			if syncNow {
 				if primary.url != "" || reason != "" {
 					return errors.New("--sync takes no other settings")
@@ -182,7 +182,7 @@ it followed before (after an activate). With --sync, a standby syncs now.`,
 				if err != nil {
 					return err
 				}
-				req := server.StandbyRequest{Primary: primary.url, PrimaryCA: ca, PrimaryUsername: primary.user, PrimaryPassword: pw,
+				req := opsapi.StandbyRequest{Primary: primary.url, PrimaryCA: ca, PrimaryUsername: primary.user, PrimaryPassword: pw,
 					Projects: projects, Reason: reason}
 				if interval > 0 {
 					req.Interval = interval.String()
@@ -230,7 +230,7 @@ func (c *cli) activateCmd() *cobra.Command {
 				return err
 			}
 			var st bootstrap.State
-			if err := cl.Do(cmd.Context(), http.MethodPost, "/api/v1/activate", server.ActivateRequest{Reason: reason}, &st); err != nil {
+			if err := cl.Do(cmd.Context(), http.MethodPost, "/api/v1/activate", opsapi.ActivateRequest{Reason: reason}, &st); err != nil {
 				return fmt.Errorf("activate: %w", err)
 			}
 			fmt.Fprintf(c.stdout, "active since %s: pushes are accepted\n", st.Since.Format(time.RFC3339))

@@ -18,6 +18,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/apiclient"
 	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/server"
+	"github.com/appliance-dev/appliance/internal/server/opsapi"
 )
 
 // targetFlags say how to reach another registry: a promotion target, or
@@ -91,7 +92,7 @@ referrer on both sides; any difference makes the command fail.`,
 			if err != nil {
 				return err
 			}
-			req := server.PromoteRequest{Target: target.url, TargetCA: ca, TargetUsername: target.user, TargetPassword: pw,
+			req := opsapi.PromoteRequest{Target: target.url, TargetCA: ca, TargetUsername: target.user, TargetPassword: pw,
 				Projects: projects, All: all, DryRun: dryRun, Parallel: parallel}
 			var rec promote.Promotion
 			var failure server.PromotionFailure

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/bootstrap"
-	"github.com/appliance-dev/appliance/internal/server"
+	"github.com/appliance-dev/appliance/internal/server/opsapi"
 )
 
 // vcenterFlags say how the appliance reaches vCenter.
@@ -30,8 +30,8 @@ func (v *vcenterFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&v.supervisor, "supervisor", "", "id of the Supervisor to hand over to")
 }
 
-func (v *vcenterFlags) request() (server.VCenterRequest, error) {
-	r := server.VCenterRequest{URL: v.url, Username: v.user, Thumbprint: v.thumbprint, Supervisor: v.supervisor}
+func (v *vcenterFlags) request() (opsapi.VCenterRequest, error) {
+	r := opsapi.VCenterRequest{URL: v.url, Username: v.user, Thumbprint: v.thumbprint, Supervisor: v.supervisor}
 	if v.url == "" || v.supervisor == "" {
 		return r, errors.New("--vcenter and --supervisor are required")
 	}
@@ -96,7 +96,7 @@ are used for the calls and never kept or logged.`,
 			if err != nil {
 				return err
 			}
-			req := server.SupervisorRegistryRequest{VCenter: v, Hostname: hostname, Port: port, Name: name, Default: makeDefault, Username: pullUser}
+			req := opsapi.SupervisorRegistryRequest{VCenter: v, Hostname: hostname, Port: port, Name: name, Default: makeDefault, Username: pullUser}
 			if pullUser != "" {
 				if req.Password, err = readFirstLine(pullPasswordFile, "--pull-password-file"); err != nil {
 					return err
@@ -132,7 +132,7 @@ are used for the calls and never kept or logged.`,
 			if err != nil {
 				return err
 			}
-			return c.supervisorCall(cmd, &f, "/api/v1/supervisor/services", server.SupervisorServiceRequest{VCenter: v, Bundle: bundle,
+			return c.supervisorCall(cmd, &f, "/api/v1/supervisor/services", opsapi.SupervisorServiceRequest{VCenter: v, Bundle: bundle,
 				Hostname: hostname, Port: port, Install: install, Config: cfg})
 		},
 	}
@@ -166,7 +166,7 @@ are used for the calls and never kept or logged.`,
 			if err != nil {
 				return err
 			}
-			req := server.SupervisorRepointRequest{VCenter: v, Bundle: bundle, Harbor: harbor, HarborCA: ca, Username: pullUser, Reinstall: reinstall, Config: cfg}
+			req := opsapi.SupervisorRepointRequest{VCenter: v, Bundle: bundle, Harbor: harbor, HarborCA: ca, Username: pullUser, Reinstall: reinstall, Config: cfg}
 			if pullUser != "" {
 				if req.Password, err = readFirstLine(pullPasswordFile, "--pull-password-file"); err != nil {
 					return err

@@ -88,7 +88,7 @@ func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-func (s *Server) routes(e *echo.Echo) {
+func (s *Server) routes(e *echo.Echo) error {
 	e.GET(tokenPath, s.handleToken)
 	e.POST(tokenPath, s.handleToken)
 
@@ -111,13 +111,12 @@ func (s *Server) routes(e *echo.Echo) {
 	api.GET("/files", s.listFiles)
 
 	s.aptAPI(api)
-	s.lifecycleRoutes(api)
-	s.maintenanceRoutes(api)
 	s.auditRoutes(api)
 
 	api.GET("/projects", s.listProjects)
 	api.GET("/projects/:name", s.getProject)
 	api.PUT("/projects/:name", s.putProject, s.requireAdmin)
+	return s.opsRoutes(api)
 }
 
 // SystemInfo is the answer of GET /api/v1/system.

@@ -13,6 +13,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/audit"
 	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/config"
+	"github.com/appliance-dev/appliance/internal/server/opsapi"
 	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
@@ -211,7 +212,7 @@ func TestAuditLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	var p promote.Promotion
-	if got := ts.call(t, "POST", "/api/v1/promotions", "admin", ts.admin, PromoteRequest{Target: node.URL, TargetCA: string(node.CAPEM), All: true}, &p); got != 202 {
+	if got := ts.call(t, "POST", "/api/v1/promotions", "admin", ts.admin, opsapi.PromoteRequest{Target: node.URL, TargetCA: string(node.CAPEM), All: true}, &p); got != 202 {
 		t.Fatalf("promotion = %d %+v", got, p)
 	}
 	deadline := time.Now().Add(time.Minute)
@@ -232,8 +233,8 @@ func TestAuditLifecycle(t *testing.T) {
 	}
 
 	node.Push(t, "library/new:1", testkit.RandomImage(t, 4096, 1))
-	var ans StandbyAnswer
-	if got := ts.call(t, "POST", "/api/v1/standby", "admin", ts.admin, StandbyRequest{Primary: node.URL, PrimaryCA: string(node.CAPEM), Projects: []string{"library"}}, &ans); got != 200 || ans.SyncError != "" {
+	var ans opsapi.StandbyAnswer
+	if got := ts.call(t, "POST", "/api/v1/standby", "admin", ts.admin, opsapi.StandbyRequest{Primary: node.URL, PrimaryCA: string(node.CAPEM), Projects: []string{"library"}}, &ans); got != 200 || ans.SyncError != "" {
 		t.Fatalf("standby = %d %+v", got, ans)
 	}
 	entries := ts.auditEntries(t, "")
@@ -243,7 +244,7 @@ func TestAuditLifecycle(t *testing.T) {
 		pull.Details["import_id"] == "" || !strings.HasPrefix(pull.Details["tags"], "1@sha256:") || pull.Details["primary"] != node.URL {
 		t.Fatalf("standby entries: mode %+v pull %+v", mode, pull)
 	}
-	if got := ts.call(t, "POST", "/api/v1/activate", "admin", ts.admin, ActivateRequest{Reason: "failover drill"}, nil); got != 200 {
+	if got := ts.call(t, "POST", "/api/v1/activate", "admin", ts.admin, opsapi.ActivateRequest{Reason: "failover drill"}, nil); got != 200 {
 		t.Fatalf("activate = %d", got)
 	}
 	act := ts.auditEntries(t, "action=mode.change")[0]

@@ -9,7 +9,14 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
 	"github.com/appliance-dev/appliance/internal/auth"
+	"github.com/appliance-dev/appliance/internal/bootstrap"
+	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
+	"github.com/appliance-dev/appliance/internal/bootstrap/vsphere"
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/maintenance"
+	"github.com/appliance-dev/appliance/internal/regclient"
+	"github.com/appliance-dev/appliance/internal/registry"
+	"github.com/appliance-dev/appliance/internal/server/opsapi"
 )
 
 // APIError is the body of every error the JSON API returns.
@@ -18,6 +25,13 @@ type APIError struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
+}
+
+// PromotionFailure is the answer to a refused promotion: the error, and
+// the record (with every problem found).
+type PromotionFailure struct {
+	APIError
+	Promotion *promote.Promotion `json:"promotion,omitempty"`
 }
 
 // Sentinel errors of the API layer.
@@ -63,6 +77,10 @@ func statusOf(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, "TOO_LARGE"
 	case errors.As(err, &he):
 		return he.Code, http.StatusText(he.Code)
+	case errors.Is(err, opsapi.ErrNotFound):
+		return http.StatusNotFound, "NOT_FOUND"
+	case errors.Is(err, opsapi.ErrBadRequest):
+		return http.StatusBadRequest, "BAD_REQUEST"
 	case errors.Is(err, errUnauthenticated), errors.Is(err, auth.ErrBadCredentials):
 		return http.StatusUnauthorized, "UNAUTHORIZED"
 	case errors.Is(err, errForbidden):
@@ -109,6 +127,59 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			_ = c.NoContent(status)
 			return
 		}
+		var pe *opsapi.PromotionError
+		if errors.As(err, &pe) && pe.Promotion != nil && (status < 500 || status == http.StatusBadGateway) {
+			_ = c.JSON(status, PromotionFailure{APIError: body, Promotion: pe.Promotion})
+			return
+		}
 		_ = c.JSON(status, body)
 	}
+}
+
+// lifecycleStatus maps the lifecycle's errors; used by statusOf.
+func lifecycleStatus(err error) (int, string, bool) {
+	var (
+		refused   *promote.RefusedError
+		targetErr *regclient.Error
+	)
+	switch {
+	case errors.As(err, &refused):
+		return http.StatusUnprocessableEntity, "PROMOTION_REFUSED", true
+	case errors.As(err, &targetErr):
+		// The other registry failed (or refused): not the appliance's fault.
+		return http.StatusBadGateway, "REMOTE_REGISTRY_ERROR", true
+	case errors.Is(err, bootstrap.ErrInvalid), errors.Is(err, promote.ErrInvalid):
+		return http.StatusBadRequest, "BAD_REQUEST", true
+	case errors.Is(err, promote.ErrBusy), errors.Is(err, bootstrap.ErrBadTransition), errors.Is(err, bootstrap.ErrStandby):
+		return http.StatusConflict, "CONFLICT", true
+	case errors.Is(err, promote.ErrNotFound):
+		return http.StatusNotFound, "NOT_FOUND", true
+	}
+	return 0, "", false
+}
+
+// supervisorStatus maps the hand-over's errors; used by statusOf.
+func supervisorStatus(err error) (int, string, bool) {
+	var ve *vsphere.Error
+	switch {
+	case errors.Is(err, vsphere.ErrInvalidConfig), errors.Is(err, vsphere.ErrNoPackage), errors.Is(err, vsphere.ErrNoPackageMetadata):
+		return http.StatusBadRequest, "BAD_REQUEST", true
+	case errors.Is(err, bootstrap.ErrNotPromoted):
+		return http.StatusConflict, "NOT_PROMOTED", true
+	case errors.Is(err, vsphere.ErrVersionInUse):
+		return http.StatusConflict, "CONFLICT", true
+	case errors.As(err, &ve), errors.Is(err, vsphere.ErrLoginRefused), errors.Is(err, vsphere.ErrUnreachable),
+		errors.Is(err, vsphere.ErrUntrusted), errors.Is(err, vsphere.ErrForbidden), errors.Is(err, vsphere.ErrNotFound):
+		// vCenter failed or refused: its words reach the caller (502).
+		return http.StatusBadGateway, "VCENTER_ERROR", true
+	}
+	return 0, "", false
+}
+
+// maintenanceStatus maps fsck's and gc's errors; used by statusOf.
+func maintenanceStatus(err error) (int, string, bool) {
+	if errors.Is(err, maintenance.ErrBusy) || errors.Is(err, registry.ErrBusy) {
+		return http.StatusConflict, "BUSY", true
+	}
+	return 0, "", false
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/appliance-dev/appliance/internal/bootstrap"
 )
 
 // metrics are the appliance's Prometheus metrics, on a registry of their own
@@ -170,3 +172,46 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// lifecycleMetrics are the mode and the standby's lag.
+func lifecycleMetrics(life *bootstrap.Lifecycle, f *bootstrap.Follower) []prometheus.Collector {
+	modes := prometheus.NewDesc("appliance_mode", "1 for the lifecycle mode the appliance is in (bootstrap, standby, active), 0 for the others.", []string{"mode"}, nil)
+	return []prometheus.Collector{
+		collectorFunc{desc: modes, collect: func(ch chan<- prometheus.Metric) {
+			cur := life.Mode()
+			for _, m := range bootstrap.Modes {
+				v := 0.0
+				if m == cur {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(modes, prometheus.GaugeValue, v, string(m))
+			}
+		}},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "appliance_standby_lag_seconds",
+			Help: "Seconds since the standby's last clean sync with its primary (since it became a standby, before the first); 0 when not a standby.",
+		}, func() float64 {
+			lag, _ := f.Lag()
+			return lag.Seconds()
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "appliance_standby_last_sync_timestamp_seconds",
+			Help: "Unix time of the standby's last clean sync with its primary; 0 before the first.",
+		}, func() float64 {
+			t := f.Status().LastCleanSync
+			if t.IsZero() {
+				return 0
+			}
+			return float64(t.Unix())
+		}),
+	}
+}
+
+// collectorFunc is a collector of one metric family computed on scrape.
+type collectorFunc struct {
+	desc    *prometheus.Desc
+	collect func(chan<- prometheus.Metric)
+}
+
+func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }

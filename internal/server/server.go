@@ -186,8 +186,13 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		return nil, err
 	}
 	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly }, lifecycleMetrics(s.life, s.follower)...)
+	handler, err := s.httpsHandler()
+	if err != nil {
+		closeStores()
+		return nil, err
+	}
 	s.httpsSrv = &http.Server{
-		Handler:   s.httpsHandler(),
+		Handler:   handler,
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{s.pki.ServerTLS}},
 		// Imports stream gigabytes in one request body: HTTP/2's default
 		// 1 MiB receive windows make the client wait for window updates.
@@ -204,26 +209,6 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return s, nil
-}
-
-// openLifecycle opens the mode, the promotions and the follower. A
-// standby comes back read-only, whatever happened before the restart.
-func (s *Server) openLifecycle() error {
-	var err error
-	dir := s.cfg.DataDir
-	if s.life, err = bootstrap.OpenLifecycle(dir, s.reg, s.log); err != nil {
-		return err
-	}
-	if s.promoter, err = promote.NewPromoter(s.reg, s.reg, visibility{s}, dir,
-		promote.WithPromoterLogger(s.log), promote.WithSkip(isStaging)); err != nil {
-		return err
-	}
-	if s.follower, err = bootstrap.NewFollower(s.life, s.reg, followImporter{s}, dir,
-		bootstrap.WithFollowerLogger(s.log), bootstrap.WithFollowerSkip(isStaging)); err != nil {
-		return err
-	}
-	s.handover, err = bootstrap.NewHandover(s.reg, s.promoter, dir, s.log)
-	return err
 }
 
 // httpsConnContext records the coalesce.Conn under a request's TLS
@@ -325,9 +310,11 @@ func (s *Server) newEcho() *echo.Echo {
 }
 
 // httpsHandler serves /v2/ with the registry and everything else with echo.
-func (s *Server) httpsHandler() http.Handler {
+func (s *Server) httpsHandler() (http.Handler, error) {
 	e := s.newEcho()
-	s.routes(e)
+	if err := s.routes(e); err != nil {
+		return nil, err
+	}
 	api := s.metrics.instrument(s.log, func(r *http.Request) string { return apiRoute(e, r) }, e)
 	v2 := s.metrics.instrument(s.log, registryRoute, s.auditRegistry(s.reg.Handler()))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -336,7 +323,7 @@ func (s *Server) httpsHandler() http.Handler {
 			return
 		}
 		api.ServeHTTP(w, r)
-	})
+	}), nil
 }
 
 // httpHandler serves /ca.crt, health and metrics in the clear and sends

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/appliance-dev/appliance/internal/bootstrap"
-	"github.com/appliance-dev/appliance/internal/server"
+	"github.com/appliance-dev/appliance/internal/server/opsapi"
 	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
@@ -33,7 +33,7 @@ func TestStandbyFollowsHarbor(t *testing.T) {
 	out, err = a.cliLong(a.password+"\n", "standby", "--primary", h.URL, "--primary-ca", h.CAFile, "--primary-user", h.Admin,
 		"--primary-password-file", writeSecret(t, "wrong"), "--username", "admin", "--password-stdin")
 	mustFail(t, "standby with a wrong password", out, err, "credentials refused", "nothing changed")
-	var st server.Status
+	var st opsapi.Status
 	if err := getJSON(a, "/api/v1/status", &st); err != nil || st.Mode != bootstrap.ModeBootstrap || st.ReadOnly.ReadOnly {
 		t.Fatalf("after a refused standby: %v %+v", err, st)
 	}

@@ -1,7 +1,6 @@
-package server
+package opsapi
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/appliance-dev/appliance/internal/audit"
 	"github.com/appliance-dev/appliance/internal/bootstrap"
 	"github.com/appliance-dev/appliance/internal/bootstrap/vsphere"
 )
@@ -19,13 +19,6 @@ import (
 // The vSphere Supervisor hand-over: register the appliance as a container
 // image registry, register Supervisor Services from imported imgpkg
 // bundles, and re-point them at production Harbor after the promotion.
-
-func (s *Server) supervisorRoutes(api *echo.Group) {
-	api.GET("/supervisor", s.getSupervisor, s.requireUser)
-	api.POST("/supervisor/registry", s.postSupervisorRegistry, s.requireAdmin)
-	api.POST("/supervisor/services", s.postSupervisorServices, s.requireAdmin)
-	api.POST("/supervisor/repoint", s.postSupervisorRepoint, s.requireAdmin)
-}
 
 // VCenterRequest says how to reach vCenter. The password is used for the
 // calls and never kept or logged.
@@ -41,7 +34,7 @@ type VCenterRequest struct {
 func (v VCenterRequest) config() (bootstrap.VCenter, error) {
 	cfg := bootstrap.VCenter{URL: v.URL, Username: v.Username, Password: v.Password, CAPEM: []byte(v.CA), Thumbprint: v.Thumbprint, Supervisor: v.Supervisor}
 	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("%w: %w", errBadRequest, err)
+		return cfg, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	return cfg, nil
 }
@@ -89,28 +82,27 @@ type SupervisorRepointRequest struct {
 	Config    string `json:"config,omitempty"`
 }
 
-func (s *Server) getSupervisor(c echo.Context) error {
-	return c.JSON(http.StatusOK, s.handover.State())
+func (a *api) getSupervisor(c echo.Context) error {
+	return c.JSON(http.StatusOK, a.Handover.State())
 }
 
 // applianceEndpoint is the appliance as a Supervisor reaches it: a name
 // its certificate carries, and a port.
-func (s *Server) applianceEndpoint(hostname string, port int) (string, int, error) {
+func (a *api) applianceEndpoint(hostname string, port int) (string, int, error) {
 	if hostname == "" {
-		if len(s.cfg.Hostnames) == 0 {
-			return "", 0, fmt.Errorf("%w: give the host name the Supervisor reaches the appliance by (the appliance's certificate carries %s)", errBadRequest, strings.Join(s.pki.Names, ", "))
+		if len(a.Appliance.Hostnames) == 0 {
+			return "", 0, fmt.Errorf("%w: give the host name the Supervisor reaches the appliance by (the appliance's certificate carries %s)", ErrBadRequest, strings.Join(a.Appliance.CertNames, ", "))
 		}
-		hostname = s.cfg.Hostnames[0]
+		hostname = a.Appliance.Hostnames[0]
 	}
-	if !slices.Contains(s.pki.Names, hostname) {
-		return "", 0, fmt.Errorf("%w: the appliance's certificate does not carry %q (it carries %s); start it with --hostname %s", errBadRequest, hostname, strings.Join(s.pki.Names, ", "), hostname)
+	if !slices.Contains(a.Appliance.CertNames, hostname) {
+		return "", 0, fmt.Errorf("%w: the appliance's certificate does not carry %q (it carries %s); start it with --hostname %s", ErrBadRequest, hostname, strings.Join(a.Appliance.CertNames, ", "), hostname)
 	}
 	if port == 0 {
-		_, p, _ := net.SplitHostPort(s.HTTPSAddr())
-		port, _ = strconv.Atoi(p)
+		port = a.Appliance.HTTPSPort
 	}
 	if port <= 0 || port > 65535 {
-		return "", 0, fmt.Errorf("%w: port %d", errBadRequest, port)
+		return "", 0, fmt.Errorf("%w: port %d", ErrBadRequest, port)
 	}
 	return hostname, port, nil
 }
@@ -122,95 +114,77 @@ func hostPort(host string, port int) string {
 	return net.JoinHostPort(host, strconv.Itoa(port))
 }
 
-func (s *Server) postSupervisorRegistry(c echo.Context) error {
+func (a *api) postSupervisorRegistry(c echo.Context) error {
 	var req SupervisorRegistryRequest
-	if err := bind(c, &req); err != nil {
+	if err := a.Bind(c, &req); err != nil {
 		return err
 	}
-	auditNote(c, redactURL(req.VCenter.URL), "supervisor", req.VCenter.Supervisor, "hostname", req.Hostname)
+	a.Note(c, audit.RedactURL(req.VCenter.URL), "supervisor", req.VCenter.Supervisor, "hostname", req.Hostname)
 	vc, err := req.VCenter.config()
 	if err != nil {
 		return err
 	}
-	host, port, err := s.applianceEndpoint(req.Hostname, req.Port)
+	host, port, err := a.applianceEndpoint(req.Hostname, req.Port)
 	if err != nil {
 		return err
 	}
-	st, err := s.handover.RegisterRegistry(c.Request().Context(), bootstrap.RegistryRequest{VCenter: vc, By: principal(c).Name,
+	st, err := a.Handover.RegisterRegistry(c.Request().Context(), bootstrap.RegistryRequest{VCenter: vc, By: a.Principal(c).Name,
 		Registry: vsphere.Registry{Name: req.Name, Hostname: host, Port: port, Username: req.Username, Password: req.Password,
-			CertificateChain: string(s.pki.CAPEM), Default: req.Default}})
+			CertificateChain: string(a.Appliance.CAPEM), Default: req.Default}})
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, st)
 }
 
-func (s *Server) postSupervisorServices(c echo.Context) error {
+func (a *api) postSupervisorServices(c echo.Context) error {
 	var req SupervisorServiceRequest
-	if err := bind(c, &req); err != nil {
+	if err := a.Bind(c, &req); err != nil {
 		return err
 	}
-	auditNote(c, redactURL(req.VCenter.URL), "supervisor", req.VCenter.Supervisor, "bundle", req.Bundle)
+	a.Note(c, audit.RedactURL(req.VCenter.URL), "supervisor", req.VCenter.Supervisor, "bundle", req.Bundle)
 	vc, err := req.VCenter.config()
 	if err != nil {
 		return err
 	}
-	host, port, err := s.applianceEndpoint(req.Hostname, req.Port)
+	host, port, err := a.applianceEndpoint(req.Hostname, req.Port)
 	if err != nil {
 		return err
 	}
-	st, err := s.handover.RegisterServices(c.Request().Context(), bootstrap.ServiceRequest{VCenter: vc, Bundle: req.Bundle,
-		Host: hostPort(host, port), Install: req.Install, Config: []byte(req.Config), By: principal(c).Name})
+	st, err := a.Handover.RegisterServices(c.Request().Context(), bootstrap.ServiceRequest{VCenter: vc, Bundle: req.Bundle,
+		Host: hostPort(host, port), Install: req.Install, Config: []byte(req.Config), By: a.Principal(c).Name})
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, st)
 }
 
-func (s *Server) postSupervisorRepoint(c echo.Context) error {
+func (a *api) postSupervisorRepoint(c echo.Context) error {
 	var req SupervisorRepointRequest
-	if err := bind(c, &req); err != nil {
+	if err := a.Bind(c, &req); err != nil {
 		return err
 	}
-	auditNote(c, redactURL(req.VCenter.URL), "supervisor", req.VCenter.Supervisor, "bundle", req.Bundle, "harbor", redactURL(req.Harbor))
+	a.Note(c, audit.RedactURL(req.VCenter.URL), "supervisor", req.VCenter.Supervisor, "bundle", req.Bundle, "harbor", audit.RedactURL(req.Harbor))
 	vc, err := req.VCenter.config()
 	if err != nil {
 		return err
 	}
 	u, err := url.Parse(req.Harbor)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
-		return fmt.Errorf("%w: harbor %q: want https://HOST[:PORT], as promoted to", errBadRequest, req.Harbor)
+		return fmt.Errorf("%w: harbor %q: want https://HOST[:PORT], as promoted to", ErrBadRequest, req.Harbor)
 	}
 	if strings.TrimSpace(req.HarborCA) == "" {
-		return fmt.Errorf("%w: harbor_ca: the Supervisor must be given the CA that signs Harbor's certificate", errBadRequest)
+		return fmt.Errorf("%w: harbor_ca: the Supervisor must be given the CA that signs Harbor's certificate", ErrBadRequest)
 	}
 	port := 443
 	if p := u.Port(); p != "" {
 		port, _ = strconv.Atoi(p)
 	}
-	st, err := s.handover.Repoint(c.Request().Context(), bootstrap.RepointRequest{VCenter: vc, Bundle: req.Bundle, HarborURL: req.Harbor,
+	st, err := a.Handover.Repoint(c.Request().Context(), bootstrap.RepointRequest{VCenter: vc, Bundle: req.Bundle, HarborURL: req.Harbor,
 		Harbor:    vsphere.Registry{Hostname: u.Hostname(), Port: port, Username: req.Username, Password: req.Password, CertificateChain: req.HarborCA, Default: true},
-		Reinstall: req.Reinstall, Config: []byte(req.Config), By: principal(c).Name})
+		Reinstall: req.Reinstall, Config: []byte(req.Config), By: a.Principal(c).Name})
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, st)
-}
-
-// supervisorStatus maps the hand-over's errors; used by statusOf.
-func supervisorStatus(err error) (int, string, bool) {
-	var ve *vsphere.Error
-	switch {
-	case errors.Is(err, vsphere.ErrInvalidConfig), errors.Is(err, vsphere.ErrNoPackage), errors.Is(err, vsphere.ErrNoPackageMetadata):
-		return http.StatusBadRequest, "BAD_REQUEST", true
-	case errors.Is(err, bootstrap.ErrNotPromoted):
-		return http.StatusConflict, "NOT_PROMOTED", true
-	case errors.Is(err, vsphere.ErrVersionInUse):
-		return http.StatusConflict, "CONFLICT", true
-	case errors.As(err, &ve), errors.Is(err, vsphere.ErrLoginRefused), errors.Is(err, vsphere.ErrUnreachable),
-		errors.Is(err, vsphere.ErrUntrusted), errors.Is(err, vsphere.ErrForbidden), errors.Is(err, vsphere.ErrNotFound):
-		// vCenter failed or refused: its words reach the caller (502).
-		return http.StatusBadGateway, "VCENTER_ERROR", true
-	}
-	return 0, "", false
 }
