@@ -193,7 +193,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 	}
 	s.httpsSrv = &http.Server{
 		Handler:   handler,
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{s.pki.ServerTLS}},
+		TLSConfig: tlsConfig(s.pki.ServerTLS),
 		// Imports stream gigabytes in one request body: HTTP/2's default
 		// 1 MiB receive windows make the client wait for window updates.
 		HTTP2:             &http.HTTP2Config{MaxReceiveBufferPerConnection: 16 << 20, MaxReceiveBufferPerStream: 16 << 20},

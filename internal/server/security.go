@@ -1,0 +1,28 @@
+package server
+
+import "crypto/tls"
+
+// The transport's hardening (docs/architecture.md, Security).
+
+// tlsConfig is the HTTPS listener's: TLS 1.2 or later. TLS 1.2 offers
+// ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 only (no RSA key
+// exchange, no CBC, no SHA-1 MACs); TLS 1.3's suites are fixed by Go and
+// all AEAD. Key exchange: the hybrid post-quantum X25519MLKEM768 first
+// (Go's default choice, kept), then X25519 and P-256.
+func tlsConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		CipherSuites: []uint16{
+			// HTTP/2 requires one of the AES-128-GCM suites.
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			// For an RSA server certificate.
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		CurvePreferences: []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256},
+	}
+}

@@ -1,0 +1,105 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTLSPolicy asks openssl for each kind of handshake: TLS 1.0 and 1.1,
+// TLS 1.2 without ECDHE or without an AEAD cipher, and a group outside
+// X25519 and P-256 are refused by the appliance (the client offers them:
+// SECLEVEL=0 lifts OpenSSL's own floor); TLS 1.2 with ECDHE and AES-GCM
+// or ChaCha20-Poly1305, and TLS 1.3, are accepted.
+func TestTLSPolicy(t *testing.T) {
+	t.Parallel()
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl is not installed")
+	}
+	ts := startServer(t)
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		accept string // the protocol and cipher openssl reports; "" when refused
+	}{
+		{"TLS 1.0", []string{"-tls1", "-cipher", "DEFAULT:@SECLEVEL=0"}, ""},
+		{"TLS 1.1", []string{"-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"}, ""},
+		{"RSA key exchange, CBC", []string{"-tls1_2", "-cipher", "AES128-SHA:@SECLEVEL=0"}, ""},
+		{"RSA key exchange, GCM", []string{"-tls1_2", "-cipher", "AES128-GCM-SHA256"}, ""},
+		{"ECDHE, CBC", []string{"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384:@SECLEVEL=0"}, ""},
+		{"ECDHE over P-384 only", []string{"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-groups", "secp384r1"}, ""},
+		{"TLS 1.2 ECDHE AES-128-GCM", []string{"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"}, "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256"},
+		{"TLS 1.2 ECDHE AES-256-GCM over P-256", []string{"-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384", "-groups", "P-256"}, "TLSv1.2 ECDHE-ECDSA-AES256-GCM-SHA384"},
+		{"TLS 1.2 ECDHE ChaCha20-Poly1305", []string{"-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"}, "TLSv1.2 ECDHE-ECDSA-CHACHA20-POLY1305"},
+		{"TLS 1.3", []string{"-tls1_3"}, "TLSv1.3 TLS_AES_"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			args := append([]string{"s_client", "-connect", ts.HTTPSAddr(), "-servername", "localhost"}, tc.args...)
+			cmd := exec.CommandContext(ctx, openssl, args...) //nolint:gosec // the test's own arguments
+			cmd.Stdin = strings.NewReader("")
+			out, err := cmd.CombinedOutput()
+			got := negotiated(string(out))
+			if tc.accept == "" {
+				if err == nil || got != "" {
+					t.Fatalf("openssl %s was accepted (%q):\n%s", strings.Join(tc.args, " "), got, out)
+				}
+				// The appliance refused it: openssl offered it and got an alert back.
+				if !strings.Contains(string(out), "alert") {
+					t.Fatalf("openssl %s failed without an alert from the server (did the client offer it?):\n%s", strings.Join(tc.args, " "), out)
+				}
+				return
+			}
+			if err != nil || !strings.HasPrefix(got, tc.accept) {
+				t.Fatalf("openssl %s = %q (%v), want %q:\n%s", strings.Join(tc.args, " "), got, err, tc.accept, out)
+			}
+		})
+	}
+}
+
+// negotiated reads "PROTOCOL CIPHER" from s_client's output, or "".
+func negotiated(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		// "New, TLSv1.2, Cipher is ECDHE-ECDSA-AES128-GCM-SHA256"
+		if rest, ok := strings.CutPrefix(line, "New, "); ok {
+			proto, cipher, ok := strings.Cut(rest, ", Cipher is ")
+			if ok && cipher != "(NONE)" {
+				return proto + " " + strings.TrimSpace(cipher)
+			}
+		}
+	}
+	return ""
+}
+
+// TestTLSPolicyGo: the same floor as Go clients see it, without openssl.
+func TestTLSPolicyGo(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	for _, tc := range []struct {
+		name string
+		cfg  *tls.Config
+		ok   bool
+	}{
+		{"TLS 1.1", &tls.Config{MaxVersion: tls.VersionTLS11}, false},
+		{"ECDHE with CBC", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}}, false},
+		{"P-384 only", &tls.Config{MaxVersion: tls.VersionTLS12, CurvePreferences: []tls.CurveID{tls.CurveP384}}, false},
+		{"TLS 1.2", &tls.Config{MaxVersion: tls.VersionTLS12}, true},
+		{"TLS 1.3", &tls.Config{MinVersion: tls.VersionTLS13}, true},
+	} {
+		cfg := tc.cfg
+		cfg.InsecureSkipVerify = true //nolint:gosec // the handshake's parameters are under test, not the certificate
+		conn, err := tls.Dial("tcp", ts.HTTPSAddr(), cfg)
+		if err == nil {
+			_ = conn.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: handshake error %v, want success %v", tc.name, err, tc.ok)
+		}
+	}
+}
