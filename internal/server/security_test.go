@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -100,6 +101,44 @@ func TestTLSPolicyGo(t *testing.T) {
 		}
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: handshake error %v, want success %v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+// TestHSTS: every HTTPS answer carries Strict-Transport-Security, errors
+// and /v2/ included; no answer of the plain listener does, redirects
+// included.
+func TestHSTS(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	noRedirect := &http.Client{Transport: ts.client.Transport, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct {
+		url  string
+		want string
+	}{
+		{ts.base + "/api/v1/system", hstsValue},
+		{ts.base + "/api/v1/users", hstsValue}, // 401
+		{ts.base + "/api/v1/nothing-here", hstsValue},
+		{ts.base + "/service/token?service=appliance", hstsValue},
+		{ts.base + "/v2/", hstsValue}, // 401, from distribution
+		{ts.base + "/v2/library/app/tags/list", hstsValue},
+		{ts.base + "/files/", hstsValue},
+		{ts.base + "/ca.crt", hstsValue},
+		{ts.base + "/healthz", hstsValue},
+		{"http://" + ts.HTTPAddr() + "/healthz", ""},
+		{"http://" + ts.HTTPAddr() + "/ca.crt", ""},
+		{"http://" + ts.HTTPAddr() + "/files/", ""},
+		{"http://" + ts.HTTPAddr() + "/api/v1/system", ""}, // 308 to HTTPS
+		{"http://" + ts.HTTPAddr() + "/v2/", ""},
+	} {
+		resp, err := noRedirect.Get(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Strict-Transport-Security"); got != tc.want {
+			t.Errorf("GET %s (%d): Strict-Transport-Security %q, want %q", tc.url, resp.StatusCode, got, tc.want)
 		}
 	}
 }

@@ -317,13 +317,13 @@ func (s *Server) httpsHandler() (http.Handler, error) {
 	}
 	api := s.metrics.instrument(s.log, func(r *http.Request) string { return apiRoute(e, r) }, e)
 	v2 := s.metrics.instrument(s.log, registryRoute, s.auditRegistry(s.reg.Handler()))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return hsts(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
 			v2.ServeHTTP(w, r)
 			return
 		}
 		api.ServeHTTP(w, r)
-	}), nil
+	})), nil
 }
 
 // httpHandler serves /ca.crt, health and metrics in the clear and sends
