@@ -3,9 +3,16 @@ package server
 import (
 	"crypto/tls"
 	"net/http"
+
+	"github.com/labstack/echo/v4"
 )
 
 // The transport's hardening (docs/architecture.md, Security).
+
+// maxHeaderBytes bounds a request's header block on both listeners: the
+// request line and headers over HTTP/1.1, the header list over HTTP/2.
+// The largest header a client sends here is a bearer token, a few KiB.
+const maxHeaderBytes = 64 << 10
 
 // hstsValue asks browsers to reach this host over HTTPS only, for a year.
 // No includeSubDomains: the appliance speaks for its own name only.
@@ -44,4 +51,25 @@ func hsts(next http.Handler) http.Handler {
 		w.Header().Set("Strict-Transport-Security", hstsValue)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// streamedRoutes take bodies of any size, streamed and bounded by what
+// they verify: archives to import, packages to publish. /v2/ uploads
+// never reach echo.
+var streamedRoutes = map[string]bool{
+	http.MethodPost + " /api/v1/imports":                        true,
+	http.MethodPost + " /api/v1/apt/repos/:repo/:dist/packages": true,
+}
+
+// limitBodies bounds the request body of every other route, on both
+// listeners, to maxAPIBodyLen: reading past it fails with an
+// *http.MaxBytesError (413), inside the handler, so that an API write
+// refused for its size is audited like any other.
+func limitBodies(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if r := c.Request(); !streamedRoutes[r.Method+" "+c.Path()] {
+			r.Body = http.MaxBytesReader(c.Response(), r.Body, maxAPIBodyLen)
+		}
+		return next(c)
+	}
 }

@@ -1,9 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"io"
+	"mime/multipart"
 	"net/http"
+	"net/url"
 	"os/exec"
 	"strings"
 	"testing"
@@ -140,5 +144,100 @@ func TestHSTS(t *testing.T) {
 		if got := resp.Header.Get("Strict-Transport-Security"); got != tc.want {
 			t.Errorf("GET %s (%d): Strict-Transport-Security %q, want %q", tc.url, resp.StatusCode, got, tc.want)
 		}
+	}
+}
+
+// TestRequestLimits: a header block beyond 64 KiB is refused on both
+// listeners (431 over HTTP/1.1; over HTTP/2 the client is told the limit
+// and does not send it), a form or JSON body beyond 1 MiB is refused
+// (413) outside the streamed routes, and the streamed routes (imports,
+// apt uploads) still read bodies larger than that.
+func TestRequestLimits(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	// ts.client speaks HTTP/1.1 (a custom TLS configuration turns HTTP/2 off).
+	h1Client := ts.client
+	big := strings.Repeat("x", 70<<10)
+	for _, base := range []string{ts.base, "http://" + ts.HTTPAddr()} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/healthz", nil)
+		req.Header.Set("X-Padding", big)
+		resp, err := h1Client.Do(req)
+		if err != nil {
+			t.Fatalf("%s with a 70 KiB header: %v", base, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("%s with a 70 KiB header over HTTP/1.1 = %d, want 431", base, resp.StatusCode)
+		}
+		req, _ = http.NewRequest(http.MethodGet, base+"/healthz", nil)
+		req.Header.Set("X-Padding", strings.Repeat("x", 32<<10))
+		resp, err = h1Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s with a 32 KiB header = %d, want 200", base, resp.StatusCode)
+		}
+	}
+	// Over HTTP/2 the server announces the limit; whether the client
+	// sends the request anyway (and loses the connection) or not, it is
+	// not served. A smaller header is.
+	for _, tc := range []struct {
+		size int
+		ok   bool
+	}{{70 << 10, false}, {32 << 10, true}} {
+		h2 := ts.client.Transport.(*http.Transport).Clone()
+		h2.ForceAttemptHTTP2 = true
+		req, _ := http.NewRequest(http.MethodGet, ts.base+"/healthz", nil)
+		req.Header.Set("X-Padding", strings.Repeat("x", tc.size))
+		resp, err := (&http.Client{Transport: h2, Timeout: 30 * time.Second}).Do(req)
+		served := err == nil && resp.StatusCode == http.StatusOK
+		if err == nil {
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 {
+				t.Fatalf("HTTP/2 was not negotiated: %s", resp.Proto)
+			}
+		}
+		h2.CloseIdleConnections()
+		if served != tc.ok {
+			t.Fatalf("a %d KiB header over HTTP/2: served %v (%v), want %v", tc.size>>10, served, err, tc.ok)
+		}
+	}
+
+	post := func(path, contentType string, body io.Reader) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, ts.base+path, body)
+		req.SetBasicAuth("admin", ts.admin)
+		req.Header.Set("Content-Type", contentType)
+		resp, err := ts.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	form := "grant_type=password&username=admin&password=" + url.QueryEscape(ts.admin) + "&pad=" + strings.Repeat("x", 2<<20)
+	if got := post("/service/token", "application/x-www-form-urlencoded", strings.NewReader(form)); got != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a 2 MiB token form = %d, want 413", got)
+	}
+	if got := post("/service/token", "application/x-www-form-urlencoded", io.MultiReader(strings.NewReader(form))); got != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a 2 MiB chunked token form = %d, want 413", got)
+	}
+	if got := post("/api/v1/activate", "application/json", strings.NewReader(`{"reason":"`+strings.Repeat("x", 2<<20)+`"}`)); got != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a 2 MiB JSON body = %d, want 413", got)
+	}
+	// 3 MiB of garbage is read to the end and refused for what it is, not for its size.
+	if got := post("/api/v1/imports?source=junk.tar", "application/x-tar", bytes.NewReader(bytes.Repeat([]byte{1}, 3<<20))); got != http.StatusUnprocessableEntity {
+		t.Fatalf("a 3 MiB archive = %d, want 422 (refused by the importer, not for its size)", got)
+	}
+	var mp bytes.Buffer
+	w := multipart.NewWriter(&mp)
+	part, _ := w.CreateFormFile("file", "junk_1.0_amd64.deb")
+	_, _ = part.Write(bytes.Repeat([]byte{1}, 3<<20))
+	_ = w.Close()
+	if got := post("/api/v1/apt/repos/r/d/packages", w.FormDataContentType(), &mp); got != http.StatusUnprocessableEntity {
+		t.Fatalf("a 3 MiB package upload = %d, want 422 (not a .deb, not too large)", got)
 	}
 }

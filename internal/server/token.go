@@ -1,6 +1,8 @@
 package server
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -39,6 +41,9 @@ func (s *Server) handleToken(c echo.Context) error {
 		scopes = r.URL.Query()["scope"]
 	case http.MethodPost:
 		if err := r.ParseForm(); err != nil {
+			if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+				return tokenError(c, http.StatusRequestEntityTooLarge, "invalid_request", fmt.Sprintf("form body larger than %d bytes", tooLarge.Limit))
+			}
 			return tokenError(c, http.StatusBadRequest, "invalid_request", "malformed form body")
 		}
 		switch r.PostForm.Get("grant_type") {
