@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -16,11 +17,14 @@ func (c *cli) userCmd() *cobra.Command {
 	var f clientFlags
 	cmd := &cobra.Command{
 		Use:   "user",
-		Short: "Manage the users of a running appliance (add, passwd, rm, ls)",
+		Short: "Manage the users of a running appliance (add, set, passwd, rm, ls)",
 	}
 	f.register(cmd)
 
-	var role, passwordFile string
+	var (
+		role, passwordFile string
+		projects           []string
+	)
 	add := &cobra.Command{
 		Use:   "add NAME",
 		Short: "Add a user; without --new-password-file a random password is generated and printed once",
@@ -35,10 +39,10 @@ func (c *cli) userCmd() *cobra.Command {
 				return err
 			}
 			var u auth.User
-			if err := cl.Do(cmd.Context(), http.MethodPost, "/api/v1/users", server.UserRequest{Name: args[0], Password: pw, Role: role}, &u); err != nil {
+			if err := cl.Do(cmd.Context(), http.MethodPost, "/api/v1/users", server.UserRequest{Name: args[0], Password: pw, Role: role, Projects: &projects}, &u); err != nil {
 				return fmt.Errorf("add user %s: %w", args[0], err)
 			}
-			fmt.Fprintf(c.stdout, "added user %s (role %s)\n", u.Name, u.Role)
+			fmt.Fprintf(c.stdout, "added user %s (role %s in %s)\n", u.Name, u.Role, projectsText(u))
 			if generated {
 				fmt.Fprintf(c.stdout, "password: %s\n", pw)
 			}
@@ -46,6 +50,47 @@ func (c *cli) userCmd() *cobra.Command {
 		},
 	}
 	add.Flags().StringVar(&role, "role", string(auth.RoleDeveloper), "admin, developer (push and pull) or guest (pull, private projects too)")
+	add.Flags().StringSliceVar(&projects, "projects", nil, "make the user a member of these projects only (the role holds there; elsewhere no more than anonymous); default: every project")
+
+	var (
+		setRole     string
+		setProjects []string
+		allProjects bool
+	)
+	set := &cobra.Command{
+		Use:   "set NAME",
+		Short: "Change a user's role and/or projects (admin only)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := server.UserRequest{Role: setRole}
+			switch {
+			case allProjects && cmd.Flags().Changed("projects"):
+				return fmt.Errorf("set user %s: give --projects or --all-projects, not both", args[0])
+			case allProjects:
+				req.Projects = &[]string{}
+			case cmd.Flags().Changed("projects"):
+				if len(setProjects) == 0 {
+					return fmt.Errorf("set user %s: --projects needs at least one project (--all-projects makes the role appliance-wide)", args[0])
+				}
+				req.Projects = &setProjects
+			case setRole == "":
+				return fmt.Errorf("set user %s: nothing to change: give --role, --projects or --all-projects", args[0])
+			}
+			cl, err := c.client(&f)
+			if err != nil {
+				return err
+			}
+			var u auth.User
+			if err := cl.Do(cmd.Context(), http.MethodPatch, "/api/v1/users/"+url.PathEscape(args[0]), req, &u); err != nil {
+				return fmt.Errorf("set user %s: %w", args[0], err)
+			}
+			fmt.Fprintf(c.stdout, "user %s: role %s in %s\n", u.Name, u.Role, projectsText(u))
+			return nil
+		},
+	}
+	set.Flags().StringVar(&setRole, "role", "", "the new role: admin, developer or guest")
+	set.Flags().StringSliceVar(&setProjects, "projects", nil, "the projects the user is a member of, replacing its current ones")
+	set.Flags().BoolVar(&allProjects, "all-projects", false, "make the role hold in every project")
 	add.Flags().StringVar(&passwordFile, "new-password-file", "", "file holding the new user's password (first line)")
 
 	var passwdFile string
@@ -105,15 +150,23 @@ func (c *cli) userCmd() *cobra.Command {
 				return fmt.Errorf("list users: %w", err)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tUPDATED")
+			fmt.Fprintln(tw, "NAME\tROLE\tPROJECTS\tCREATED\tUPDATED")
 			for _, u := range users {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Name, u.Role, u.Created.Format("2006-01-02 15:04"), u.Updated.Format("2006-01-02 15:04"))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Name, u.Role, projectsText(u), u.Created.Format("2006-01-02 15:04"), u.Updated.Format("2006-01-02 15:04"))
 			}
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(add, passwd, rm, ls)
+	cmd.AddCommand(add, set, passwd, rm, ls)
 	return cmd
+}
+
+// projectsText says where a user's role holds.
+func projectsText(u auth.User) string {
+	if u.Wide() {
+		return "every project"
+	}
+	return strings.Join(u.Projects, ",")
 }
 
 // newPassword reads the password from file, or generates one.

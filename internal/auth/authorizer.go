@@ -115,6 +115,10 @@ func (a *Authorizer) roleAllows(p Principal, acc Access) bool {
 		if !ok {
 			return false
 		}
+		if u.Role != RoleAdmin && !u.InProject(ProjectOf(acc.Name)) {
+			// A member of other projects only: no more than anonymous.
+			return false
+		}
 		switch u.Role {
 		case RoleAdmin, RoleDeveloper:
 			return acc.Action == ActionPull || acc.Action == ActionPush || acc.Action == ActionDelete || acc.Action == ActionAll
@@ -181,6 +185,24 @@ func ParseScope(scope string) ([]Access, error) {
 	return out, nil
 }
 
+// SeesAll tells whether p may read every project: an admin, or a user whose
+// role holds appliance-wide (a member of no particular project). Listings
+// that span projects (the catalog, the import history, promotion reports)
+// are whole for these callers only.
+func (a *Authorizer) SeesAll(p Principal) bool {
+	if p.Anonymous {
+		return false
+	}
+	u, ok := a.Users.Get(p.Name)
+	return ok && (u.Role == RoleAdmin || u.Wide())
+}
+
+// MayPull tells whether p may pull from repository repo: what the
+// JSON API shows of a repository follows this.
+func (a *Authorizer) MayPull(p Principal, repo string) bool {
+	return a.roleAllows(p, Access{Type: "repository", Name: repo, Action: ActionPull})
+}
+
 // IsAdmin tells whether p may manage the appliance through its API.
 func (a *Authorizer) IsAdmin(p Principal) bool {
 	if p.Anonymous || p.Token != nil {
@@ -188,4 +210,16 @@ func (a *Authorizer) IsAdmin(p Principal) bool {
 	}
 	u, ok := a.Users.Get(p.Name)
 	return ok && u.Role == RoleAdmin
+}
+
+// HasPassword tells whether an Authorization header value offers a name
+// and password (Basic credentials other than the empty ones): what a
+// login limiter counts.
+func HasPassword(header string) bool {
+	scheme, value, _ := strings.Cut(strings.TrimSpace(header), " ")
+	if !strings.EqualFold(scheme, "Basic") {
+		return false
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(value))
+	return err != nil || string(raw) != ":"
 }

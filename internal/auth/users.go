@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/appliance-dev/appliance/internal/config"
 	"github.com/appliance-dev/appliance/internal/fsutil"
 )
 
@@ -33,9 +34,11 @@ const (
 	// RoleAdmin may push, pull and delete everywhere and manage users,
 	// projects and the appliance.
 	RoleAdmin Role = "admin"
-	// RoleDeveloper may push, pull and delete in every project.
+	// RoleDeveloper may push, pull and delete in every project, or in
+	// the user's projects when the user is a member of some (User.Projects).
 	RoleDeveloper Role = "developer"
-	// RoleGuest may pull from every project, private ones included.
+	// RoleGuest may pull from every project, private ones included, or
+	// from the user's projects when the user is a member of some.
 	RoleGuest Role = "guest"
 )
 
@@ -72,10 +75,45 @@ var usernameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 // User is one account, as listed (never with its hash).
 type User struct {
-	Name    string    `json:"name"`
-	Role    Role      `json:"role"`
-	Created time.Time `json:"created"`
-	Updated time.Time `json:"updated"`
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+	// Projects, when set, are the only projects the role holds in: the
+	// user is a member of these (as in Harbor) and elsewhere may do no
+	// more than an anonymous caller. Empty: the role holds appliance-wide.
+	// An admin is always appliance-wide.
+	Projects []string  `json:"projects,omitempty"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
+}
+
+// Wide tells whether the user's role holds in every project.
+func (u User) Wide() bool { return len(u.Projects) == 0 }
+
+// InProject tells whether the user's role holds in project.
+func (u User) InProject(project string) bool {
+	return u.Wide() || slices.Contains(u.Projects, project)
+}
+
+// checkAccess validates a role with its projects and returns the
+// projects sorted, without duplicates.
+func checkAccess(role Role, projects []string) ([]string, error) {
+	if _, err := ParseRole(string(role)); err != nil {
+		return nil, err
+	}
+	if len(projects) == 0 {
+		return nil, nil
+	}
+	if role == RoleAdmin {
+		return nil, fmt.Errorf("%w: an admin holds every project; projects are for developers and guests", ErrInvalidRole)
+	}
+	out := slices.Clone(projects)
+	for _, p := range out {
+		if !config.ValidProjectName(p) {
+			return nil, fmt.Errorf("%w: %q is not a project name (lower-case letters, digits, '.', '_' or '-')", ErrInvalidProject, p)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 type storedUser struct {
@@ -156,12 +194,14 @@ func checkPassword(p string) error {
 	return nil
 }
 
-// Add creates a user.
-func (u *Users) Add(_ context.Context, name, password string, role Role) error {
+// Add creates a user with a role, appliance-wide or, given projects,
+// in those projects only.
+func (u *Users) Add(_ context.Context, name, password string, role Role, projects ...string) error {
 	if !usernameRE.MatchString(name) {
 		return fmt.Errorf("add user %q: %w: use lower-case letters, digits, '.', '_' or '-' (at most 64)", name, ErrInvalidUsername)
 	}
-	if _, err := ParseRole(string(role)); err != nil {
+	projects, err := checkAccess(role, projects)
+	if err != nil {
 		return fmt.Errorf("add user %q: %w", name, err)
 	}
 	if err := checkPassword(password); err != nil {
@@ -177,7 +217,7 @@ func (u *Users) Add(_ context.Context, name, password string, role Role) error {
 		return fmt.Errorf("add user %q: %w", name, ErrUserExists)
 	}
 	now := u.now().UTC()
-	u.users[name] = storedUser{User: User{Name: name, Role: role, Created: now, Updated: now}, Hash: string(hash)}
+	u.users[name] = storedUser{User: User{Name: name, Role: role, Projects: projects, Created: now, Updated: now}, Hash: string(hash)}
 	if err := u.saveLocked(); err != nil {
 		delete(u.users, name)
 		return fmt.Errorf("add user %q: %w", name, err)
@@ -210,26 +250,49 @@ func (u *Users) SetPassword(_ context.Context, name, password string) error {
 	return nil
 }
 
-// SetRole changes a user's role; the last admin cannot be demoted.
-func (u *Users) SetRole(_ context.Context, name string, role Role) error {
-	if _, err := ParseRole(string(role)); err != nil {
-		return fmt.Errorf("set role of %q: %w", name, err)
+// SetRole changes a user's role, keeping its projects; the last admin
+// cannot be demoted.
+func (u *Users) SetRole(ctx context.Context, name string, role Role) error {
+	return u.setAccess(ctx, "set role of", name, &role, nil)
+}
+
+// SetAccess changes a user's role and projects together (nil projects: the
+// role holds appliance-wide); the last admin cannot be demoted.
+func (u *Users) SetAccess(ctx context.Context, name string, role Role, projects []string) error {
+	if projects == nil {
+		projects = []string{}
 	}
+	return u.setAccess(ctx, "set access of", name, &role, &projects)
+}
+
+// setAccess changes what is given: a nil role or projects keeps the user's.
+func (u *Users) setAccess(_ context.Context, op, name string, role *Role, projects *[]string) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	old, ok := u.users[name]
 	if !ok {
-		return fmt.Errorf("set role of %q: %w", name, ErrUserNotFound)
-	}
-	if old.Role == RoleAdmin && role != RoleAdmin && u.adminsLocked() == 1 {
-		return fmt.Errorf("set role of %q: %w", name, ErrLastAdmin)
+		return fmt.Errorf("%s %q: %w", op, name, ErrUserNotFound)
 	}
 	nu := old
-	nu.Role, nu.Updated = role, u.now().UTC()
+	if role != nil {
+		nu.Role = *role
+	}
+	if projects != nil {
+		nu.Projects = *projects
+	}
+	checked, err := checkAccess(nu.Role, nu.Projects)
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", op, name, err)
+	}
+	nu.Projects = checked
+	if old.Role == RoleAdmin && nu.Role != RoleAdmin && u.adminsLocked() == 1 {
+		return fmt.Errorf("%s %q: %w", op, name, ErrLastAdmin)
+	}
+	nu.Updated = u.now().UTC()
 	u.users[name] = nu
 	if err := u.saveLocked(); err != nil {
 		u.users[name] = old
-		return fmt.Errorf("set role of %q: %w", name, err)
+		return fmt.Errorf("%s %q: %w", op, name, err)
 	}
 	return nil
 }

@@ -83,6 +83,12 @@ type Log struct {
 type Auth struct {
 	// TokenTTL is how long a registry bearer token stays valid.
 	TokenTTL time.Duration `mapstructure:"token_ttl"`
+	// LoginFailures is how many failed logins one client address may make
+	// within LoginWindow before its logins are refused (429) until the
+	// oldest of them is older than the window.
+	LoginFailures int `mapstructure:"login_failures"`
+	// LoginWindow is the window LoginFailures counts in.
+	LoginWindow time.Duration `mapstructure:"login_window"`
 }
 
 // Apt is the apt repository section.
@@ -107,7 +113,7 @@ func Defaults() Config {
 		HTTPAddr:        ":8080",
 		ShutdownTimeout: 20 * time.Second,
 		Log:             Log{Level: "info", Format: "text"},
-		Auth:            Auth{TokenTTL: 15 * time.Minute},
+		Auth:            Auth{TokenTTL: 15 * time.Minute, LoginFailures: 10, LoginWindow: time.Minute},
 		Apt:             Apt{KeepSnapshots: 10},
 		Audit:           Audit{MaxSegmentBytes: 64 << 20},
 	}
@@ -157,6 +163,8 @@ func Load(fs *pflag.FlagSet, env []string) (Config, error) {
 	v.SetDefault("log.level", d.Log.Level)
 	v.SetDefault("log.format", d.Log.Format)
 	v.SetDefault("auth.token_ttl", d.Auth.TokenTTL)
+	v.SetDefault("auth.login_failures", d.Auth.LoginFailures)
+	v.SetDefault("auth.login_window", d.Auth.LoginWindow)
 	v.SetDefault("apt.keep_snapshots", d.Apt.KeepSnapshots)
 	v.SetDefault("projects", []any{})
 	v.SetDefault("trust.keys", []string{})
@@ -278,6 +286,12 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.TokenTTL < time.Minute || c.Auth.TokenTTL > 24*time.Hour {
 		bad("auth.token_ttl: must be between 1m and 24h, got %s", c.Auth.TokenTTL)
+	}
+	if c.Auth.LoginFailures < 1 || c.Auth.LoginFailures > 1000 {
+		bad("auth.login_failures: must be between 1 and 1000, got %d", c.Auth.LoginFailures)
+	}
+	if c.Auth.LoginWindow < time.Second || c.Auth.LoginWindow > 24*time.Hour {
+		bad("auth.login_window: must be between 1s and 24h, got %s", c.Auth.LoginWindow)
 	}
 	if c.Apt.KeepSnapshots < 1 || c.Apt.KeepSnapshots > 1000 {
 		bad("apt.keep_snapshots: must be between 1 and 1000, got %d", c.Apt.KeepSnapshots)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -28,8 +29,9 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if h != "" && len(h) > 6 && !equalFoldPrefix(h, "basic ") {
 			return fmt.Errorf("%w: the API accepts Basic credentials", errUnauthenticated)
 		}
-		p, err := s.authz.Authenticate(h)
+		p, err := s.login(c.Request(), h)
 		if err != nil {
+			setRetryAfter(c.Response().Header(), err)
 			return err
 		}
 		c.Set(principalKey, p)
@@ -74,6 +76,24 @@ func (s *Server) requireDeveloper(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// requireWide refuses anyone who may not read every project: what spans
+// projects (the import history, the receipt, promotion reports) would
+// name a private project's repositories and digests to a member of
+// another project. A member of some projects reads those projects
+// through the registry and GET /api/v1/projects.
+func (s *Server) requireWide(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		p := principal(c)
+		if p.Anonymous {
+			return errUnauthenticated
+		}
+		if !s.authz.SeesAll(p) {
+			return fmt.Errorf("%w: %s is a member of some projects only; this record spans every project", errForbidden, p.Name)
+		}
+		return next(c)
+	}
+}
+
 // requireAdmin refuses anyone but an admin.
 func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -105,9 +125,9 @@ func (s *Server) routes(e *echo.Echo) error {
 	api.DELETE("/users/:name", s.removeUser, s.requireAdmin)
 
 	api.POST("/imports", s.postImport)
-	api.GET("/imports", s.listImports, s.requireUser)
-	api.GET("/imports/:id", s.getImport, s.requireUser)
-	api.GET("/receipt", s.getReceipt, s.requireUser)
+	api.GET("/imports", s.listImports, s.requireWide)
+	api.GET("/imports/:id", s.getImport, s.requireWide)
+	api.GET("/receipt", s.getReceipt, s.requireWide)
 	api.GET("/files", s.listFiles)
 
 	s.aptAPI(api)
@@ -193,6 +213,18 @@ type UserRequest struct {
 	Name     string `json:"name,omitempty"`
 	Password string `json:"password,omitempty"`
 	Role     string `json:"role,omitempty"`
+	// Projects limits the role to these projects (membership, as in
+	// Harbor); absent or empty on POST: appliance-wide. On PATCH, absent
+	// keeps the user's projects and [] makes the role appliance-wide.
+	Projects *[]string `json:"projects,omitempty"`
+}
+
+// projectsOf is what a request's projects say, "" for none.
+func (req UserRequest) projectsOf() []string {
+	if req.Projects == nil {
+		return nil
+	}
+	return *req.Projects
 }
 
 func (s *Server) addUser(c echo.Context) error {
@@ -203,17 +235,17 @@ func (s *Server) addUser(c echo.Context) error {
 	if req.Role == "" {
 		req.Role = string(auth.RoleDeveloper)
 	}
-	auditNote(c, req.Name, "role", req.Role)
+	auditNote(c, req.Name, "role", req.Role, "projects", strings.Join(req.projectsOf(), ","))
 	role, err := auth.ParseRole(req.Role)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	if err := s.users.Add(ctx, req.Name, req.Password, role); err != nil {
+	if err := s.users.Add(ctx, req.Name, req.Password, role, req.projectsOf()...); err != nil {
 		return err
 	}
 	u, _ := s.users.Get(req.Name)
-	s.log.Info("user added", "user", req.Name, "role", role, "by", principal(c).Name)
+	s.log.Info("user added", "user", req.Name, "role", role, "projects", u.Projects, "by", principal(c).Name)
 	return c.JSON(http.StatusCreated, u)
 }
 
@@ -249,19 +281,29 @@ func (s *Server) patchUser(c echo.Context) error {
 		return err
 	}
 	name, ctx := c.Param("name"), c.Request().Context()
-	if req.Password == "" && req.Role == "" {
-		return fmt.Errorf("%w: nothing to change: give password and/or role", errBadRequest)
+	if req.Password == "" && req.Role == "" && req.Projects == nil {
+		return fmt.Errorf("%w: nothing to change: give password, role and/or projects", errBadRequest)
 	}
-	auditNote(c, "", "role", req.Role, "password_changed", strconv.FormatBool(req.Password != ""))
-	if req.Role != "" {
+	auditNote(c, "", "role", req.Role, "projects", strings.Join(req.projectsOf(), ","), "password_changed", strconv.FormatBool(req.Password != ""))
+	if req.Role != "" || req.Projects != nil {
 		if !s.authz.IsAdmin(principal(c)) {
-			return fmt.Errorf("%w: only an admin may change roles", errForbidden)
+			return fmt.Errorf("%w: only an admin may change roles and projects", errForbidden)
 		}
-		role, err := auth.ParseRole(req.Role)
-		if err != nil {
-			return err
+		old, ok := s.users.Get(name)
+		if !ok {
+			return fmt.Errorf("user %q: %w", name, auth.ErrUserNotFound)
 		}
-		if err := s.users.SetRole(ctx, name, role); err != nil {
+		role, projects := old.Role, old.Projects
+		if req.Role != "" {
+			var err error
+			if role, err = auth.ParseRole(req.Role); err != nil {
+				return err
+			}
+		}
+		if req.Projects != nil {
+			projects = *req.Projects
+		}
+		if err := s.users.SetAccess(ctx, name, role, projects); err != nil {
 			return err
 		}
 	}
@@ -271,7 +313,7 @@ func (s *Server) patchUser(c echo.Context) error {
 		}
 	}
 	u, _ := s.users.Get(name)
-	s.log.Info("user changed", "user", name, "role_changed", req.Role != "", "password_changed", req.Password != "", "by", principal(c).Name)
+	s.log.Info("user changed", "user", name, "role_changed", req.Role != "", "projects_changed", req.Projects != nil, "password_changed", req.Password != "", "by", principal(c).Name)
 	return c.JSON(http.StatusOK, u)
 }
 

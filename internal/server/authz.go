@@ -14,7 +14,7 @@ import (
 // registryAuth adapts the appliance's Authorizer to the registry, answering
 // refusals with a Docker token-protocol challenge that points at this
 // appliance's token endpoint, under the host name the client used.
-type registryAuth struct{ a *auth.Authorizer }
+type registryAuth struct{ s *Server }
 
 // challenge is a refusal carrying its WWW-Authenticate value.
 type challenge struct {
@@ -30,7 +30,7 @@ func (c *challenge) Challenge() string { return c.header }
 var errAuthRequired = errors.New("authentication required")
 
 func (ra registryAuth) AuthorizeRegistry(r *http.Request, want []registry.Access) (string, error) {
-	p, err := ra.a.Authenticate(r.Header.Get("Authorization"))
+	p, err := ra.s.login(r, r.Header.Get("Authorization"))
 	if err != nil {
 		kind := ""
 		if errors.Is(err, auth.ErrInvalidToken) {
@@ -52,7 +52,7 @@ func (ra registryAuth) AuthorizeRegistry(r *http.Request, want []registry.Access
 			// reads or writes it.
 			return "", newChallenge(r, want, "insufficient_scope", fmt.Errorf("%s is reserved for imports in progress", importer.StagingProject))
 		}
-		if !ra.a.Allowed(p, auth.Access{Type: w.Type, Name: w.Name, Action: w.Action}) {
+		if !ra.s.authz.Allowed(p, auth.Access{Type: w.Type, Name: w.Name, Action: w.Action}) {
 			kind := ""
 			if !p.Anonymous {
 				kind = "insufficient_scope"

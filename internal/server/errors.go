@@ -81,6 +81,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusNotFound, "NOT_FOUND"
 	case errors.Is(err, opsapi.ErrBadRequest):
 		return http.StatusBadRequest, "BAD_REQUEST"
+	case errors.Is(err, auth.ErrTooManyLogins):
+		return http.StatusTooManyRequests, "TOO_MANY_REQUESTS"
 	case errors.Is(err, errUnauthenticated), errors.Is(err, auth.ErrBadCredentials):
 		return http.StatusUnauthorized, "UNAUTHORIZED"
 	case errors.Is(err, errForbidden):

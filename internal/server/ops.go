@@ -72,7 +72,9 @@ func (s *Server) opsRoutes(api *echo.Group) error {
 		},
 		PromotionStarted: s.watchPromotion,
 		RequireUser:      s.requireUser,
+		RequireWide:      s.requireWide,
 		RequireAdmin:     s.requireAdmin,
+		MayPull:          func(c echo.Context, repo string) bool { return s.authz.MayPull(principal(c), repo) },
 	})
 }
 

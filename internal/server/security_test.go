@@ -9,9 +9,16 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/appliance-dev/appliance/internal/config"
 )
 
 // TestTLSPolicy asks openssl for each kind of handshake: TLS 1.0 and 1.1,
@@ -239,5 +246,94 @@ func TestRequestLimits(t *testing.T) {
 	_ = w.Close()
 	if got := post("/api/v1/apt/repos/r/d/packages", w.FormDataContentType(), &mp); got != http.StatusUnprocessableEntity {
 		t.Fatalf("a 3 MiB package upload = %d, want 422 (not a .deb, not too large)", got)
+	}
+}
+
+// TestLoginRateLimit: once an address has failed auth.login_failures
+// logins within the window, its next login is refused with 429 and
+// Retry-After on every path that takes a password (the API, both forms of
+// the token endpoint, /v2/ with Basic credentials), the right password
+// included; anonymous requests from it go on. (That the lockout ends
+// with the window is TestLoginLimiter's, on a clock of its own: here the
+// window is long enough for a loaded machine.)
+func TestLoginRateLimit(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(c *config.Config) {
+		c.Auth.LoginFailures, c.Auth.LoginWindow = 3, 10*time.Minute
+		c.Projects = []config.Project{{Name: "pub", Public: true}}
+	})
+	pushRandom(t, ts, "pub/app:1")
+
+	type answer struct {
+		StatusCode int
+		Header     http.Header
+	}
+	do := func(method, path, user, pass string, body io.Reader) answer {
+		t.Helper()
+		req, _ := http.NewRequest(method, ts.base+path, body)
+		if user != "" || pass != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		resp, err := ts.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return answer{resp.StatusCode, resp.Header}
+	}
+	for i := range 3 {
+		if resp := do(http.MethodGet, "/api/v1/whoami", "admin", "wrong-password-"+strings.Repeat("x", i), nil); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("failed login %d = %d, want 401", i+1, resp.StatusCode)
+		}
+	}
+	form := func(pass string) io.Reader {
+		return strings.NewReader("grant_type=password&service=appliance&username=admin&password=" + url.QueryEscape(pass))
+	}
+	for _, tc := range []struct {
+		name string
+		resp answer
+	}{
+		{"the API, right password", do(http.MethodGet, "/api/v1/whoami", "admin", ts.admin, nil)},
+		{"the API, wrong password", do(http.MethodGet, "/api/v1/whoami", "admin", "wrong-password", nil)},
+		{"the token endpoint, GET", do(http.MethodGet, "/service/token?service=appliance", "admin", ts.admin, nil)},
+		{"the token endpoint, POST", do(http.MethodPost, "/service/token", "", "", form(ts.admin))},
+		{"/v2/ with Basic", do(http.MethodGet, "/v2/pub/app/manifests/1", "admin", ts.admin, nil)},
+	} {
+		if tc.resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("%s while locked out = %d, want 429", tc.name, tc.resp.StatusCode)
+		}
+		if ra, err := strconv.Atoi(tc.resp.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 600 {
+			t.Fatalf("%s: Retry-After %q, want 1 to 600 seconds", tc.name, tc.resp.Header.Get("Retry-After"))
+		}
+	}
+	// The error names the problem.
+	var apiErr APIError
+	if code := ts.call(t, http.MethodGet, "/api/v1/whoami", "admin", ts.admin, nil, &apiErr); code != http.StatusTooManyRequests ||
+		apiErr.Error.Code != "TOO_MANY_REQUESTS" || !strings.Contains(apiErr.Error.Message, "too many failed logins from 127.0.0.1") {
+		t.Fatalf("locked-out API call = %d %+v", code, apiErr)
+	}
+	// Anonymous requests are not logins: a public pull goes on.
+	if resp := do(http.MethodGet, "/api/v1/projects", "", "", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("anonymous API call while locked out = %d, want 200", resp.StatusCode)
+	}
+	if _, err := remote.Image(ts.ref(t, "pub/app:1"), remote.WithTransport(ts.client.Transport)); err != nil {
+		t.Fatalf("anonymous pull while locked out: %v", err)
+	}
+}
+
+// pushRandom pushes a small random image as the admin.
+func pushRandom(t *testing.T, ts *testServer, ref string) {
+	t.Helper()
+	img, err := random.Image(1024, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ts.ref(t, ref), img, remote.WithTransport(ts.client.Transport),
+		remote.WithAuth(&authn.Basic{Username: "admin", Password: ts.admin})); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
 	}
 }

@@ -59,6 +59,7 @@ type Server struct {
 	projects      *auth.Projects
 	tokens        *auth.Tokens
 	authz         *auth.Authorizer
+	logins        *auth.LoginLimiter
 	reg           *registry.Registry
 	apt           *aptrepo.Repos
 	history       *importer.History
@@ -130,11 +131,14 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		return nil, err
 	}
 	s.authz = &auth.Authorizer{Users: s.users, Projects: s.projects, Tokens: s.tokens}
+	if s.logins, err = auth.NewLoginLimiter(cfg.Auth.LoginFailures, cfg.Auth.LoginWindow); err != nil {
+		return nil, err
+	}
 	s.reg, err = registry.New(ctx, registry.Options{
 		RootDir:    filepath.Join(dir, registryDir),
 		SecretFile: filepath.Join(dir, secretFile),
 		StateFile:  filepath.Join(dir, stateFile),
-		Authorizer: registryAuth{a: s.authz},
+		Authorizer: registryAuth{s: s},
 		Logger:     log,
 	})
 	if err != nil {
@@ -319,9 +323,12 @@ func (s *Server) httpsHandler() (http.Handler, error) {
 		return nil, err
 	}
 	api := s.metrics.instrument(s.log, func(r *http.Request) string { return apiRoute(e, r) }, e)
-	v2 := s.metrics.instrument(s.log, registryRoute, s.auditRegistry(s.reg.Handler()))
+	v2 := s.metrics.instrument(s.log, registryRoute, s.auditRegistry(s.memberCatalog(s.reg.Handler())))
 	return hsts(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
+			if s.refuseLockedOut(w, r) {
+				return
+			}
 			v2.ServeHTTP(w, r)
 			return
 		}

@@ -37,7 +37,7 @@ func (s *Server) handleToken(c echo.Context) error {
 		if h := r.Header.Get("Authorization"); h != "" && !strings.HasPrefix(strings.ToLower(h), "basic ") {
 			return tokenError(c, http.StatusUnauthorized, "UNAUTHORIZED", "the token endpoint accepts Basic credentials only")
 		}
-		p, err = s.authz.Authenticate(r.Header.Get("Authorization"))
+		p, err = s.login(r, r.Header.Get("Authorization"))
 		scopes = r.URL.Query()["scope"]
 	case http.MethodPost:
 		if err := r.ParseForm(); err != nil {
@@ -49,12 +49,17 @@ func (s *Server) handleToken(c echo.Context) error {
 		switch r.PostForm.Get("grant_type") {
 		case "password":
 			var u auth.User
-			u, err = s.users.Verify(r.PostForm.Get("username"), r.PostForm.Get("password"))
+			u, err = s.verifyPassword(r, r.PostForm.Get("username"), r.PostForm.Get("password"))
 			p = auth.Principal{Name: u.Name, Role: u.Role}
 		default:
 			return tokenError(c, http.StatusBadRequest, "unsupported_grant_type", "only grant_type=password is supported")
 		}
 		scopes = r.PostForm["scope"]
+	}
+	if err != nil && setRetryAfter(c.Response().Header(), err) {
+		s.log.Warn("login refused: too many failures", "remote", clientAddr(r), "error", err)
+		s.auditToken(c, scopes, err)
+		return tokenError(c, http.StatusTooManyRequests, "TOOMANYREQUESTS", err.Error())
 	}
 	if err != nil {
 		c.Response().Header().Set("WWW-Authenticate", `Basic realm="appliance"`)

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,6 +70,7 @@ func TestStandbyFollowsHarbor(t *testing.T) {
 	prod := newRegView(t, h.Host, h.CAFile, h.Admin, h.Password)
 	newDigest := prod.write(t, "sb-nvidia/driver:550", randomImage(t, 32<<10, 2))
 	moved := prod.write(t, "sb-nvidia/gpu-operator:latest", randomImage(t, 16<<10, 1))
+	prod.write(t, "sb-vendor/private-driver:1", randomImage(t, 8<<10, 1))
 	if code, body := h.API(t, http.MethodDelete, "/api/v2.0/projects/sb-nvidia/repositories/gpu-operator/artifacts/"+url.PathEscape("v24.9")+"/tags/v24.9", ""); code != http.StatusOK {
 		t.Fatalf("remove tag v24.9 in Harbor: %d %s", code, body)
 	}
@@ -106,6 +108,18 @@ func TestStandbyFollowsHarbor(t *testing.T) {
 	}
 	if !foundDrift {
 		t.Errorf("drift does not report v24.9 (gone from production): %+v", st.Standby.Drift)
+	}
+	// What a sync names of a private project is shown to those who may
+	// pull from it only: the admin sees the private tag pulled, an
+	// anonymous caller sees the public project's and nothing of sb-vendor.
+	if !slices.ContainsFunc(st.Standby.Pulled, func(p bootstrap.PulledTag) bool { return p.Repository == "sb-vendor/private-driver" }) {
+		t.Errorf("the admin's status lacks the private project's new tag: %+v", st.Standby.Pulled)
+	}
+	for _, path := range []string{"/api/v1/status", "/api/v1/standby"} {
+		code, _, body := status(t, a, http.MethodGet, path, "", "")
+		if code != http.StatusOK || !strings.Contains(body, "sb-nvidia/driver") || strings.Contains(body, "sb-vendor") {
+			t.Errorf("anonymous GET %s = %d, want the public project's tags and nothing of the private one: %s", path, code, body)
+		}
 	}
 	metrics := getText(t, "http://"+a.httpAddr+"/metrics")
 	for _, want := range []string{`appliance_mode{mode="standby"} 1`, `appliance_mode{mode="bootstrap"} 0`, "appliance_standby_lag_seconds ", "appliance_standby_last_sync_timestamp_seconds "} {

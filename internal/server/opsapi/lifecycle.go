@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,8 +59,13 @@ func (a *api) getStatus(c echo.Context) error {
 		Version: version.Get(), Hostnames: a.Appliance.CertNames, CAFingerprint: a.Appliance.CAFingerprint,
 		StorageUsedBytes: used, Started: a.Appliance.Started}
 	if ls.Primary != nil {
-		sync := a.Follower.Status()
+		sync := a.visibleSync(c, a.Follower.Status())
 		st.Standby = &sync
+		// The followed projects, like GET /projects, name private
+		// projects to those who may pull from them only.
+		primary := *ls.Primary
+		primary.Projects = slices.DeleteFunc(slices.Clone(primary.Projects), func(p string) bool { return !a.MayPull(c, p+"/") })
+		st.Primary = &primary
 	}
 	if recs, err := a.Promoter.List(); err == nil {
 		for _, r := range recs {
@@ -239,7 +245,19 @@ func (a *api) getStandby(c echo.Context) error {
 	if a.Lifecycle.State().Primary == nil {
 		return fmt.Errorf("this appliance has never been a standby: %w", ErrNotFound)
 	}
-	return c.JSON(http.StatusOK, a.Follower.Status())
+	return c.JSON(http.StatusOK, a.visibleSync(c, a.Follower.Status()))
+}
+
+// visibleSync keeps of a standby's state the tags the caller may pull:
+// drift and pulled tags name the repositories and digests of private
+// projects, which the counts alone do not.
+func (a *api) visibleSync(c echo.Context, st bootstrap.SyncStatus) bootstrap.SyncStatus {
+	st.Pulled = slices.DeleteFunc(slices.Clone(st.Pulled), func(p bootstrap.PulledTag) bool { return !a.MayPull(c, p.Repository) })
+	st.Drift = slices.DeleteFunc(slices.Clone(st.Drift), func(d bootstrap.Drift) bool { return !a.MayPull(c, d.Repository) })
+	if st.Drift == nil {
+		st.Drift = []bootstrap.Drift{}
+	}
+	return st
 }
 
 // postSync runs a sync now (a standby only).

@@ -138,8 +138,13 @@ type Deps struct {
 	// PromotionStarted is told of each promotion started in the
 	// background (the server records how it ends).
 	PromotionStarted func(c echo.Context, id string)
-	// RequireUser refuses anonymous callers, RequireAdmin anyone but an admin.
-	RequireUser, RequireAdmin echo.MiddlewareFunc
+	// RequireUser refuses anonymous callers, RequireWide anyone who may
+	// not read every project (what spans projects: promotion records and
+	// parity reports), RequireAdmin anyone but an admin.
+	RequireUser, RequireWide, RequireAdmin echo.MiddlewareFunc
+	// MayPull tells whether the caller may pull from a repository: what
+	// the status and the standby's state show of repositories follows it.
+	MayPull func(c echo.Context, repo string) bool
 }
 
 func (d Deps) check() error {
@@ -149,7 +154,8 @@ func (d Deps) check() error {
 		"Handover": d.Handover != nil, "Maintainer": d.Maintainer != nil, "Registry": d.Registry != nil,
 		"Log": d.Log != nil, "Principal": d.Principal != nil, "Bind": d.Bind != nil, "Note": d.Note != nil,
 		"NoteAction": d.NoteAction != nil, "PromotionStarted": d.PromotionStarted != nil,
-		"RequireUser": d.RequireUser != nil, "RequireAdmin": d.RequireAdmin != nil,
+		"RequireUser": d.RequireUser != nil, "RequireWide": d.RequireWide != nil, "RequireAdmin": d.RequireAdmin != nil,
+		"MayPull": d.MayPull != nil,
 	} {
 		if !ok {
 			missing = append(missing, name)
@@ -173,10 +179,10 @@ func Register(g *echo.Group, d Deps) error {
 	a := &api{d}
 	g.GET("/status", a.getStatus)
 	g.POST("/promotions", a.postPromotion, d.RequireAdmin)
-	g.GET("/promotions", a.listPromotions, d.RequireUser)
-	g.GET("/promotions/:id", a.getPromotion, d.RequireUser)
+	g.GET("/promotions", a.listPromotions, d.RequireWide)
+	g.GET("/promotions/:id", a.getPromotion, d.RequireWide)
 	g.POST("/promotions/:id/cancel", a.cancelPromotion, d.RequireAdmin)
-	g.GET("/parity", a.getParity, d.RequireUser)
+	g.GET("/parity", a.getParity, d.RequireWide)
 	g.GET("/standby", a.getStandby)
 	g.POST("/standby", a.postStandby, d.RequireAdmin)
 	g.POST("/standby/sync", a.postSync, d.RequireAdmin)
