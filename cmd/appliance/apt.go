@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
-	"github.com/appliance-dev/appliance/internal/server"
+	"github.com/appliance-dev/appliance/internal/server/aptapi"
 )
 
 func (c *cli) aptCmd() *cobra.Command {
@@ -87,7 +87,7 @@ Deep-learning VMs get their configuration from http://APPLIANCE:8080/apt/cloud-i
 				return err
 			}
 			var pub aptrepo.Publish
-			if err := cl.Do(cmd.Context(), http.MethodPost, distPath(args[0], args[1])+"/rollback", server.RollbackRequest{PublishID: args[2]}, &pub); err != nil {
+			if err := cl.Do(cmd.Context(), http.MethodPost, distPath(args[0], args[1])+"/rollback", aptapi.RollbackRequest{PublishID: args[2]}, &pub); err != nil {
 				return fmt.Errorf("roll %s %s back to %s: %w", args[0], args[1], args[2], err)
 			}
 			printPublish(c, pub)

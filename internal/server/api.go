@@ -130,7 +130,7 @@ func (s *Server) routes(e *echo.Echo) error {
 	api.GET("/receipt", s.getReceipt, s.requireWide)
 	api.GET("/files", s.listFiles)
 
-	s.aptAPI(api)
+	s.aptAPI.Register(api)
 	s.auditRoutes(api)
 
 	api.GET("/projects", s.listProjects)

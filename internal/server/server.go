@@ -37,6 +37,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/maintenance"
 	"github.com/appliance-dev/appliance/internal/pki"
 	"github.com/appliance-dev/appliance/internal/registry"
+	"github.com/appliance-dev/appliance/internal/server/aptapi"
 )
 
 // Files in the data directory besides those of pki and auth.
@@ -62,6 +63,7 @@ type Server struct {
 	logins        *auth.LoginLimiter
 	reg           *registry.Registry
 	apt           *aptrepo.Repos
+	aptAPI        *aptapi.API
 	history       *importer.History
 	importer      *importer.Importer
 	files         *filestore.Store
@@ -189,6 +191,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		closeStores()
 		return nil, err
 	}
+	if s.aptAPI, err = s.newAptAPI(); err != nil {
+		closeStores()
+		return nil, err
+	}
 	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly }, lifecycleMetrics(s.life, s.follower)...)
 	handler, err := s.httpsHandler()
 	if err != nil {
@@ -311,7 +317,7 @@ func (s *Server) newEcho() *echo.Echo {
 	e.HEAD("/readyz", s.readyz)
 	e.GET("/ca.crt", s.caCert)
 	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()))
-	s.aptRoutes(e)
+	s.aptAPI.Mount(e)
 	s.filesRoutes(e)
 	return e
 }
