@@ -145,24 +145,24 @@ func TestAddRefuses(t *testing.T) {
 		{"a text file", "", "", []aptrepo.Deb{aptrepo.DebBytes("notes.txt", []byte("hello\n"))}, aptrepo.Options{}, aptrepo.ErrNotDeb, "notes.txt", "ar archive"},
 		{"an empty file", "", "", []aptrepo.Deb{aptrepo.DebBytes("empty.deb", nil)}, aptrepo.Options{}, aptrepo.ErrNotDeb, "empty.deb", "ar archive"},
 		{"a gzip named .deb", "", "", []aptrepo.Deb{aptrepo.DebBytes("fake.deb", []byte("\x1f\x8b\x08\x00\x00\x00\x00\x00"))}, aptrepo.Options{}, aptrepo.ErrNotDeb, "fake.deb", "ar archive"},
-		{"an ar archive that is not a deb", "", "", []aptrepo.Deb{aptrepo.DebBytes("lib.deb", arArchive([][2][]byte{{[]byte("foo.o"), []byte("x")}}))}, aptrepo.Options{}, aptrepo.ErrNotDeb, "lib.deb", "debian-binary"},
-		{"a deb of format 3", "", "", []aptrepo.Deb{aptrepo.DebBytes("v3.deb", arArchive([][2][]byte{{[]byte("debian-binary"), []byte("3.0\n")}}))}, aptrepo.Options{}, aptrepo.ErrNotDeb, "v3.deb", "format"},
+		{"an ar archive that is not a deb", "", "", []aptrepo.Deb{aptrepo.DebBytes("lib.deb", testkit.ArArchive([][2][]byte{{[]byte("foo.o"), []byte("x")}}))}, aptrepo.Options{}, aptrepo.ErrNotDeb, "lib.deb", "debian-binary"},
+		{"a deb of format 3", "", "", []aptrepo.Deb{aptrepo.DebBytes("v3.deb", testkit.ArArchive([][2][]byte{{[]byte("debian-binary"), []byte("3.0\n")}}))}, aptrepo.Options{}, aptrepo.ErrNotDeb, "v3.deb", "format"},
 		{"a truncated deb", "", "", []aptrepo.Deb{aptrepo.DebBytes("half.deb", goodBytes[:len(goodBytes)/2])}, aptrepo.Options{}, aptrepo.ErrNotDeb, "half.deb", "size"},
-		{"a deb without data", "", "", []aptrepo.Deb{aptrepo.DebBytes("nodata.deb", arArchive([][2][]byte{{[]byte("debian-binary"), []byte("2.0\n")}, {[]byte("control.tar.gz"), tarGz(t, map[string]string{"./control": ctl})}}))}, aptrepo.Options{}, aptrepo.ErrNotDeb, "nodata.deb", "data.tar"},
-		{"a control file that is not one", "", "", []aptrepo.Deb{aptrepo.DebBytes("garbage.deb", goDeb(t, "this is not a control file\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "garbage.deb", "malformed"},
-		{"no Version", "", "", []aptrepo.Deb{aptrepo.DebBytes("nover.deb", goDeb(t, "Package: nover\nArchitecture: amd64\nDescription: x\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "nover.deb", "Version"},
-		{"no Architecture", "", "", []aptrepo.Deb{aptrepo.DebBytes("noarch.deb", goDeb(t, "Package: noarch\nVersion: 1\nDescription: x\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "noarch.deb", "Architecture"},
-		{"a one-letter name", "", "", []aptrepo.Deb{aptrepo.DebBytes("a.deb", goDeb(t, "Package: a\nVersion: 1\nArchitecture: amd64\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "a.deb", "package name"},
-		{"an upper-case name", "", "", []aptrepo.Deb{aptrepo.DebBytes("up.deb", goDeb(t, "Package: Upper\nVersion: 1\nArchitecture: amd64\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "up.deb", "package name"},
-		{"a bad version", "", "", []aptrepo.Deb{aptrepo.DebBytes("ver.deb", goDeb(t, "Package: ver\nVersion: 1.0 beta\nArchitecture: amd64\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "ver.deb", "version"},
-		{"architecture source", "", "", []aptrepo.Deb{aptrepo.DebBytes("src.deb", goDeb(t, "Package: src\nVersion: 1\nArchitecture: source\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "src.deb", "architecture"},
-		{"a Source that climbs out of the pool", "", "", []aptrepo.Deb{aptrepo.DebBytes("climb.deb", goDeb(t, "Package: climb\nSource: ../../../keys\nVersion: 1\nArchitecture: amd64\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "climb.deb", "Source"},
+		{"a deb without data", "", "", []aptrepo.Deb{aptrepo.DebBytes("nodata.deb", testkit.ArArchive([][2][]byte{{[]byte("debian-binary"), []byte("2.0\n")}, {[]byte("control.tar.gz"), testkit.TarGz(t, map[string]string{"./control": ctl})}}))}, aptrepo.Options{}, aptrepo.ErrNotDeb, "nodata.deb", "data.tar"},
+		{"a control file that is not one", "", "", []aptrepo.Deb{aptrepo.DebBytes("garbage.deb", testkit.GoDeb(t, "this is not a control file\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "garbage.deb", "malformed"},
+		{"no Version", "", "", []aptrepo.Deb{aptrepo.DebBytes("nover.deb", testkit.GoDeb(t, "Package: nover\nArchitecture: amd64\nDescription: x\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "nover.deb", "Version"},
+		{"no Architecture", "", "", []aptrepo.Deb{aptrepo.DebBytes("noarch.deb", testkit.GoDeb(t, "Package: noarch\nVersion: 1\nDescription: x\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "noarch.deb", "Architecture"},
+		{"a one-letter name", "", "", []aptrepo.Deb{aptrepo.DebBytes("a.deb", testkit.GoDeb(t, "Package: a\nVersion: 1\nArchitecture: amd64\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "a.deb", "package name"},
+		{"an upper-case name", "", "", []aptrepo.Deb{aptrepo.DebBytes("up.deb", testkit.GoDeb(t, "Package: Upper\nVersion: 1\nArchitecture: amd64\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "up.deb", "package name"},
+		{"a bad version", "", "", []aptrepo.Deb{aptrepo.DebBytes("ver.deb", testkit.GoDeb(t, "Package: ver\nVersion: 1.0 beta\nArchitecture: amd64\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "ver.deb", "version"},
+		{"architecture source", "", "", []aptrepo.Deb{aptrepo.DebBytes("src.deb", testkit.GoDeb(t, "Package: src\nVersion: 1\nArchitecture: source\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "src.deb", "architecture"},
+		{"a Source that climbs out of the pool", "", "", []aptrepo.Deb{aptrepo.DebBytes("climb.deb", testkit.GoDeb(t, "Package: climb\nSource: ../../../keys\nVersion: 1\nArchitecture: amd64\n", "x"))}, aptrepo.Options{}, aptrepo.ErrBadControl, "climb.deb", "Source"},
 		{"no control file in control.tar", "", "", []aptrepo.Deb{aptrepo.DebBytes("noctl.deb", noControlDeb(t))}, aptrepo.Options{}, aptrepo.ErrBadControl, "noctl.deb", "control"},
-		{"a corrupt control.tar.gz", "", "", []aptrepo.Deb{aptrepo.DebBytes("badgz.deb", arArchive([][2][]byte{{[]byte("debian-binary"), []byte("2.0\n")}, {[]byte("control.tar.gz"), []byte("not gzip")}, {[]byte("data.tar.gz"), []byte("x")}}))}, aptrepo.Options{}, aptrepo.ErrBadControl, "badgz.deb", "gzip"},
+		{"a corrupt control.tar.gz", "", "", []aptrepo.Deb{aptrepo.DebBytes("badgz.deb", testkit.ArArchive([][2][]byte{{[]byte("debian-binary"), []byte("2.0\n")}, {[]byte("control.tar.gz"), []byte("not gzip")}, {[]byte("data.tar.gz"), []byte("x")}}))}, aptrepo.Options{}, aptrepo.ErrBadControl, "badgz.deb", "gzip"},
 		{"the same package with other content", "", "", debFiles(other), aptrepo.Options{}, aptrepo.ErrConflict, other, "good_1.0_amd64"},
 		{"the same package with other content in another distribution", "", "", debFiles(otherDist), aptrepo.Options{}, aptrepo.ErrConflict, otherDist, "ubuntu/jammy"},
-		{"two builds of one version in one request", "", "universe", []aptrepo.Deb{aptrepo.DebBytes("one.deb", goDeb(t, ctl, "1")), aptrepo.DebBytes("two.deb", goDeb(t, ctl, "2"))}, aptrepo.Options{}, aptrepo.ErrConflict, "two.deb", "one.deb"},
-		{"one bad file among good ones", "", "", []aptrepo.Deb{aptrepo.DebBytes("fine.deb", goDeb(t, ctl, "1")), aptrepo.DebBytes("bad.deb", []byte("junk"))}, aptrepo.Options{}, aptrepo.ErrNotDeb, "bad.deb", ""},
+		{"two builds of one version in one request", "", "universe", []aptrepo.Deb{aptrepo.DebBytes("one.deb", testkit.GoDeb(t, ctl, "1")), aptrepo.DebBytes("two.deb", testkit.GoDeb(t, ctl, "2"))}, aptrepo.Options{}, aptrepo.ErrConflict, "two.deb", "one.deb"},
+		{"one bad file among good ones", "", "", []aptrepo.Deb{aptrepo.DebBytes("fine.deb", testkit.GoDeb(t, ctl, "1")), aptrepo.DebBytes("bad.deb", []byte("junk"))}, aptrepo.Options{}, aptrepo.ErrNotDeb, "bad.deb", ""},
 		{"too large", "", "", debFiles(good), aptrepo.Options{MaxDebSize: 100}, aptrepo.ErrTooLarge, good, "100 bytes"},
 		{"a file that cannot be read", "", "", []aptrepo.Deb{{Name: "gone.deb", Open: func() (io.ReadCloser, error) { return nil, os.ErrNotExist }}}, aptrepo.Options{}, os.ErrNotExist, "gone.deb", ""},
 		{"no files", "", "", nil, aptrepo.Options{}, aptrepo.ErrInvalid, "", "no package files"},
@@ -179,7 +179,7 @@ func TestAddRefuses(t *testing.T) {
 			if _, err := r.Add(ctx, "ubuntu", "noble", "main", debFiles(good), "setup"); err != nil && !errors.Is(err, aptrepo.ErrTooLarge) {
 				t.Fatal(err)
 			}
-			if _, err := r.Add(ctx, "ubuntu", "jammy", "main", []aptrepo.Deb{aptrepo.DebBytes("shared.deb", goDeb(t, pkg{Name: "shared", Version: "1.0", Arch: "amd64"}.control(), "jammy build"))}, "setup"); err != nil && !errors.Is(err, aptrepo.ErrTooLarge) {
+			if _, err := r.Add(ctx, "ubuntu", "jammy", "main", []aptrepo.Deb{aptrepo.DebBytes("shared.deb", testkit.GoDeb(t, pkg{Name: "shared", Version: "1.0", Arch: "amd64"}.control(), "jammy build"))}, "setup"); err != nil && !errors.Is(err, aptrepo.ErrTooLarge) {
 				t.Fatal(err)
 			}
 			beforeRel, beforePkgs := published(t, r, url, "ubuntu", "noble")
@@ -221,10 +221,10 @@ func cmpOr(a, b string) string {
 
 // noControlDeb is a .deb whose control.tar.gz has no control file.
 func noControlDeb(t *testing.T) []byte {
-	return arArchive([][2][]byte{
+	return testkit.ArArchive([][2][]byte{
 		{[]byte("debian-binary"), []byte("2.0\n")},
-		{[]byte("control.tar.gz"), tarGz(t, map[string]string{"./md5sums": ""})},
-		{[]byte("data.tar.gz"), tarGz(t, map[string]string{"./x": "x"})},
+		{[]byte("control.tar.gz"), testkit.TarGz(t, map[string]string{"./md5sums": ""})},
+		{[]byte("data.tar.gz"), testkit.TarGz(t, map[string]string{"./x": "x"})},
 	})
 }
 

@@ -23,7 +23,7 @@ func smallDebs(b testing.TB, prefix string, n int) ([]aptrepo.Deb, int64) {
 		if i%10 == 0 {
 			arch = "all"
 		}
-		data := goDeb(b, pkg{Name: name, Version: "1.0-1", Arch: arch, Depends: "libc6 (>= 2.36)"}.control(), name)
+		data := testkit.GoDeb(b, pkg{Name: name, Version: "1.0-1", Arch: arch, Depends: "libc6 (>= 2.36)"}.control(), name)
 		debs[i] = aptrepo.DebBytes(name+".deb", data)
 		total += int64(len(data))
 	}
@@ -62,7 +62,7 @@ func BenchmarkAddOneTo1000(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		name := fmt.Sprintf("extra%06d", i)
-		d := aptrepo.DebBytes(name+".deb", goDeb(b, pkg{Name: name, Version: "1.0", Arch: "amd64"}.control(), name))
+		d := aptrepo.DebBytes(name+".deb", testkit.GoDeb(b, pkg{Name: name, Version: "1.0", Arch: "amd64"}.control(), name))
 		if _, err := r.Add(b.Context(), "bench", "noble", "main", []aptrepo.Deb{d}, "bench"); err != nil {
 			b.Fatal(err)
 		}
@@ -75,7 +75,7 @@ func BenchmarkAddOneTo1000(b *testing.B) {
 func TestGoDebIsValid(t *testing.T) {
 	testkit.Need(t, "dpkg-deb")
 	p := filepath.Join(t.TempDir(), "x.deb")
-	if err := os.WriteFile(p, goDeb(t, pkg{Name: "gotest", Version: "1.0", Arch: "all"}.control(), "hello"), 0o644); err != nil {
+	if err := os.WriteFile(p, testkit.GoDeb(t, pkg{Name: "gotest", Version: "1.0", Arch: "all"}.control(), "hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"--info", p}, {"--contents", p}, {"--field", p, "Package"}} {

@@ -16,6 +16,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 // TestConcurrentChangesAndClients runs adds, removes and rollbacks from
@@ -33,7 +34,7 @@ func TestConcurrentChangesAndClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	deb := func(name, version, payload string) aptrepo.Deb {
-		return aptrepo.DebBytes(name+".deb", goDeb(t, pkg{Name: name, Version: version, Arch: "amd64"}.control(), payload))
+		return aptrepo.DebBytes(name+".deb", testkit.GoDeb(t, pkg{Name: name, Version: version, Arch: "amd64"}.control(), payload))
 	}
 	// A first publish, so that clients have something to read from the start.
 	first, err := r.Add(ctx, "ubuntu", "noble", "main", []aptrepo.Deb{deb("seed", "1.0", "seed")}, "setup")

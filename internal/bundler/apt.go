@@ -5,15 +5,15 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/appliance-dev/appliance/internal/aptrepo"
+	"github.com/appliance-dev/appliance/internal/aptrepo/mirror"
 	"github.com/appliance-dev/appliance/internal/bundle"
 )
 
 // apt adds the packages of one apt entry of the spec, with their
 // dependencies, fetched and verified against the upstream's signed Release
-// by aptly's mirror code (aptrepo.Mirror).
+// by aptly's mirror code (internal/aptrepo/mirror).
 func (b *builder) apt(ctx context.Context, a bundle.AptSpec) error {
-	pkgs, err := aptrepo.Mirror(ctx, aptrepo.MirrorSpec{URL: a.URL, Distributions: a.Distributions, Components: a.Components,
+	pkgs, err := mirror.Fetch(ctx, mirror.Spec{URL: a.URL, Distributions: a.Distributions, Components: a.Components,
 		Architectures: a.Architectures, Packages: a.Packages, Keyring: a.Keyring}, b.cache.aptDir(), b.log)
 	if err != nil {
 		return err

@@ -1,4 +1,8 @@
-package aptrepo
+// Package mirror fetches packages, with their dependencies, from a signed
+// upstream apt archive (aptly's mirror code), verifying the Release
+// signature against a given keyring and every file against its sums, for
+// bundles on the connected side. Its errors are aptrepo's.
+package mirror
 
 import (
 	"bytes"
@@ -35,11 +39,15 @@ import (
 	"github.com/aptly-dev/aptly/query"
 	"github.com/aptly-dev/aptly/utils"
 
+	"github.com/appliance-dev/appliance/internal/aptrepo"
 	"github.com/appliance-dev/appliance/internal/fsutil"
 )
 
-// MirrorSpec says which packages to fetch from an upstream archive.
-type MirrorSpec struct {
+// archRE is what an architecture name looks like (as in aptrepo).
+var archRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
+// Spec says which packages to fetch from an upstream archive.
+type Spec struct {
 	URL           string   // archive root, e.g. http://archive.ubuntu.com/ubuntu
 	Distributions []string // e.g. noble
 	Components    []string // default [main]
@@ -48,8 +56,8 @@ type MirrorSpec struct {
 	Keyring       string   // file with the upstream's OpenPGP public key(s), binary or ASCII-armored
 }
 
-// MirroredPackage is one .deb fetched and verified.
-type MirroredPackage struct {
+// Package is one .deb fetched and verified.
+type Package struct {
 	Name, Version, Architecture string
 	Distribution, Component     string
 	Filename                    string // its pool path upstream (Filename: field)
@@ -92,7 +100,7 @@ var (
 	localNamePattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]*_[A-Za-z0-9.+~%-]+_[a-z0-9-]+\.deb$`)
 )
 
-// Mirror fetches spec's packages and their dependencies into dir (a cache:
+// Fetch fetches spec's packages and their dependencies into dir (a cache:
 // files already there with the right size and sha256 are not fetched again,
 // so an interrupted run resumes) and returns them sorted by name, version, arch.
 //
@@ -114,13 +122,13 @@ var (
 // dir, checked against the size and SHA256 of the Packages index, synced
 // and renamed to <name>_<version>_<arch>.deb (an epoch's colon written
 // %3a, as apt does). A failure is an *Error naming the upstream URL, the
-// distribution and the file, wrapping ErrSignature (the Release does not
-// verify with the keyring), ErrChecksum (an index or a .deb differs from
-// what the signed Release says), ErrUnreachable (the upstream cannot be
-// reached or answers with an error), ErrNotFound (a distribution,
+// distribution and the file, wrapping aptrepo.ErrSignature (the Release does not
+// verify with the keyring), aptrepo.ErrChecksum (an index or a .deb differs from
+// what the signed Release says), aptrepo.ErrUnreachable (the upstream cannot be
+// reached or answers with an error), aptrepo.ErrNotFound (a distribution,
 // component, architecture or package the upstream does not have),
-// ErrInvalid (a bad spec or keyring) or the context's error.
-func Mirror(ctx context.Context, spec MirrorSpec, dir string, log *slog.Logger) ([]MirroredPackage, error) {
+// aptrepo.ErrInvalid (a bad spec or keyring) or the context's error.
+func Fetch(ctx context.Context, spec Spec, dir string, log *slog.Logger) ([]Package, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -145,7 +153,7 @@ func Mirror(ctx context.Context, spec MirrorSpec, dir string, log *slog.Logger) 
 	if err := m.download(ctx, jobs); err != nil {
 		return nil, err
 	}
-	out := make([]MirroredPackage, len(jobs))
+	out := make([]Package, len(jobs))
 	for i, j := range jobs {
 		out[i] = j.pkg
 	}
@@ -174,14 +182,14 @@ type origin struct {
 
 // mirrorJob is one .deb to have in dir.
 type mirrorJob struct {
-	pkg MirroredPackage
+	pkg Package
 	url string
 }
 
-func newMirror(spec MirrorSpec, dir string, log *slog.Logger) (*mirror, error) {
+func newMirror(spec Spec, dir string, log *slog.Logger) (*mirror, error) {
 	m := &mirror{url: strings.TrimSpace(spec.URL), dir: dir, log: log}
 	invalid := func(format string, a ...any) error {
-		return m.fail("", "", fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, a...)...))
+		return m.fail("", "", fmt.Errorf("%w: "+format, append([]any{aptrepo.ErrInvalid}, a...)...))
 	}
 	u, err := url.Parse(m.url)
 	if err != nil {
@@ -201,7 +209,7 @@ func newMirror(spec MirrorSpec, dir string, log *slog.Logger) (*mirror, error) {
 	if m.comps, ok = cleanList(spec.Components, []string{"main"}, maxMirrorComps, mirrorNamePattern.MatchString); !ok {
 		return nil, invalid("components %q: want at most %d names like main or universe", spec.Components, maxMirrorComps)
 	}
-	if m.archs, ok = cleanList(spec.Architectures, []string{"amd64"}, maxMirrorArchs, archPattern.MatchString); !ok {
+	if m.archs, ok = cleanList(spec.Architectures, []string{"amd64"}, maxMirrorArchs, archRE.MatchString); !ok {
 		return nil, invalid("architectures %q: want at most %d names like amd64 or arm64", spec.Architectures, maxMirrorArchs)
 	}
 	validQuery := func(s string) bool {
@@ -213,7 +221,7 @@ func newMirror(spec MirrorSpec, dir string, log *slog.Logger) (*mirror, error) {
 	for _, name := range m.names {
 		q, err := query.Parse(name)
 		if err != nil {
-			return nil, m.fail("", name, fmt.Errorf("%w: package query: %w", ErrInvalid, err))
+			return nil, m.fail("", name, fmt.Errorf("%w: package query: %w", aptrepo.ErrInvalid, err))
 		}
 		m.queries = append(m.queries, q)
 	}
@@ -221,7 +229,7 @@ func newMirror(spec MirrorSpec, dir string, log *slog.Logger) (*mirror, error) {
 		return nil, invalid("no keyring to verify the upstream's Release with")
 	}
 	if m.verifier, err = loadKeyring(spec.Keyring); err != nil {
-		return nil, m.fail("", spec.Keyring, fmt.Errorf("%w: keyring: %w", ErrInvalid, err))
+		return nil, m.fail("", spec.Keyring, fmt.Errorf("%w: keyring: %w", aptrepo.ErrInvalid, err))
 	}
 	return m, nil
 }
@@ -252,7 +260,7 @@ func cleanList(in, def []string, limit int, valid func(string) bool) ([]string, 
 }
 
 func (m *mirror) fail(dist, file string, err error) error {
-	return &Error{Op: "mirror", URL: m.display, Dist: dist, File: file, Err: err}
+	return &aptrepo.Error{Op: "mirror", URL: m.display, Dist: dist, File: file, Err: err}
 }
 
 // loadDist fetches and verifies dist's Release and Packages indexes and
@@ -265,7 +273,7 @@ func (m *mirror) loadDist(ctx context.Context, dist string, union *deb.PackageLi
 	d := &ctxDownloader{ctx: actx, inner: aptlyhttp.NewDownloader(0, 1, prog)}
 	repo, err := deb.NewRemoteRepo("upstream", m.url, dist, m.comps, m.archs, false, false, false)
 	if err != nil {
-		return m.fail(dist, "", fmt.Errorf("%w: %w", ErrInvalid, err))
+		return m.fail(dist, "", fmt.Errorf("%w: %w", aptrepo.ErrInvalid, err))
 	}
 	// Mirror checks components and architectures itself, for clearer errors
 	// than aptly's (which suggest its command-line flags).
@@ -358,7 +366,7 @@ func checkOffered(kind string, want []string, field, dist string) error {
 	}
 	for _, w := range want {
 		if !slices.Contains(offered, w) && (kind != "architecture" || w != deb.ArchitectureAll) {
-			return fmt.Errorf("%w: %s %s is not in %s (its Release lists %s)", ErrNotFound, kind, w, dist, strings.Join(offered, " "))
+			return fmt.Errorf("%w: %s %s is not in %s (its Release lists %s)", aptrepo.ErrNotFound, kind, w, dist, strings.Join(offered, " "))
 		}
 	}
 	return nil
@@ -374,10 +382,10 @@ func (m *mirror) fetchError(ctx context.Context, err error) error {
 	}
 	if fs := m.verifier.failures; len(fs) > 0 {
 		msg := strings.Join(fs, "; ")
-		if !errors.Is(err, ErrSignature) {
+		if !errors.Is(err, aptrepo.ErrSignature) {
 			msg += fmt.Sprintf(" (then Release and Release.gpg: %v)", err)
 		}
-		return fmt.Errorf("%w: %s", ErrSignature, msg)
+		return fmt.Errorf("%w: %s", aptrepo.ErrSignature, msg)
 	}
 	return downloadError(ctx, err)
 }
@@ -387,24 +395,24 @@ func downloadError(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
-	if errors.Is(err, ErrChecksum) || errors.Is(err, ErrSignature) {
+	if errors.Is(err, aptrepo.ErrChecksum) || errors.Is(err, aptrepo.ErrSignature) {
 		return err
 	}
 	var herr *aptlyhttp.Error
 	if errors.As(err, &herr) {
 		if herr.Code == http.StatusNotFound || herr.Code == http.StatusGone {
-			return fmt.Errorf("%w: %s", ErrNotFound, herr.Error())
+			return fmt.Errorf("%w: %s", aptrepo.ErrNotFound, herr.Error())
 		}
-		return fmt.Errorf("%w: %w", ErrUnreachable, herr)
+		return fmt.Errorf("%w: %w", aptrepo.ErrUnreachable, herr)
 	}
 	var nc *aptlyhttp.NoCandidateFoundError
 	if errors.As(err, &nc) {
-		return fmt.Errorf("%w: the signed Release lists no index %s", ErrNotFound, nc.URL)
+		return fmt.Errorf("%w: the signed Release lists no index %s", aptrepo.ErrNotFound, nc.URL)
 	}
 	var uerr *url.Error
 	var nerr net.Error
 	if errors.As(err, &uerr) || errors.As(err, &nerr) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+		return fmt.Errorf("%w: %w", aptrepo.ErrUnreachable, err)
 	}
 	return err
 }
@@ -416,7 +424,7 @@ func transient(err error) bool {
 	if errors.As(err, &herr) {
 		return herr.Code >= 500 || herr.Code == http.StatusTooManyRequests
 	}
-	return errors.Is(err, ErrUnreachable)
+	return errors.Is(err, aptrepo.ErrUnreachable)
 }
 
 // resolve picks the requested packages and their dependencies out of
@@ -427,7 +435,7 @@ func (m *mirror) resolve(union *deb.PackageList, origins map[*deb.Package]origin
 	for i, q := range m.queries {
 		if q.Query(union).Len() == 0 {
 			return nil, m.fail(dists, "", fmt.Errorf("%w: package %q: nothing matches it in %s (components %s; architectures %s)",
-				ErrNotFound, m.names[i], dists, strings.Join(m.comps, " "), strings.Join(m.archs, " ")))
+				aptrepo.ErrNotFound, m.names[i], dists, strings.Join(m.comps, " "), strings.Join(m.archs, " ")))
 		}
 	}
 	result, err := union.Filter(deb.FilterOptions{
@@ -460,7 +468,7 @@ func (m *mirror) resolve(union *deb.PackageList, origins map[*deb.Package]origin
 		return nil
 	})
 	if err != nil {
-		var e *Error
+		var e *aptrepo.Error
 		if errors.As(err, &e) {
 			return nil, err
 		}
@@ -479,23 +487,23 @@ func (m *mirror) resolve(union *deb.PackageList, origins map[*deb.Package]origin
 func (m *mirror) job(p *deb.Package, o origin) (*mirrorJob, error) {
 	files := p.Files()
 	if len(files) != 1 {
-		return nil, m.fail(o.dist, p.String(), fmt.Errorf("%w: %d files in the Packages entry, want 1", ErrInvalid, len(files)))
+		return nil, m.fail(o.dist, p.String(), fmt.Errorf("%w: %d files in the Packages entry, want 1", aptrepo.ErrInvalid, len(files)))
 	}
 	f := files[0]
 	filename := filepath.ToSlash(f.DownloadURL())
 	sum := strings.ToLower(f.Checksums.SHA256)
 	if !sha256Pattern.MatchString(sum) {
-		return nil, m.fail(o.dist, filename, fmt.Errorf("%w: the Packages file gives no SHA256 for it", ErrChecksum))
+		return nil, m.fail(o.dist, filename, fmt.Errorf("%w: the Packages file gives no SHA256 for it", aptrepo.ErrChecksum))
 	}
 	if f.Checksums.Size <= 0 || f.Checksums.Size > maxMirrorDebSize {
-		return nil, m.fail(o.dist, filename, fmt.Errorf("%w: the Packages file gives its size as %d, want 1 to %d", ErrInvalid, f.Checksums.Size, int64(maxMirrorDebSize)))
+		return nil, m.fail(o.dist, filename, fmt.Errorf("%w: the Packages file gives its size as %d, want 1 to %d", aptrepo.ErrInvalid, f.Checksums.Size, int64(maxMirrorDebSize)))
 	}
 	local := p.Name + "_" + strings.ReplaceAll(p.Version, ":", "%3a") + "_" + p.Architecture + ".deb"
 	if len(local) > 255 || !localNamePattern.MatchString(local) {
-		return nil, m.fail(o.dist, filename, fmt.Errorf("%w: package name, version or architecture unfit for a file name: %s", ErrInvalid, local))
+		return nil, m.fail(o.dist, filename, fmt.Errorf("%w: package name, version or architecture unfit for a file name: %s", aptrepo.ErrInvalid, local))
 	}
 	return &mirrorJob{
-		pkg: MirroredPackage{
+		pkg: Package{
 			Name: p.Name, Version: p.Version, Architecture: p.Architecture,
 			Distribution: o.dist, Component: o.comp,
 			Filename: filename, SHA256: sum, Size: f.Checksums.Size,
@@ -588,7 +596,7 @@ func (m *mirror) fetchDeb(ctx, actx context.Context, tmp string, j *mirrorJob) (
 	part := filepath.Join(tmp, filepath.Base(p.Path))
 	for attempt := 1; ; attempt++ {
 		prog := &mirrorProgress{log: m.log, limit: p.Size,
-			over: fmt.Errorf("%w: the download is larger than the %d bytes the Packages file gives", ErrChecksum, p.Size)}
+			over: fmt.Errorf("%w: the download is larger than the %d bytes the Packages file gives", aptrepo.ErrChecksum, p.Size)}
 		d := &ctxDownloader{ctx: actx, inner: aptlyhttp.NewDownloader(0, 1, prog)}
 		err := d.DownloadWithChecksum(ctx, j.url, part, nil, false)
 		if err == nil {
@@ -645,7 +653,7 @@ func finishDeb(part, path string, size int64, sum string) error {
 	}
 	if n != size || got != sum {
 		return fmt.Errorf("%w: downloaded %d bytes with sha256 %s, the Packages file gives %d bytes with sha256 %s",
-			ErrChecksum, n, got, size, sum)
+			aptrepo.ErrChecksum, n, got, size, sum)
 	}
 	if err := f.Chmod(0o644); err != nil { //nolint:gosec // G302: a package file, public by design
 		return err
@@ -705,7 +713,7 @@ func plainCancel(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // ctxDownloader is aptly's downloader with the context of the Mirror call
 // (aptly's RemoteRepo hands it a context of its own; see also plainCancel) and with index files
-// checked here rather than by aptly, so that a mismatch wraps ErrChecksum
+// checked here rather than by aptly, so that a mismatch wraps aptrepo.ErrChecksum
 // and a checksum weaker than SHA256 is not enough. Its errors are aptly's
 // own otherwise: aptly looks at their type (a 404 on Packages.xz makes it
 // try Packages.gz).
@@ -732,7 +740,7 @@ func (d *ctxDownloader) DownloadWithChecksum(_ context.Context, url, destination
 	}
 	if expected.SHA256 == "" && expected.SHA512 == "" {
 		_ = os.Remove(destination)
-		return fmt.Errorf("%w: %s: the signed Release gives no SHA256 for it", ErrChecksum, url)
+		return fmt.Errorf("%w: %s: the signed Release gives no SHA256 for it", aptrepo.ErrChecksum, url)
 	}
 	actual, err := utils.ChecksumsForFile(destination)
 	if err != nil {
@@ -743,7 +751,7 @@ func (d *ctxDownloader) DownloadWithChecksum(_ context.Context, url, destination
 		(expected.SHA512 != "" && !strings.EqualFold(actual.SHA512, expected.SHA512)) {
 		_ = os.Remove(destination)
 		return fmt.Errorf("%w: %s: %d bytes with sha256 %s, the signed Release gives %d bytes with sha256 %s",
-			ErrChecksum, url, actual.Size, actual.SHA256, expected.Size, expected.SHA256)
+			aptrepo.ErrChecksum, url, actual.Size, actual.SHA256, expected.Size, expected.SHA256)
 	}
 	*expected = actual
 	return nil
@@ -951,7 +959,7 @@ func (v *keyringVerifier) fail(what string, err error) error {
 	if len(v.failures) < 8 {
 		v.failures = append(v.failures, what+": "+err.Error())
 	}
-	return fmt.Errorf("%w: %s: %w", ErrSignature, what, err)
+	return fmt.Errorf("%w: %s: %w", aptrepo.ErrSignature, what, err)
 }
 
 // explain says why a signature did not verify: for an unknown signer,

@@ -1,4 +1,4 @@
-package aptrepo_test
+package mirror_test
 
 import (
 	"bytes"
@@ -21,6 +21,8 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
+	"github.com/appliance-dev/appliance/internal/testkit"
+	"github.com/appliance-dev/appliance/internal/aptrepo/mirror"
 )
 
 // upstream is a real signed apt archive, published by this package's own
@@ -41,7 +43,7 @@ func newUpstream(t *testing.T) *upstream {
 		{Name: "gamma", Version: "2.0", Arch: "amd64"},
 		{Name: "epsilon", Version: "1:2.0-1", Arch: "all"},
 	} {
-		debs = append(debs, aptrepo.DebBytes(p.file(), goDeb(t, p.control(), p.Name+" payload")))
+		debs = append(debs, aptrepo.DebBytes(p.file(), testkit.GoDeb(t, p.control(), p.Name+" payload")))
 	}
 	if _, err := r.Add(t.Context(), "ubuntu", "noble", "main", debs, "test"); err != nil {
 		t.Fatal(err)
@@ -66,11 +68,13 @@ func (u *upstream) serve(t *testing.T, wrap func(http.Handler) http.Handler) str
 	if wrap != nil {
 		h = wrap(h)
 	}
-	return serve(t, h) + "/ubuntu"
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL + "/ubuntu"
 }
 
-func (u *upstream) spec(url string, packages ...string) aptrepo.MirrorSpec {
-	return aptrepo.MirrorSpec{URL: url, Distributions: []string{"noble"}, Packages: packages, Keyring: u.keyring}
+func (u *upstream) spec(url string, packages ...string) mirror.Spec {
+	return mirror.Spec{URL: url, Distributions: []string{"noble"}, Packages: packages, Keyring: u.keyring}
 }
 
 // countDebs counts the requests for .deb files.
@@ -133,7 +137,7 @@ func TestMirror(t *testing.T) {
 	url := u.serve(t, countDebs(&debs))
 	dir := t.TempDir()
 
-	got, err := aptrepo.Mirror(t.Context(), u.spec(url, "alpha"), dir, nil)
+	got, err := mirror.Fetch(t.Context(), u.spec(url, "alpha"), dir, nil)
 	if err != nil {
 		t.Fatalf("Mirror: %v", err)
 	}
@@ -181,7 +185,7 @@ func TestMirror(t *testing.T) {
 	// Again, with the armored key: nothing is fetched again.
 	spec := u.spec(url, "alpha")
 	spec.Keyring = u.armored
-	again, err := aptrepo.Mirror(t.Context(), spec, dir, nil)
+	again, err := mirror.Fetch(t.Context(), spec, dir, nil)
 	if err != nil {
 		t.Fatalf("second Mirror: %v", err)
 	}
@@ -200,7 +204,7 @@ func TestMirror(t *testing.T) {
 	if err := os.Remove(got[1].Path); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := aptrepo.Mirror(t.Context(), spec, dir, nil); err != nil {
+	if _, err := mirror.Fetch(t.Context(), spec, dir, nil); err != nil {
 		t.Fatalf("third Mirror: %v", err)
 	}
 	if n := debs.Load(); n != 4 {
@@ -235,7 +239,7 @@ func TestMirrorRetries(t *testing.T) {
 			}
 		})
 	})
-	got, err := aptrepo.Mirror(t.Context(), u.spec(url, "alpha"), t.TempDir(), nil)
+	got, err := mirror.Fetch(t.Context(), u.spec(url, "alpha"), t.TempDir(), nil)
 	if err != nil {
 		t.Fatalf("Mirror: %v", err)
 	}
@@ -254,7 +258,7 @@ func TestMirrorEpochAndAll(t *testing.T) {
 	t.Parallel()
 	u := newUpstream(t)
 	dir := t.TempDir()
-	got, err := aptrepo.Mirror(t.Context(), u.spec(u.serve(t, nil), "epsilon", "gamma (>= 2.0)"), dir, nil)
+	got, err := mirror.Fetch(t.Context(), u.spec(u.serve(t, nil), "epsilon", "gamma (>= 2.0)"), dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,11 +319,11 @@ func TestMirrorRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		wrap    func(http.Handler) http.Handler
-		edit    func(spec *aptrepo.MirrorSpec)
+		edit    func(spec *mirror.Spec)
 		wantErr error
 		wantIn  []string // the message names these ("URL": the upstream's)
 	}{
-		{"a wrong keyring", nil, func(s *aptrepo.MirrorSpec) { s.Keyring = otherKeyring(t) },
+		{"a wrong keyring", nil, func(s *mirror.Spec) { s.Keyring = otherKeyring(t) },
 			aptrepo.ErrSignature, []string{"URL", "noble", "InRelease", "not in keyring", "other.gpg"}},
 		{"a tampered Release", tamper(suffix("/InRelease", "/Release"), func(b []byte) []byte {
 			return bytes.Replace(b, []byte("Codename: noble"), []byte("Codename: nobly"), 1)
@@ -332,27 +336,27 @@ func TestMirrorRefuses(t *testing.T) {
 			nil, aptrepo.ErrChecksum, []string{"pool/main/b/beta/beta_1.0_amd64.deb"}},
 		{"an oversized package", tamper(suffix("/beta_1.0_amd64.deb"), func(b []byte) []byte { return append(b, make([]byte, 4096)...) }),
 			nil, aptrepo.ErrChecksum, []string{"pool/main/b/beta/beta_1.0_amd64.deb", "larger than"}},
-		{"an unknown package", nil, func(s *aptrepo.MirrorSpec) { s.Packages = []string{"alpha", "zeta"} },
+		{"an unknown package", nil, func(s *mirror.Spec) { s.Packages = []string{"alpha", "zeta"} },
 			aptrepo.ErrNotFound, []string{"URL", `"zeta"`, "noble"}},
-		{"an unknown distribution", nil, func(s *aptrepo.MirrorSpec) { s.Distributions = []string{"jammy"} },
+		{"an unknown distribution", nil, func(s *mirror.Spec) { s.Distributions = []string{"jammy"} },
 			aptrepo.ErrNotFound, []string{"URL", "jammy", "404"}},
-		{"an unknown component", nil, func(s *aptrepo.MirrorSpec) { s.Components = []string{"universe"} },
+		{"an unknown component", nil, func(s *mirror.Spec) { s.Components = []string{"universe"} },
 			aptrepo.ErrNotFound, []string{"URL", "noble", "component universe"}},
-		{"an unknown architecture", nil, func(s *aptrepo.MirrorSpec) { s.Architectures = []string{"riscv64"} },
+		{"an unknown architecture", nil, func(s *mirror.Spec) { s.Architectures = []string{"riscv64"} },
 			aptrepo.ErrNotFound, []string{"URL", "noble", "architecture riscv64"}},
-		{"an unreachable upstream", nil, func(s *aptrepo.MirrorSpec) { s.URL = closedURL(t) },
+		{"an unreachable upstream", nil, func(s *mirror.Spec) { s.URL = closedURL(t) },
 			aptrepo.ErrUnreachable, []string{"URL", "noble", "refused"}},
 		{"a failing upstream", func(http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", http.StatusBadGateway) })
 		}, nil, aptrepo.ErrUnreachable, []string{"URL", "noble", "502"}},
-		{"no keyring", nil, func(s *aptrepo.MirrorSpec) { s.Keyring = "" }, aptrepo.ErrInvalid, []string{"keyring"}},
-		{"a keyring that is not one", nil, func(s *aptrepo.MirrorSpec) {
+		{"no keyring", nil, func(s *mirror.Spec) { s.Keyring = "" }, aptrepo.ErrInvalid, []string{"keyring"}},
+		{"a keyring that is not one", nil, func(s *mirror.Spec) {
 			s.Keyring = filepath.Join(t.TempDir(), "junk.gpg")
 			_ = os.WriteFile(s.Keyring, []byte("junk"), 0o644)
 		}, aptrepo.ErrInvalid, []string{"junk.gpg"}},
-		{"an ftp URL", nil, func(s *aptrepo.MirrorSpec) { s.URL = "ftp://example.com/debian" }, aptrepo.ErrInvalid, []string{"ftp://example.com/debian"}},
-		{"a flat repository", nil, func(s *aptrepo.MirrorSpec) { s.Distributions = []string{"./"} }, aptrepo.ErrInvalid, []string{"flat"}},
-		{"no packages", nil, func(s *aptrepo.MirrorSpec) { s.Packages = nil }, aptrepo.ErrInvalid, []string{"packages"}},
+		{"an ftp URL", nil, func(s *mirror.Spec) { s.URL = "ftp://example.com/debian" }, aptrepo.ErrInvalid, []string{"ftp://example.com/debian"}},
+		{"a flat repository", nil, func(s *mirror.Spec) { s.Distributions = []string{"./"} }, aptrepo.ErrInvalid, []string{"flat"}},
+		{"no packages", nil, func(s *mirror.Spec) { s.Packages = nil }, aptrepo.ErrInvalid, []string{"packages"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -362,7 +366,7 @@ func TestMirrorRefuses(t *testing.T) {
 				tc.edit(&spec)
 			}
 			dir := t.TempDir()
-			got, err := aptrepo.Mirror(t.Context(), spec, dir, nil)
+			got, err := mirror.Fetch(t.Context(), spec, dir, nil)
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("Mirror = %+v, %v; want %v", got, err, tc.wantErr)
 			}
@@ -413,7 +417,7 @@ func TestMirrorCancel(t *testing.T) {
 	}()
 	dir := t.TempDir()
 	start := time.Now()
-	_, err := aptrepo.Mirror(ctx, u.spec(url, "alpha"), dir, nil)
+	_, err := mirror.Fetch(ctx, u.spec(url, "alpha"), dir, nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Mirror = %v, want context.Canceled", err)
 	}
@@ -425,7 +429,7 @@ func TestMirrorCancel(t *testing.T) {
 	}
 
 	// A context cancelled before the call: nothing is fetched.
-	_, err = aptrepo.Mirror(ctx, u.spec(url, "alpha"), dir, nil)
+	_, err = mirror.Fetch(ctx, u.spec(url, "alpha"), dir, nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Mirror with a cancelled context = %v", err)
 	}
@@ -435,7 +439,7 @@ func TestMirrorCancel(t *testing.T) {
 	ctx, cancel2 := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel2()
 	start = time.Now()
-	_, err = aptrepo.Mirror(ctx, u.spec(url, "alpha"), dir, nil)
+	_, err = mirror.Fetch(ctx, u.spec(url, "alpha"), dir, nil)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Mirror past its deadline = %v, want context.DeadlineExceeded", err)
 	}
