@@ -80,6 +80,10 @@ func freeAddr(t *testing.T) string {
 func startAppliance(t *testing.T, dataDir string, extra ...string) *appliance {
 	t.Helper()
 	a := &appliance{t: t, dataDir: dataDir, httpsAddr: freeAddr(t), httpAddr: freeAddr(t)}
+	// A port just closed may be handed out again at once.
+	for i := 0; i < 10 && a.httpAddr == a.httpsAddr; i++ {
+		a.httpAddr = freeAddr(t)
+	}
 	a.start(extra...)
 	t.Cleanup(func() { a.stop() })
 	return a
