@@ -21,8 +21,8 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
-	"github.com/appliance-dev/appliance/internal/testkit"
 	"github.com/appliance-dev/appliance/internal/aptrepo/mirror"
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 // upstream is a real signed apt archive, published by this package's own
