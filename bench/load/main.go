@@ -368,11 +368,11 @@ func (b *bench) underLoad(ctx context.Context, rep *report, name string) error {
 func groups(o options) ([]group, error) {
 	protos, err := benchkit.SplitList(o.protocols, "h2", "h1")
 	if err != nil || len(protos) == 0 {
-		return nil, fmt.Errorf("-protocols: want h2, h1 or both (%v)", err)
+		return nil, fmt.Errorf("-protocols: want h2, h1 or both: %w", err)
 	}
 	auths, err := benchkit.SplitList(o.auth, "token", "none")
 	if err != nil || len(auths) == 0 {
-		return nil, fmt.Errorf("-auth: want token, none or both (%v)", err)
+		return nil, fmt.Errorf("-auth: want token, none or both: %w", err)
 	}
 	var gs []group
 	for _, p := range protos {

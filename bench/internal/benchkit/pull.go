@@ -83,7 +83,7 @@ func sha256Digest(b []byte) string {
 // one PUT per blob, then the manifest, whose digest the registry must
 // confirm.
 func PushImage(ctx context.Context, hc *http.Client, base *url.URL, authorization, repo string, s *ImageSet, img Image) error {
-	do := func(method, u, contentType string, body io.Reader, size int64, want int) (*http.Response, error) {
+	do := func(method, u, contentType string, body io.Reader, size int64, want int) (http.Header, error) {
 		req, err := http.NewRequestWithContext(ctx, method, u, body)
 		if err != nil {
 			return nil, err
@@ -104,20 +104,20 @@ func PushImage(ctx context.Context, hc *http.Client, base *url.URL, authorizatio
 		if resp.StatusCode != want {
 			return nil, fmt.Errorf("%s %s: %s: %s", method, req.URL.Path, resp.Status, bytes.TrimSpace(msg))
 		}
-		return resp, nil
+		return resp.Header, nil
 	}
 	blobs := []string{img.ConfigDigest}
 	for _, l := range img.Layers {
 		blobs = append(blobs, l.Digest)
 	}
 	for _, d := range blobs {
-		resp, err := do(http.MethodPost, base.JoinPath("/v2/", repo, "/blobs/uploads/").String(), "", nil, 0, http.StatusAccepted)
+		h, err := do(http.MethodPost, base.JoinPath("/v2/", repo, "/blobs/uploads/").String(), "", nil, 0, http.StatusAccepted)
 		if err != nil {
 			return fmt.Errorf("push %s: %w", d, err)
 		}
-		loc, err := base.Parse(resp.Header.Get("Location"))
+		loc, err := base.Parse(h.Get("Location"))
 		if err != nil || loc.Host != base.Host {
-			return fmt.Errorf("push %s: upload location %q is not on the registry", d, resp.Header.Get("Location"))
+			return fmt.Errorf("push %s: upload location %q is not on the registry", d, h.Get("Location"))
 		}
 		q := loc.Query()
 		q.Set("digest", d)
@@ -135,12 +135,12 @@ func PushImage(ctx context.Context, hc *http.Client, base *url.URL, authorizatio
 			return fmt.Errorf("push %s: %w", d, err)
 		}
 	}
-	resp, err := do(http.MethodPut, base.JoinPath("/v2/", repo, "/manifests/", img.Tag).String(), MediaTypeManifest,
+	h, err := do(http.MethodPut, base.JoinPath("/v2/", repo, "/manifests/", img.Tag).String(), MediaTypeManifest,
 		bytes.NewReader(img.Manifest), int64(len(img.Manifest)), http.StatusCreated)
 	if err != nil {
 		return fmt.Errorf("push the manifest: %w", err)
 	}
-	if got := resp.Header.Get("Docker-Content-Digest"); got != img.ManifestDigest {
+	if got := h.Get("Docker-Content-Digest"); got != img.ManifestDigest {
 		return fmt.Errorf("push the manifest: the registry names it %q, want %s", got, img.ManifestDigest)
 	}
 	return nil
