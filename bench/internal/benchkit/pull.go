@@ -550,10 +550,10 @@ func (p *Puller) ProbeAnonymous(ctx context.Context, repo, tag string) (Anonymou
 	var a AnonymousAccess
 	ctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
 	defer cancel()
-	status := func(path, authz string) (*http.Response, error) {
+	status := func(path, authz string) (int, http.Header, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base.JoinPath(path).String(), nil)
 		if err != nil {
-			return nil, err
+			return 0, nil, err
 		}
 		req.Header.Set("Accept", ManifestAccept)
 		if authz != "" {
@@ -561,21 +561,20 @@ func (p *Puller) ProbeAnonymous(ctx context.Context, repo, tag string) (Anonymou
 		}
 		resp, err := p.hc.Do(req)
 		if err != nil {
-			return nil, err
+			return 0, nil, err
 		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<20))
 		_ = resp.Body.Close()
-		return resp, nil
+		return resp.StatusCode, resp.Header, nil
 	}
-	resp, err := status("/v2/", "")
+	code, h, err := status("/v2/", "")
 	if err != nil {
 		return a, err
 	}
-	a.PingStatus, a.Challenge = resp.StatusCode, resp.Header.Get("WWW-Authenticate")
-	if resp, err = status("/v2/"+repo+"/manifests/"+tag, ""); err != nil {
+	a.PingStatus, a.Challenge = code, h.Get("WWW-Authenticate")
+	if a.ManifestStatus, _, err = status("/v2/"+repo+"/manifests/"+tag, ""); err != nil {
 		return a, err
 	}
-	a.ManifestStatus = resp.StatusCode
 	if a.Challenge == "" {
 		return a, nil
 	}
@@ -589,9 +588,8 @@ func (p *Puller) ProbeAnonymous(ctx context.Context, repo, tag string) (Anonymou
 		return a, err
 	}
 	a.TokenStatus = http.StatusOK
-	if resp, err = status("/v2/"+repo+"/manifests/"+tag, tok); err != nil {
+	if a.TokenManifestStatus, _, err = status("/v2/"+repo+"/manifests/"+tag, tok); err != nil {
 		return a, err
 	}
-	a.TokenManifestStatus = resp.StatusCode
 	return a, nil
 }
