@@ -453,3 +453,20 @@ func sha256Hex(data []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
+
+// TrustedInventory checks an inventory's signature against keys and
+// returns it (for `appliance rewrite`, outside the appliance).
+func TrustedInventory(a *Against, keys []bundle.TrustedKey) (*bundle.Inventory, error) {
+	if len(a.Inventory) == 0 {
+		return nil, badInput("--against %s: not a bundle or an inventory", a.Name)
+	}
+	if len(keys) == 0 {
+		return nil, badInput("--against %s: give --trusted-key, the key the inventory must be signed by", a.Name)
+	}
+	v := &Validator{o: Options{Trust: keys}}
+	ag, err := v.checkAgainst(context.Background(), a)
+	if err != nil {
+		return nil, err
+	}
+	return ag.inv, nil
+}
