@@ -107,6 +107,12 @@ func (p *parsedInputs) imageList(f Input) error {
 // yamlDocs decodes every document of a YAML (or JSON) file, naming the
 // file and line of a syntax error.
 func yamlDocs(file string, data []byte) ([]*yaml.Node, error) {
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+		// JSON (a pods dump): YAML would accept some broken JSON.
+		if jerr := jsonLine(data); jerr != "" {
+			return nil, badInput("%s: %s", file, jerr)
+		}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var docs []*yaml.Node
 	for i := 0; i < 100000; i++ {
@@ -116,11 +122,6 @@ func yamlDocs(file string, data []byte) ([]*yaml.Node, error) {
 			return docs, nil
 		}
 		if err != nil {
-			if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
-				if jerr := jsonLine(data); jerr != "" {
-					return nil, badInput("%s: %s", file, jerr)
-				}
-			}
 			return nil, badInput("%s: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
 		}
 		docs = append(docs, &n)

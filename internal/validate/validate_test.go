@@ -1,0 +1,264 @@
+package validate
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/appliance-dev/appliance/internal/bundle"
+)
+
+const manifests = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  template:
+    spec:
+      initContainers:
+        - name: init
+          image: docker.io/library/busybox:1.36
+      containers:
+        - name: web
+          image: nginx:1.25
+---
+apiVersion: nvidia.com/v1
+kind: ClusterPolicy
+spec:
+  driver:
+    repository: nvcr.io/nvidia
+    image: driver
+    version: "550.127.05"
+  toolkit:
+    repository: nvcr.io/nvidia/k8s
+    image: container-toolkit
+    version: sha256:1111111111111111111111111111111111111111111111111111111111111111
+---
+apiVersion: apps.nvidia.com/v1alpha1
+kind: NIMService
+spec:
+  image:
+    repository: nvcr.io/nim/meta/llama3-8b-instruct
+    tag: "1.0.0"
+`
+
+func TestExtractImages(t *testing.T) {
+	t.Parallel()
+	refs, err := ExtractImages("app.yaml", []byte(manifests))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{
+		"docker.io/library/busybox:1.36":   9,
+		"nginx:1.25":                       12,
+		"nvcr.io/nvidia/driver:550.127.05": 19,
+		"nvcr.io/nvidia/k8s/container-toolkit@sha256:1111111111111111111111111111111111111111111111111111111111111111": 23,
+		"nvcr.io/nim/meta/llama3-8b-instruct:1.0.0": 30,
+	}
+	got := map[string]int{}
+	for _, r := range refs {
+		got[r.Ref] = r.Line
+	}
+	for ref, line := range want {
+		if got[ref] != line {
+			t.Errorf("%s: line %d, want %d (all: %v)", ref, got[ref], line, got)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("found %v, want %v", got, want)
+	}
+	pods := `{"items": [
+  {"spec": {"containers": [{"name": "a", "image": "nvcr.io/nvidia/gpu-operator:v24.9.0"}]},
+   "status": {"containerStatuses": [{"image": "nvcr.io/nvidia/gpu-operator:v24.9.0", "imageID": "x"}]}}
+]}`
+	refs, err = ExtractImages("pods.json", []byte(pods))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(refs) != 2 || refs[0].Ref != "nvcr.io/nvidia/gpu-operator:v24.9.0" || refs[0].Line != 2 {
+		t.Errorf("pods: %+v", refs)
+	}
+}
+
+func TestBadInputNamesFileAndLine(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		in   Input
+		want string
+	}{
+		{"yaml", Input{Kind: InputManifests, Name: "deploy.yaml", Data: []byte("kind: Pod\nspec:\n\tcontainers: []\n")}, "deploy.yaml: line 3"},
+		{"json", Input{Kind: InputPods, Name: "pods.json", Data: []byte("{\"items\": [\n  {\"spec\": }\n]}")}, "pods.json: line 2"},
+		{"image list", Input{Kind: InputImages, Name: "images.txt", Data: []byte("nginx:1.25\n\nNOT A REF!\n")}, "images.txt:3"},
+		{"profile key", Input{Kind: InputProfiles, Name: "p.yaml", Data: []byte("profiles:\n  - id: abc\n    imge: x\n")}, "p.yaml:2"},
+		{"cloud-init", Input{Kind: InputCloudInit, Name: "user-data", Data: []byte("#cloud-config\nruncmd: [ls]\n")}, "user-data: the cloud-config installs no packages"},
+		{"kind", Input{Kind: "helm", Name: "x"}, `unknown input kind "helm"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseInputs([]Input{tc.in})
+			if !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("parseInputs = %v, want ErrBadInput naming %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestMapperAndRewrite(t *testing.T) {
+	t.Parallel()
+	inv := &bundle.Inventory{Artifacts: []bundle.Artifact{{Kind: bundle.KindImage, Source: "nvcr.io/nvidia/gpu-operator:v24.9.0@sha256:aaaa", Destination: "gpu/operator:v24.9.0"}}}
+	m := NewMapper("registry.enclave:8443", []string{"registry.enclave"}, inv)
+	for ref, want := range map[string]string{
+		"nginx:1.25":                          "registry.enclave:8443/library/nginx:1.25",
+		"nvcr.io/nvidia/gpu-operator:v24.9.0": "registry.enclave:8443/gpu/operator:v24.9.0",
+		"nvcr.io/nvidia/driver:550":           "registry.enclave:8443/nvidia/driver:550",
+		"quay.io/a/b@sha256:1111111111111111111111111111111111111111111111111111111111111111": "registry.enclave:8443/a/b@sha256:1111111111111111111111111111111111111111111111111111111111111111",
+		"registry.enclave:8443/library/x:1":                                                   "registry.enclave:8443/library/x:1",
+	} {
+		got, err := m.Map(ref)
+		if err != nil || got != want {
+			t.Errorf("Map(%s) = %s, %v; want %s", ref, got, err, want)
+		}
+	}
+	out, done, err := m.Rewrite("app.yaml", []byte(manifests))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"image: registry.enclave:8443/library/busybox:1.36", "image: registry.enclave:8443/library/nginx:1.25", "# nothing"} {
+		if want == "# nothing" {
+			continue
+		}
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("rewritten lacks %q:\n%s", want, out)
+		}
+	}
+	if bytes.Contains(out, []byte("image: nginx")) {
+		t.Errorf("nginx left unreplaced:\n%s", out)
+	}
+	composed := 0
+	for _, f := range done {
+		if f.Severity == SeverityWarning {
+			composed++
+		}
+	}
+	if composed != 3 {
+		t.Errorf("want the 3 composed references named for a change by hand: %+v", done)
+	}
+}
+
+func TestCompareNamesMissingAndChanged(t *testing.T) {
+	t.Parallel()
+	held := &bundle.Receipt{
+		Tags:  []bundle.ReceiptTag{{Repository: "nvidia/app", Tag: "1.0", Digest: "sha256:aa"}, {Repository: "nvidia/app", Tag: "old", Digest: "sha256:cc"}},
+		Files: []bundle.ReceiptFile{{Name: "llama.tar", Digest: "sha256:f1"}},
+	}
+	inv := &bundle.Inventory{Artifacts: []bundle.Artifact{
+		{Kind: bundle.KindImage, Destination: "nvidia/app:1.0", Digest: "sha256:bb"},   // changed
+		{Kind: bundle.KindImage, Destination: "nvidia/extra:2.0", Digest: "sha256:dd"}, // not held
+		{Kind: bundle.KindFile, Destination: "llama.tar", Digest: "sha256:f1"},         // same
+	}}
+	d := Compare(inv, held)
+	if d.Missing != 1 || d.Different != 1 || d.Extra != 1 {
+		t.Fatalf("drift %+v", d)
+	}
+	names := map[string]string{}
+	for _, x := range d.Differences {
+		names[x.Kind] = x.Name
+	}
+	if names[DriftMissing] != "nvidia/extra:2.0" || names[DriftDifferent] != "nvidia/app:1.0" || names[DriftExtra] != "nvidia/app:old" {
+		t.Errorf("differences %+v", d.Differences)
+	}
+}
+
+func testSigner(t *testing.T) (*bundle.Signer, []bundle.TrustedKey) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := bundle.GenerateKey(filepath.Join(dir, "k"), filepath.Join(dir, "k.pub")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := bundle.LoadSigner(filepath.Join(dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := bundle.LoadTrustedKeys([]string{filepath.Join(dir, "k.pub")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, keys
+}
+
+func TestEvidenceVerifiesAndAnEditFails(t *testing.T) {
+	t.Parallel()
+	s, keys := testSigner(t)
+	_, other := testSigner(t)
+	res := &Result{Appliance: "https://registry.enclave:8443", OK: true, Gates: []GateResult{{Gate: GateImages, Status: StatusOK}},
+		Checked: []Checked{{Gate: GateImages, What: "x", Digest: "sha256:aa"}}}
+	ev, err := MakeEvidence(res, s, time.Unix(1_800_000_000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := VerifyEvidence(ev.JSON, ev.Signature, keys); err != nil {
+		t.Fatalf("VerifyEvidence: %v", err)
+	}
+	if _, _, err := VerifyEvidence(ev.JSON, ev.Signature, nil); err != nil {
+		t.Fatalf("VerifyEvidence with the key it names: %v", err)
+	}
+	if err := VerifyDocument(ev.HTML, ev.HTMLSignature, keys); err != nil {
+		t.Fatalf("html: %v", err)
+	}
+	if !bytes.Contains(ev.HTML, []byte("sha256:aa")) {
+		t.Error("the page lacks the digest checked")
+	}
+	for i := range []int{0, len(ev.JSON) / 2, len(ev.JSON) - 2} {
+		edited := bytes.Clone(ev.JSON)
+		edited[i] ^= 1
+		if _, _, err := VerifyEvidence(edited, ev.Signature, keys); !errors.Is(err, ErrEvidence) {
+			t.Errorf("one byte edited at %d: %v, want ErrEvidence", i, err)
+		}
+	}
+	if _, _, err := VerifyEvidence(ev.JSON, ev.Signature, other); !errors.Is(err, ErrEvidence) {
+		t.Errorf("another key: %v", err)
+	}
+	page := bytes.Clone(ev.HTML)
+	page[len(page)/2] ^= 1
+	if err := VerifyDocument(page, ev.HTMLSignature, keys); !errors.Is(err, ErrEvidence) {
+		t.Errorf("edited page: %v", err)
+	}
+}
+
+func TestAgainstMustBeSignedAndTrusted(t *testing.T) {
+	t.Parallel()
+	s, keys := testSigner(t)
+	_, other := testSigner(t)
+	inv := &bundle.Inventory{SchemaVersion: 1, Name: "b", Created: time.Unix(1_700_000_000, 0).UTC()}
+	data, err := inv.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := s.Sign(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := s.PublicKey()
+	v := &Validator{o: Options{Trust: keys}}
+	if _, err := v.checkAgainst(t.Context(), &Against{Name: "inv", Inventory: data, Signature: sig, SignerKey: pub}); err != nil {
+		t.Fatalf("signed and trusted: %v", err)
+	}
+	for name, a := range map[string]*Against{
+		"unsigned":  {Name: "inv", Inventory: data},
+		"edited":    {Name: "inv", Inventory: append(bytes.Clone(data), ' '), Signature: sig, SignerKey: pub},
+		"garbage":   {Name: "inv", Inventory: []byte("{not json"), Signature: sig},
+		"untrusted": {Name: "inv", Inventory: data, Signature: sig, SignerKey: pub},
+		"empty":     {Name: "inv"},
+	} {
+		v := &Validator{o: Options{Trust: keys}}
+		if name == "untrusted" {
+			v.o.Trust = other
+		}
+		if _, err := v.checkAgainst(t.Context(), a); !errors.Is(err, ErrBadInput) {
+			t.Errorf("%s: %v, want ErrBadInput", name, err)
+		}
+	}
+}
