@@ -166,7 +166,7 @@ func (p *puller) blobPresent(ctx context.Context, repo name.Repository, d v1.Has
 		p.trans[repo.String()] = rt
 		p.mu.Unlock()
 	}
-	u := fmt.Sprintf("%s://%s/v2/%s/blobs/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), d)
+	u := fmt.Sprintf("https://%s/v2/%s/blobs/%s", repo.RegistryStr(), repo.RepositoryStr(), d)
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
 	if err != nil {
 		return err
