@@ -419,6 +419,34 @@ func TestValidationGates(t *testing.T) {
 			}
 		}
 	})
+	// Last: it breaks the repository for what follows.
+	t.Run("a changed InRelease fails gate 4 with gpgv", func(t *testing.T) {
+		var changed []string
+		_ = filepath.WalkDir(filepath.Join(f.cfg.DataDir, aptDir), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && d.Name() == "InRelease" && strings.Contains(p, "noble") {
+				data, _ := os.ReadFile(p)
+				if i := bytes.Index(data, []byte("Suite: ")); i >= 0 {
+					data[i+7] ^= 0x20
+					if os.WriteFile(p, data, 0o644) == nil {
+						changed = append(changed, p)
+					}
+				}
+			}
+			return nil
+		})
+		if len(changed) == 0 {
+			t.Fatal("no InRelease found to change")
+		}
+		_, ans, _ := f.validate(t, ValidationRequest{})
+		res := ans.Result
+		if res.FailedGate() != validate.GateApt {
+			t.Fatalf("failed gate %q: %+v", res.FailedGate(), res.Gates)
+		}
+		errs := findings(res.Gate(validate.GateApt), validate.SeverityError)
+		if len(errs) != 1 || errs[0].What != "ubuntu/noble InRelease" || !strings.Contains(errs[0].Problem, "gpgv") {
+			t.Errorf("findings: %+v", errs)
+		}
+	})
 }
 
 // TestValidationRegistryGateRed: an advertised name that does not resolve
