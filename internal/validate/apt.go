@@ -44,7 +44,7 @@ func (v *Validator) fetch(ctx context.Context, p, dst string) error {
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", p, err)
 	}
-	return os.WriteFile(dst, data, 0o644)
+	return os.WriteFile(dst, data, 0o600)
 }
 
 // aptGate: every repository's Release is signed and verifies with plain
@@ -87,7 +87,7 @@ func (r *run) aptGate(ctx context.Context, g *GateResult) {
 			what := repo.Name + "/" + d.Name
 			base := "/apt/" + repo.Name + "/dists/" + d.Name + "/"
 			dir := filepath.Join(work, repo.Name, d.Name)
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+			if err := os.MkdirAll(dir, 0o750); err != nil {
 				g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: what, Problem: err.Error()})
 				continue
 			}
@@ -153,18 +153,18 @@ func (r *run) aptResolve(ctx context.Context, g *GateResult, work string, source
 	}
 	root := filepath.Join(work, "root")
 	for _, d := range []string{"lists/partial", "cache/archives/partial", "etc"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o750); err != nil {
 			g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: "apt", Problem: err.Error()})
 			return 0
 		}
 	}
 	list, status, ca := filepath.Join(root, "etc", "sources.list"), filepath.Join(root, "status"), filepath.Join(root, "ca.crt")
-	werr := os.WriteFile(list, []byte(strings.Join(sources, "\n")+"\n"), 0o644)
+	werr := os.WriteFile(list, []byte(strings.Join(sources, "\n")+"\n"), 0o600)
 	if werr == nil {
-		werr = os.WriteFile(status, nil, 0o644)
+		werr = os.WriteFile(status, nil, 0o600)
 	}
 	if werr == nil {
-		werr = os.WriteFile(ca, r.v.o.CAPEM, 0o644)
+		werr = os.WriteFile(ca, r.v.o.CAPEM, 0o600)
 	}
 	if werr != nil {
 		g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: "apt", Problem: werr.Error()})
