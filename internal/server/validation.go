@@ -111,7 +111,8 @@ func (v *validation) setMetrics(res *validate.Result, lastSuccess time.Time) {
 }
 
 // advertised is the address the gate proves: the first configured host
-// name (else localhost) on the HTTPS port, and every configured name.
+// name on the HTTPS port, and every configured name (without one, the
+// listener's address or localhost).
 func (s *Server) advertised() (string, []string) {
 	_, port, _ := net.SplitHostPort(s.HTTPSAddr())
 	var names []string
@@ -121,7 +122,14 @@ func (s *Server) advertised() (string, []string) {
 		}
 	}
 	if len(names) == 0 {
-		names = []string{"localhost"}
+		// No name configured: the address the listener is bound to, when
+		// it is one, else this machine's loopback.
+		host, _, _ := net.SplitHostPort(s.cfg.HTTPSAddr)
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			names = []string{host}
+		} else {
+			names = []string{"localhost"}
+		}
 	}
 	return "https://" + net.JoinHostPort(names[0], port), names
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -489,4 +490,62 @@ func (m memBlobs) Open(d string) (io.ReadCloser, error) {
 func sha256sum(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:]
+}
+
+// TestValidationScheduleAndReceipt: the schedule re-runs the last request
+// (here a drift against the appliance's own receipt, which then finds the
+// tag pushed since as extra), and its result is kept and exported.
+func TestValidationScheduleAndReceipt(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	opts := []remote.Option{remote.WithTransport(ts.client.Transport), remote.WithAuth(&authn.Basic{Username: "admin", Password: ts.admin})}
+	img, _ := random.Image(1<<10, 1)
+	if err := remote.Write(ts.ref(t, "library/app:1.0"), img, opts...); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, ts.base+"/api/v1/receipt", nil)
+	req.SetBasicAuth("admin", ts.admin)
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	receipt, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var ans ValidationAnswer
+	body := ValidationRequest{Request: validate.Request{Against: &validate.Against{Name: "enclave.receipt", Receipt: receipt}}}
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, body, &ans); code != http.StatusOK {
+		t.Fatalf("POST = %d", code)
+	}
+	if d := ans.Result.Drift; d == nil || len(d.Differences) != 0 || ans.Result.Against.Kind != "receipt" {
+		t.Fatalf("drift against its own fresh receipt: %+v %+v", d, ans.Result.Against)
+	}
+	if err := remote.Write(ts.ref(t, "library/app:2.0"), img, opts...); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ts.validation.schedule(ctx, 20*time.Millisecond)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var got ValidationAnswer
+		ts.call(t, http.MethodGet, "/api/v1/validation", "admin", ts.admin, nil, &got)
+		if d := got.Result.Drift; d != nil && d.Extra == 1 && d.Differences[0].Name == "library/app:2.0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the schedule did not re-run the request within 20s: %+v", got.Result.Drift)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	// A receipt signed by another key is refused.
+	dir := t.TempDir()
+	_ = bundle.GenerateKey(filepath.Join(dir, "k"), filepath.Join(dir, "k.pub"))
+	other, _ := bundle.LoadSigner(filepath.Join(dir, "k"))
+	forged, _ := bundle.SignReceipt(&bundle.Receipt{Appliance: "x"}, other)
+	var apiErr APIError
+	body = ValidationRequest{Request: validate.Request{Against: &validate.Against{Name: "forged.receipt", Receipt: forged}}}
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, body, &apiErr); code != http.StatusBadRequest || !strings.Contains(apiErr.Error.Message, "forged.receipt") {
+		t.Errorf("forged receipt: %d %+v", code, apiErr)
+	}
 }

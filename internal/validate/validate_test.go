@@ -3,6 +3,8 @@ package validate
 import (
 	"bytes"
 	"errors"
+	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -260,5 +262,64 @@ func TestAgainstMustBeSignedAndTrusted(t *testing.T) {
 		if _, err := v.checkAgainst(t.Context(), a); !errors.Is(err, ErrBadInput) {
 			t.Errorf("%s: %v, want ErrBadInput", name, err)
 		}
+	}
+}
+
+type oneBlob map[string][]byte
+
+func (m oneBlob) Open(d string) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(m[d])), nil }
+
+// TestLoadAgainst reads the three forms --against takes: a bundle, an
+// inventory.json with its .sig beside it, a receipt; and refuses others.
+func TestLoadAgainst(t *testing.T) {
+	t.Parallel()
+	s, keys := testSigner(t)
+	dir := t.TempDir()
+	file := []byte("weights")
+	d := sha256Hex(file)
+	inv := &bundle.Inventory{SchemaVersion: 1, Name: "b", Created: time.Unix(1_700_000_000, 0).UTC(),
+		Artifacts: []bundle.Artifact{{Kind: bundle.KindFile, Destination: "w.tar", Digest: d, Size: int64(len(file))}},
+		Blobs:     []bundle.Blob{{Digest: d, Size: int64(len(file))}}}
+	var buf bytes.Buffer
+	if err := bundle.WriteArchive(&buf, inv, []byte(`{"schemaVersion":2,"manifests":[]}`), s, oneBlob{d: file}); err != nil {
+		t.Fatal(err)
+	}
+	tarPath := filepath.Join(dir, "b.tar")
+	if err := os.WriteFile(tarPath, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	invData, _ := inv.Marshal()
+	sig, _ := s.Sign(invData)
+	invPath := filepath.Join(dir, "inventory.json")
+	_ = os.WriteFile(invPath, invData, 0o600)
+	_ = os.WriteFile(invPath+".sig", sig, 0o600)
+	rc, _ := bundle.SignReceipt(&bundle.Receipt{Appliance: "a"}, s)
+	rcPath := filepath.Join(dir, "enclave.receipt")
+	_ = os.WriteFile(rcPath, rc, 0o600)
+	v := &Validator{o: Options{Trust: keys, ReceiptKeys: keys}}
+	for _, p := range []string{tarPath, invPath, rcPath} {
+		a, err := LoadAgainst(p)
+		if err != nil {
+			t.Fatalf("LoadAgainst(%s): %v", p, err)
+		}
+		ag, err := v.checkAgainst(t.Context(), a)
+		if err != nil {
+			t.Fatalf("checkAgainst(%s): %v", p, err)
+		}
+		if p != rcPath && (ag.inv == nil || ag.inv.Name != "b") {
+			t.Errorf("%s: %+v", p, ag.info)
+		}
+	}
+	junk := filepath.Join(dir, "junk")
+	_ = os.WriteFile(junk, []byte("hello"), 0o600)
+	brokenJSON := filepath.Join(dir, "broken.json")
+	_ = os.WriteFile(brokenJSON, []byte("{\n\"a\": ,\n}"), 0o600)
+	for _, p := range []string{junk, brokenJSON, filepath.Join(dir, "absent")} {
+		if _, err := LoadAgainst(p); !errors.Is(err, ErrBadInput) {
+			t.Errorf("LoadAgainst(%s) = %v, want ErrBadInput", p, err)
+		}
+	}
+	if _, err := LoadAgainst(brokenJSON); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("broken JSON names no line: %v", err)
 	}
 }
