@@ -453,7 +453,6 @@ func sha256Hex(data []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-
 // TrustedInventory checks an inventory's signature against keys and
 // returns it (for `appliance rewrite`, outside the appliance).
 func TrustedInventory(a *Against, keys []bundle.TrustedKey) (*bundle.Inventory, error) {

@@ -27,7 +27,7 @@ type Mapper struct {
 	// Host is the appliance's registry host (name:port).
 	Host string
 	// Local are the host names (with port) that already mean the appliance.
-	Local map[string]bool
+	Local    map[string]bool
 	bySource map[string]string // source repo[:tag] or repo@digest → destination repo[:tag]
 }
 

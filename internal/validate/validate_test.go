@@ -267,7 +267,9 @@ func TestAgainstMustBeSignedAndTrusted(t *testing.T) {
 
 type oneBlob map[string][]byte
 
-func (m oneBlob) Open(d string) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(m[d])), nil }
+func (m oneBlob) Open(d string) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(m[d])), nil
+}
 
 // TestLoadAgainst reads the three forms --against takes: a bundle, an
 // inventory.json with its .sig beside it, a receipt; and refuses others.
