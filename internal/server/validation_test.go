@@ -24,8 +24,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/config"
+	"github.com/appliance-dev/appliance/internal/server/opsapi"
 	"github.com/appliance-dev/appliance/internal/testkit"
 	"github.com/appliance-dev/appliance/internal/validate"
 )
@@ -547,5 +549,44 @@ func TestValidationScheduleAndReceipt(t *testing.T) {
 	body = ValidationRequest{Request: validate.Request{Against: &validate.Against{Name: "forged.receipt", Receipt: forged}}}
 	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, body, &apiErr); code != http.StatusBadRequest || !strings.Contains(apiErr.Error.Message, "forged.receipt") {
 		t.Errorf("forged receipt: %d %+v", code, apiErr)
+	}
+}
+
+// TestValidationStandbyDrift: in standby, the gate reports the follower's
+// drift from its primary (reused, not recomputed): a tag only the standby
+// holds is extra, against the primary.
+func TestValidationStandbyDrift(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	node := testkit.StartNode(t)
+	admin := []remote.Option{remote.WithTransport(ts.client.Transport), remote.WithAuth(&authn.Basic{Username: "admin", Password: ts.admin})}
+	if err := remote.Write(ts.ref(t, "library/app:1"), testkit.RandomImage(t, 4096, 1), admin...); err != nil {
+		t.Fatal(err)
+	}
+	var p promote.Promotion
+	if got := ts.call(t, "POST", "/api/v1/promotions", "admin", ts.admin, opsapi.PromoteRequest{Target: node.URL, TargetCA: string(node.CAPEM), All: true}, &p); got != 202 {
+		t.Fatalf("promotion = %d %+v", got, p)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for len(ts.auditEntries(t, "action=promotion.end")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the promotion did not end within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := remote.Write(ts.ref(t, "library/here:1"), testkit.RandomImage(t, 4096, 1), admin...); err != nil {
+		t.Fatal(err)
+	}
+	var ans opsapi.StandbyAnswer
+	if got := ts.call(t, "POST", "/api/v1/standby", "admin", ts.admin, opsapi.StandbyRequest{Primary: node.URL, PrimaryCA: string(node.CAPEM), Projects: []string{"library"}}, &ans); got != 200 || ans.SyncError != "" {
+		t.Fatalf("standby = %d %+v", got, ans)
+	}
+	var va ValidationAnswer
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, ValidationRequest{}, &va); code != http.StatusOK {
+		t.Fatalf("POST = %d", code)
+	}
+	d := va.Result.Drift
+	if d == nil || !d.Standby || d.Extra != 1 || d.Differences[0].Name != "library/here:1" || d.Differences[0].Against != "primary" {
+		t.Fatalf("standby drift: %+v", d)
 	}
 }
