@@ -19,6 +19,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/fsutil"
 	"github.com/appliance-dev/appliance/internal/server"
 	"github.com/appliance-dev/appliance/internal/validate"
+	"github.com/appliance-dev/appliance/internal/validate/evidence"
 )
 
 // exitError is an error with its own exit status.
@@ -189,7 +190,7 @@ func (vf *validateFlags) request() (*server.ValidationRequest, error) {
 	return req, nil
 }
 
-func writeEvidence(path string, ev *validate.Evidence) error {
+func writeEvidence(path string, ev *evidence.Evidence) error {
 	if ev == nil {
 		return errors.New("validate: the appliance sent no evidence report")
 	}
@@ -358,7 +359,7 @@ An edited report fails. Plain openssl checks it too (docs/validation.md).`,
 			if err != nil {
 				return fmt.Errorf("evidence verify: the signature: %w", err)
 			}
-			rep, fp, err := validate.VerifyEvidence(data, sig, trusted)
+			rep, fp, err := evidence.Verify(data, sig, trusted)
 			if err != nil {
 				return fmt.Errorf("evidence verify %s: %w", file, err)
 			}
@@ -372,7 +373,7 @@ An edited report fails. Plain openssl checks it too (docs/validation.md).`,
 				if len(trusted) > 0 {
 					k = trusted[0]
 				}
-				if err := validate.VerifyDocument(page, psig, append(trusted, k)); err != nil {
+				if err := evidence.VerifyDocument(page, psig, append(trusted, k)); err != nil {
 					return fmt.Errorf("evidence verify %s.html: %w", file, err)
 				}
 				checked = append(checked, file+".html")

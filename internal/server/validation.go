@@ -20,6 +20,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/fsutil"
 	"github.com/appliance-dev/appliance/internal/validate"
+	"github.com/appliance-dev/appliance/internal/validate/evidence"
 )
 
 // Files of the validation gate in the data directory.
@@ -40,7 +41,7 @@ type ValidationRequest struct {
 // /api/v1/validation.
 type ValidationAnswer struct {
 	Result   *validate.Result   `json:"result"`
-	Evidence *validate.Evidence `json:"evidence,omitempty"`
+	Evidence *evidence.Evidence `json:"evidence,omitempty"`
 }
 
 // errValidationBusy refuses a second run while one runs.
@@ -166,7 +167,7 @@ func (v *validation) run(ctx context.Context, req ValidationRequest) (*Validatio
 	}
 	ans := &ValidationAnswer{Result: res}
 	if req.Report {
-		if ans.Evidence, err = validate.MakeEvidence(res, v.s.receiptKey, time.Now()); err != nil {
+		if ans.Evidence, err = evidence.Make(res, v.s.receiptKey, time.Now()); err != nil {
 			return nil, err
 		}
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/server/opsapi"
 	"github.com/appliance-dev/appliance/internal/testkit"
 	"github.com/appliance-dev/appliance/internal/validate"
+	"github.com/appliance-dev/appliance/internal/validate/evidence"
 )
 
 // validationFixture is a real appliance holding images, a signed bundle
@@ -280,11 +281,11 @@ func TestValidationGates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := validate.VerifyEvidence(ev.JSON, ev.Signature, keys); err != nil {
+	if _, _, err := evidence.Verify(ev.JSON, ev.Signature, keys); err != nil {
 		t.Fatalf("evidence: %v", err)
 	}
 	edited := bytes.Replace(ev.JSON, []byte(`"ok": true`), []byte(`"ok": truE`), 1)
-	if _, _, err := validate.VerifyEvidence(edited, ev.Signature, keys); err == nil {
+	if _, _, err := evidence.Verify(edited, ev.Signature, keys); err == nil {
 		t.Fatal("an edited report verifies")
 	}
 	if _, err := exec.LookPath("openssl"); err == nil {

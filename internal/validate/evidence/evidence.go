@@ -1,4 +1,9 @@
-package validate
+// Package evidence is the validation gate's evidence report: a run's
+// result as JSON and as a self-contained HTML page, each signed with the
+// appliance's key (base64 ASN.1 ECDSA over sha256, the format of cosign
+// sign-blob and of bundle inventories), and its verification. See
+// docs/validation.md.
+package evidence
 
 import (
 	"bytes"
@@ -9,6 +14,7 @@ import (
 	"time"
 
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/validate"
 )
 
 // Report is the evidence report's JSON: the whole result of a run, who
@@ -21,9 +27,9 @@ type Report struct {
 	Appliance       string    `json:"appliance"`
 	// Signer is the sha256 fingerprint of the signing key (the appliance's
 	// receipt key, <data-dir>/receipt.pub); PublicKey is its PEM.
-	Signer    string  `json:"signer"`
-	PublicKey string  `json:"publicKey"`
-	Result    *Result `json:"result"`
+	Signer    string           `json:"signer"`
+	PublicKey string           `json:"publicKey"`
+	Result    *validate.Result `json:"result"`
 }
 
 // Evidence is a signed report: the JSON and the HTML page, each with its
@@ -43,8 +49,8 @@ type Signer interface {
 	PublicKey() ([]byte, error)
 }
 
-// MakeEvidence renders a result as a signed report.
-func MakeEvidence(res *Result, s Signer, now time.Time) (*Evidence, error) {
+// Make renders a result as a signed report.
+func Make(res *validate.Result, s Signer, now time.Time) (*Evidence, error) {
 	pub, err := s.PublicKey()
 	if err != nil {
 		return nil, fmt.Errorf("evidence: %w", err)
@@ -73,31 +79,31 @@ func MakeEvidence(res *Result, s Signer, now time.Time) (*Evidence, error) {
 	return ev, nil
 }
 
-// ErrEvidence marks a report that does not verify.
-var ErrEvidence = errors.New("the evidence report does not verify")
+// ErrInvalid marks a report that does not verify.
+var ErrInvalid = errors.New("the evidence report does not verify")
 
-// VerifyEvidence checks a report's signature. With keys, the signer must
+// Verify checks a report's signature. With keys, the signer must
 // be one of them; without, the key the report names is used (and its
 // fingerprint returned, to compare with the appliance's receipt.pub).
-func VerifyEvidence(data, sig []byte, keys []bundle.TrustedKey) (*Report, string, error) {
+func Verify(data, sig []byte, keys []bundle.TrustedKey) (*Report, string, error) {
 	var rep Report
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rep); err != nil || rep.EvidenceVersion != 1 || rep.Result == nil {
 		if len(keys) == 0 {
-			return nil, "", fmt.Errorf("%w: not an appliance evidence report (give --key to check its signature alone)", ErrEvidence)
+			return nil, "", fmt.Errorf("%w: not an appliance evidence report (give --key to check its signature alone)", ErrInvalid)
 		}
 	}
 	if len(keys) == 0 {
 		k, err := bundle.ParsePublicKey("the report's key", []byte(rep.PublicKey))
 		if err != nil {
-			return nil, "", fmt.Errorf("%w: %w", ErrEvidence, err)
+			return nil, "", fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		keys = []bundle.TrustedKey{k}
 	}
 	k, err := bundle.Verify(data, sig, keys)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: %w", ErrEvidence, err)
+		return nil, "", fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return &rep, "sha256:" + k.Fingerprint(), nil
 }
@@ -106,7 +112,7 @@ func VerifyEvidence(data, sig []byte, keys []bundle.TrustedKey) (*Report, string
 // report (the HTML page) with the key that signed the JSON.
 func VerifyDocument(data, sig []byte, keys []bundle.TrustedKey) error {
 	if _, err := bundle.Verify(data, sig, keys); err != nil {
-		return fmt.Errorf("%w: %w", ErrEvidence, err)
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
