@@ -183,9 +183,10 @@ func ExtractImages(file string, data []byte) ([]ImageRef, error) {
 	return out, nil
 }
 
-// walkImages visits a YAML tree: a string under the key "image" is a
-// reference; a map with repository and tag, or the ClusterPolicy's
-// repository, image and version, makes one.
+// walkImages visits a YAML tree: a string under the key "image" (or a
+// NIMCache's "modelPuller") is a reference; a map with [registry,]
+// repository and tag, or the ClusterPolicy's repository, image and
+// version, makes one.
 func walkImages(n *yaml.Node, key string, add func(string, int)) {
 	switch n.Kind {
 	case yaml.DocumentNode, yaml.SequenceNode:
@@ -195,7 +196,7 @@ func walkImages(n *yaml.Node, key string, add func(string, int)) {
 	case yaml.AliasNode:
 		// Aliases repeat what their anchor already gave.
 	case yaml.ScalarNode:
-		if key == "image" && n.Tag == "!!str" && n.Value != "" {
+		if (key == "image" || key == "modelPuller") && n.Tag == "!!str" && n.Value != "" {
 			add(n.Value, n.Line)
 		}
 	case yaml.MappingNode:
@@ -225,8 +226,11 @@ func walkImages(n *yaml.Node, key string, add func(string, int)) {
 			}
 			return
 		}
-		if tag, ok := scalar("tag"); ok && hasRepo && strings.Contains(repo, "/") {
-			// NIMService spec.image, Helm values: repository + tag.
+		if tag, ok := scalar("tag"); ok && hasRepo && (strings.Contains(repo, "/") || key == "image") {
+			// NIMService spec.image, Helm values: [registry +] repository + tag.
+			if reg, ok := scalar("registry"); ok {
+				repo = strings.TrimSuffix(reg, "/") + "/" + repo
+			}
 			add(repo+versionSuffix(tag), fields["repository"].Line)
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {

@@ -105,7 +105,7 @@ func (r *run) profilesGate(ctx context.Context, g *GateResult) {
 
 // hashFile downloads /files/NAME over HTTPS and returns its sha256.
 func (v *Validator) hashFile(ctx context.Context, fileName string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.base.String()+"/files/"+url.PathEscape(fileName), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.base.String()+"/files/"+escapePath(fileName), nil)
 	if err != nil {
 		return "", err
 	}
@@ -122,4 +122,14 @@ func (v *Validator) hashFile(ctx context.Context, fileName string) (string, erro
 		return "", fmt.Errorf("download: %w", err)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// escapePath escapes each segment of a file store name (which may hold
+// folders).
+func escapePath(p string) string {
+	parts := strings.Split(p, "/")
+	for i, s := range parts {
+		parts[i] = url.PathEscape(s)
+	}
+	return strings.Join(parts, "/")
 }

@@ -44,6 +44,18 @@ spec:
   image:
     repository: nvcr.io/nim/meta/llama3-8b-instruct
     tag: "1.0.0"
+---
+kind: NIMCache
+spec:
+  source:
+    ngc:
+      modelPuller: nvcr.io/nim/meta/llama3-8b-instruct:1.0.3
+---
+# Helm values
+image:
+  registry: docker.io
+  repository: bitnami
+  tag: "1.25"
 `
 
 func TestExtractImages(t *testing.T) {
@@ -58,6 +70,8 @@ func TestExtractImages(t *testing.T) {
 		"nvcr.io/nvidia/driver:550.127.05": 19,
 		"nvcr.io/nvidia/k8s/container-toolkit@sha256:1111111111111111111111111111111111111111111111111111111111111111": 23,
 		"nvcr.io/nim/meta/llama3-8b-instruct:1.0.0": 30,
+		"nvcr.io/nim/meta/llama3-8b-instruct:1.0.3": 37,
+		"docker.io/bitnami:1.25":                    42,
 	}
 	got := map[string]int{}
 	for _, r := range refs {
@@ -145,8 +159,8 @@ func TestMapperAndRewrite(t *testing.T) {
 			composed++
 		}
 	}
-	if composed != 3 {
-		t.Errorf("want the 3 composed references named for a change by hand: %+v", done)
+	if composed != 4 {
+		t.Errorf("want the 4 composed references named for a change by hand: %+v", done)
 	}
 }
 
