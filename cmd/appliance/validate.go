@@ -17,7 +17,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/apiclient"
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/fsutil"
-	"github.com/appliance-dev/appliance/internal/server"
+	"github.com/appliance-dev/appliance/internal/server/validationapi"
 	"github.com/appliance-dev/appliance/internal/validate"
 	"github.com/appliance-dev/appliance/internal/validate/evidence"
 )
@@ -83,7 +83,7 @@ Exit status: 0 when every gate passed, 1 when one failed, 2 on bad input.`,
 			if err != nil {
 				return err
 			}
-			var ans server.ValidationAnswer
+			var ans validationapi.Answer
 			if err := cl.DoLong(cmd.Context(), http.MethodPost, "/api/v1/validation", req, &ans); err != nil {
 				var se *apiclient.StatusError
 				if errors.As(err, &se) && se.Status == http.StatusBadRequest {
@@ -133,8 +133,8 @@ Exit status: 0 when every gate passed, 1 when one failed, 2 on bad input.`,
 
 // request reads every input file. Folders given to --manifests are read
 // for *.yaml, *.yml and *.json, sorted.
-func (vf *validateFlags) request() (*server.ValidationRequest, error) {
-	req := &server.ValidationRequest{Report: vf.report != ""}
+func (vf *validateFlags) request() (*validationapi.Request, error) {
+	req := &validationapi.Request{Report: vf.report != ""}
 	req.Platforms = vf.platforms
 	add := func(kind string, paths []string) error {
 		for _, p := range paths {

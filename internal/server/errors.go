@@ -17,6 +17,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/regclient"
 	"github.com/appliance-dev/appliance/internal/registry"
 	"github.com/appliance-dev/appliance/internal/server/opsapi"
+	"github.com/appliance-dev/appliance/internal/server/validationapi"
 	"github.com/appliance-dev/appliance/internal/validate"
 )
 
@@ -62,8 +63,12 @@ func statusOf(err error) (int, string) {
 		return http.StatusUnprocessableEntity, "IMPORT_REFUSED"
 	case errors.Is(err, validate.ErrBadInput):
 		return http.StatusBadRequest, "BAD_INPUT"
-	case errors.Is(err, errValidationBusy):
+	case errors.Is(err, validationapi.ErrBusy):
 		return http.StatusConflict, "BUSY"
+	case errors.Is(err, validationapi.ErrBody):
+		return http.StatusBadRequest, "BAD_REQUEST"
+	case errors.Is(err, validationapi.ErrNoneYet):
+		return http.StatusNotFound, "NOT_FOUND"
 	case errors.Is(err, aptrepo.ErrConflict):
 		return http.StatusConflict, "CONFLICT"
 	case errors.Is(err, aptrepo.ErrNotDeb), errors.Is(err, aptrepo.ErrBadControl), errors.Is(err, aptrepo.ErrTooLarge):

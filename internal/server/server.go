@@ -38,6 +38,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/pki"
 	"github.com/appliance-dev/appliance/internal/registry"
 	"github.com/appliance-dev/appliance/internal/server/aptapi"
+	"github.com/appliance-dev/appliance/internal/server/validationapi"
 )
 
 // Files in the data directory besides those of pki and auth.
@@ -76,7 +77,7 @@ type Server struct {
 	metrics       *metrics
 	maint         *maintenance.Maintainer
 	audit         *auditor
-	validation    *validation
+	validation    *validationapi.API
 	started       time.Time
 
 	httpsLn, httpLn net.Listener
@@ -196,11 +197,11 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		closeStores()
 		return nil, err
 	}
-	if err := s.openValidation(); err != nil {
+	if s.validation, err = s.newValidationAPI(); err != nil {
 		closeStores()
 		return nil, err
 	}
-	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly }, append(lifecycleMetrics(s.life, s.follower), s.validation.collectors()...)...)
+	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly }, append(lifecycleMetrics(s.life, s.follower), s.validation.Collectors()...)...)
 	handler, err := s.httpsHandler()
 	if err != nil {
 		closeStores()
@@ -417,7 +418,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		defer close(validateDone)
 		if every := s.cfg.Validation.Schedule; every > 0 {
-			s.validation.schedule(followCtx, every)
+			s.validation.Schedule(followCtx, every)
 		}
 	}()
 	s.log.Info("appliance serving", "https", s.HTTPSAddr(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir,

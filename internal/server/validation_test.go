@@ -28,6 +28,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/config"
 	"github.com/appliance-dev/appliance/internal/server/opsapi"
+	"github.com/appliance-dev/appliance/internal/server/validationapi"
 	"github.com/appliance-dev/appliance/internal/testkit"
 	"github.com/appliance-dev/appliance/internal/validate"
 	"github.com/appliance-dev/appliance/internal/validate/evidence"
@@ -164,11 +165,11 @@ func buildTestDeb(t *testing.T, dir, name, version, depends string) string {
 }
 
 // validateReq posts a validation and decodes the answer (or the error).
-func (f *validationFixture) validate(t *testing.T, req ValidationRequest) (int, ValidationAnswer, APIError) {
+func (f *validationFixture) validate(t *testing.T, req validationapi.Request) (int, validationapi.Answer, APIError) {
 	t.Helper()
 	var raw json.RawMessage
 	code := f.call(t, http.MethodPost, "/api/v1/validation", "admin", f.admin, req, &raw)
-	var ans ValidationAnswer
+	var ans validationapi.Answer
 	var apiErr APIError
 	if code == http.StatusOK {
 		if err := json.Unmarshal(raw, &ans); err != nil {
@@ -227,7 +228,7 @@ func TestValidationGates(t *testing.T) {
   {"metadata": {"name": "gpu-operator-0"},
    "spec": {"containers": [{"name": "operator", "image": "nvcr.io/nvidia/gpu-operator:v24.9.0"}]}}
 ]}`
-	green := ValidationRequest{Report: true, Request: validate.Request{Inputs: []validate.Input{
+	green := validationapi.Request{Report: true, Request: validate.Request{Inputs: []validate.Input{
 		in(validate.InputManifests, "k8s/app.yaml", fmt.Sprintf(deployment, f.host, f.host)),
 		in(validate.InputPods, "pods.json", pods),
 		in(validate.InputCloudInit, "user-data", "#cloud-config\npackages:\n  - gpu-tools\n"),
@@ -300,7 +301,7 @@ func TestValidationGates(t *testing.T) {
 	}
 
 	// Kept, served and exported.
-	var got ValidationAnswer
+	var got validationapi.Answer
 	if code := f.call(t, http.MethodGet, "/api/v1/validation", "admin", f.admin, nil, &got); code != http.StatusOK || got.Result == nil || !got.Result.OK {
 		t.Fatalf("GET /api/v1/validation = %d %+v", code, got)
 	}
@@ -316,7 +317,7 @@ func TestValidationGates(t *testing.T) {
 
 	t.Run("one image missing fails gate 2 naming it and its file", func(t *testing.T) {
 		manifests := fmt.Sprintf(deployment, f.host, f.host) + "        - name: gone\n          image: " + f.host + "/library/missing:9.9\n"
-		_, ans, _ := f.validate(t, ValidationRequest{Request: validate.Request{Inputs: []validate.Input{in(validate.InputManifests, "k8s/app.yaml", manifests),
+		_, ans, _ := f.validate(t, validationapi.Request{Request: validate.Request{Inputs: []validate.Input{in(validate.InputManifests, "k8s/app.yaml", manifests),
 			in(validate.InputCloudInit, "user-data", "#cloud-config\npackages: [gpu-tools]\n")}}})
 		res := ans.Result
 		if res.OK || res.FailedGate() != validate.GateImages {
@@ -336,7 +337,7 @@ func TestValidationGates(t *testing.T) {
 		}
 	})
 	t.Run("an index without the platform asked fails gate 2", func(t *testing.T) {
-		_, ans, _ := f.validate(t, ValidationRequest{Request: validate.Request{Platforms: []string{"linux/s390x"},
+		_, ans, _ := f.validate(t, validationapi.Request{Request: validate.Request{Platforms: []string{"linux/s390x"},
 			Inputs: []validate.Input{in(validate.InputImages, "images.txt", f.host+"/library/multi:2.0\n")}}})
 		errs := findings(ans.Result.Gate(validate.GateImages), validate.SeverityError)
 		if len(errs) != 1 || !strings.Contains(errs[0].Problem, "linux/s390x") {
@@ -344,7 +345,7 @@ func TestValidationGates(t *testing.T) {
 		}
 	})
 	t.Run("a missing model profile fails gate 3 naming it", func(t *testing.T) {
-		_, ans, _ := f.validate(t, ValidationRequest{Request: validate.Request{Inputs: []validate.Input{
+		_, ans, _ := f.validate(t, validationapi.Request{Request: validate.Request{Inputs: []validate.Input{
 			in(validate.InputProfiles, "profiles.yaml", "profiles:\n  - id: 8835c317\n    image: "+nimImage+"\n  - id: 4f2a9b00\n    image: "+nimImage+"\n")}}})
 		res := ans.Result
 		if res.FailedGate() != validate.GateProfiles {
@@ -356,7 +357,7 @@ func TestValidationGates(t *testing.T) {
 		}
 	})
 	t.Run("a package apt cannot resolve fails gate 4", func(t *testing.T) {
-		_, ans, _ := f.validate(t, ValidationRequest{Request: validate.Request{Inputs: []validate.Input{
+		_, ans, _ := f.validate(t, validationapi.Request{Request: validate.Request{Inputs: []validate.Input{
 			in(validate.InputCloudInit, "user-data", "#cloud-config\npackages:\n  - gpu-tools\n  - cuda-toolkit-12-4\n")}}})
 		res := ans.Result
 		if res.FailedGate() != validate.GateApt {
@@ -375,7 +376,7 @@ func TestValidationGates(t *testing.T) {
 		data, _ := inv.Marshal()
 		sig, _ := f.signer.Sign(data)
 		pub, _ := f.signer.PublicKey()
-		_, ans, apiErr := f.validate(t, ValidationRequest{Request: validate.Request{Against: &validate.Against{Name: "inventory.json", Inventory: data, Signature: sig, SignerKey: pub}}})
+		_, ans, apiErr := f.validate(t, validationapi.Request{Request: validate.Request{Against: &validate.Against{Name: "inventory.json", Inventory: data, Signature: sig, SignerKey: pub}}})
 		if ans.Result == nil {
 			t.Fatalf("%+v", apiErr)
 		}
@@ -402,7 +403,7 @@ func TestValidationGates(t *testing.T) {
 				return &validate.Against{Name: "inventory.json", Inventory: data, Signature: sg, SignerKey: p}
 			}(),
 		} {
-			code, _, apiErr := f.validate(t, ValidationRequest{Request: validate.Request{Against: a}})
+			code, _, apiErr := f.validate(t, validationapi.Request{Request: validate.Request{Against: a}})
 			if code != http.StatusBadRequest || apiErr.Error.Code != "BAD_INPUT" {
 				t.Errorf("%s inventory: %d %+v", name, code, apiErr)
 			}
@@ -414,7 +415,7 @@ func TestValidationGates(t *testing.T) {
 			"kind":     {Inputs: []validate.Input{in("helm", "x", "")}},
 			"platform": {Platforms: []string{"amd64"}},
 		} {
-			code, _, apiErr := f.validate(t, ValidationRequest{Request: req})
+			code, _, apiErr := f.validate(t, validationapi.Request{Request: req})
 			if code != http.StatusBadRequest {
 				t.Errorf("%s: %d %+v", name, code, apiErr)
 			}
@@ -441,7 +442,7 @@ func TestValidationGates(t *testing.T) {
 		if len(changed) == 0 {
 			t.Fatal("no InRelease found to change")
 		}
-		_, ans, _ := f.validate(t, ValidationRequest{})
+		_, ans, _ := f.validate(t, validationapi.Request{})
 		res := ans.Result
 		if res.FailedGate() != validate.GateApt {
 			t.Fatalf("failed gate %q: %+v", res.FailedGate(), res.Gates)
@@ -458,8 +459,8 @@ func TestValidationGates(t *testing.T) {
 func TestValidationRegistryGateRed(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, func(c *config.Config) { c.Hostnames = []string{"localhost", "registry.no-such-domain.invalid"} })
-	var ans ValidationAnswer
-	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, ValidationRequest{}, &ans); code != http.StatusOK {
+	var ans validationapi.Answer
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, validationapi.Request{}, &ans); code != http.StatusOK {
 		t.Fatalf("POST = %d", code)
 	}
 	res := ans.Result
@@ -474,7 +475,7 @@ func TestValidationRegistryGateRed(t *testing.T) {
 		t.Errorf("certificates ran above a red registry gate")
 	}
 	// The last result survives a restart of the state (read back from disk).
-	data, err := os.ReadFile(filepath.Join(ts.cfg.DataDir, validationFile))
+	data, err := os.ReadFile(filepath.Join(ts.cfg.DataDir, validationapi.ResultFile))
 	if err != nil || !bytes.Contains(data, []byte("registry.no-such-domain.invalid")) {
 		t.Errorf("kept result: %v %s", err, data)
 	}
@@ -514,8 +515,8 @@ func TestValidationScheduleAndReceipt(t *testing.T) {
 	}
 	receipt, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	var ans ValidationAnswer
-	body := ValidationRequest{Request: validate.Request{Against: &validate.Against{Name: "enclave.receipt", Receipt: receipt}}}
+	var ans validationapi.Answer
+	body := validationapi.Request{Request: validate.Request{Against: &validate.Against{Name: "enclave.receipt", Receipt: receipt}}}
 	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, body, &ans); code != http.StatusOK {
 		t.Fatalf("POST = %d", code)
 	}
@@ -527,10 +528,10 @@ func TestValidationScheduleAndReceipt(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go ts.validation.schedule(ctx, 20*time.Millisecond)
+	go ts.validation.Schedule(ctx, 20*time.Millisecond)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		var got ValidationAnswer
+		var got validationapi.Answer
 		ts.call(t, http.MethodGet, "/api/v1/validation", "admin", ts.admin, nil, &got)
 		if d := got.Result.Drift; d != nil && d.Extra == 1 && d.Differences[0].Name == "library/app:2.0" {
 			break
@@ -547,7 +548,7 @@ func TestValidationScheduleAndReceipt(t *testing.T) {
 	other, _ := bundle.LoadSigner(filepath.Join(dir, "k"))
 	forged, _ := bundle.SignReceipt(&bundle.Receipt{Appliance: "x"}, other)
 	var apiErr APIError
-	body = ValidationRequest{Request: validate.Request{Against: &validate.Against{Name: "forged.receipt", Receipt: forged}}}
+	body = validationapi.Request{Request: validate.Request{Against: &validate.Against{Name: "forged.receipt", Receipt: forged}}}
 	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, body, &apiErr); code != http.StatusBadRequest || !strings.Contains(apiErr.Error.Message, "forged.receipt") {
 		t.Errorf("forged receipt: %d %+v", code, apiErr)
 	}
@@ -582,12 +583,29 @@ func TestValidationStandbyDrift(t *testing.T) {
 	if got := ts.call(t, "POST", "/api/v1/standby", "admin", ts.admin, opsapi.StandbyRequest{Primary: node.URL, PrimaryCA: string(node.CAPEM), Projects: []string{"library"}}, &ans); got != 200 || ans.SyncError != "" {
 		t.Fatalf("standby = %d %+v", got, ans)
 	}
-	var va ValidationAnswer
-	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, ValidationRequest{}, &va); code != http.StatusOK {
+	var va validationapi.Answer
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, validationapi.Request{}, &va); code != http.StatusOK {
 		t.Fatalf("POST = %d", code)
 	}
 	d := va.Result.Drift
 	if d == nil || !d.Standby || d.Extra != 1 || d.Differences[0].Name != "library/here:1" || d.Differences[0].Against != "primary" {
 		t.Fatalf("standby drift: %+v", d)
+	}
+}
+
+// TestValidationTakesInputsPastTheAPILimit: manifests are often larger
+// than the 1 MiB the other JSON routes take; the route bounds itself at
+// validationapi.MaxBody.
+func TestValidationTakesInputsPastTheAPILimit(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	big := strings.Repeat("# a comment line of a large rendered chart, padding it past one MiB\n", 40000)
+	var ans validationapi.Answer
+	req := validationapi.Request{Request: validate.Request{Inputs: []validate.Input{in(validate.InputImages, "images.txt", big)}}}
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, req, &ans); code != http.StatusOK || ans.Result == nil {
+		t.Fatalf("POST with %d bytes of input = %d", len(big), code)
+	}
+	if in := ans.Result.Inputs; len(in) != 1 || in[0].Bytes != len(big) {
+		t.Errorf("inputs: %+v", in)
 	}
 }
