@@ -298,6 +298,11 @@ func (r *run) imagesGate(ctx context.Context, g *GateResult) {
 			continue
 		}
 		r.checked(GateImages, local, res.digest)
+		for _, n := range res.notes {
+			if pl, d, ok := strings.Cut(n, " "); ok {
+				r.checked(GateImages, local+" "+pl, d)
+			}
+		}
 	}
 	g.Checked = len(cache)
 	failed := 0
