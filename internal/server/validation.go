@@ -15,12 +15,14 @@ import (
 // (internal/server/validationapi) what they need of the server.
 func (s *Server) newValidationAPI() (*validationapi.API, error) {
 	return validationapi.New(validationapi.Deps{
-		DataDir:     s.cfg.DataDir,
-		Validator:   s.validator,
-		Signer:      s.receiptKey,
-		Log:         s.log,
-		Note:        func(c echo.Context, target string, kv ...string) { auditNote(c, target, kv...) },
-		RequireUser: s.requireUser,
+		DataDir:      s.cfg.DataDir,
+		Validator:    s.validator,
+		Signer:       s.receiptKey,
+		Log:          s.log,
+		Caller:       func(c echo.Context) string { return principal(c).Name },
+		Note:         func(c echo.Context, target string, kv ...string) { auditNote(c, target, kv...) },
+		RequireUser:  s.requireUser,
+		RequireAdmin: s.requireAdmin,
 	})
 }
 

@@ -534,6 +534,9 @@ func TestValidationScheduleAndReceipt(t *testing.T) {
 		var got validationapi.Answer
 		ts.call(t, http.MethodGet, "/api/v1/validation", "admin", ts.admin, nil, &got)
 		if d := got.Result.Drift; d != nil && d.Extra == 1 && d.Differences[0].Name == "library/app:2.0" {
+			if got.By != "schedule" {
+				t.Errorf("a scheduled run is by %q", got.By)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -542,6 +545,21 @@ func TestValidationScheduleAndReceipt(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()
+	// Only an admin replaces the result the metrics show and the request
+	// the schedule re-runs; any user reads it.
+	const pw = "a-long-guest-password-1234"
+	if code := ts.call(t, http.MethodPost, "/api/v1/users", "admin", ts.admin, UserRequest{Name: "viewer", Password: pw, Role: "guest"}, nil); code != http.StatusCreated {
+		t.Fatalf("add guest = %d", code)
+	}
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "viewer", pw, validationapi.Request{}, nil); code != http.StatusForbidden {
+		t.Errorf("a guest's run = %d, want 403", code)
+	}
+	if code := ts.call(t, http.MethodGet, "/api/v1/validation", "viewer", pw, nil, nil); code != http.StatusOK {
+		t.Errorf("a guest's read = %d", code)
+	}
+	if code := ts.call(t, http.MethodGet, "/api/v1/validation", "", "", nil, nil); code != http.StatusUnauthorized {
+		t.Errorf("an anonymous read = %d", code)
+	}
 	// A receipt signed by another key is refused.
 	dir := t.TempDir()
 	_ = bundle.GenerateKey(filepath.Join(dir, "k"), filepath.Join(dir, "k.pub"))

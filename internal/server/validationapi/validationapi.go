@@ -44,7 +44,9 @@ type Request struct {
 
 // Answer is the answer of POST and GET /api/v1/validation.
 type Answer struct {
-	Result   *validate.Result   `json:"result"`
+	Result *validate.Result `json:"result"`
+	// By is who asked for the run ("schedule" for a scheduled one).
+	By       string             `json:"by,omitempty"`
 	Evidence *evidence.Evidence `json:"evidence,omitempty"`
 }
 
@@ -65,10 +67,13 @@ type Deps struct {
 	// Signer signs evidence: the appliance's receipt key.
 	Signer evidence.Signer
 	Log    *slog.Logger
-	// Note adds to the request's audit entry; RequireUser refuses
-	// anonymous callers.
-	Note        func(c echo.Context, target string, kv ...string)
-	RequireUser echo.MiddlewareFunc
+	// Caller names who makes a request; Note adds to its audit entry.
+	Caller func(c echo.Context) string
+	Note   func(c echo.Context, target string, kv ...string)
+	// RequireUser refuses anonymous callers (reading the last result);
+	// RequireAdmin anyone but an admin (a run replaces the result the
+	// metrics show and the request the schedule re-runs).
+	RequireUser, RequireAdmin echo.MiddlewareFunc
 }
 
 // API is the validation gate of a running appliance: one run at a time.
@@ -76,13 +81,14 @@ type API struct {
 	d       Deps
 	running sync.Mutex
 	mu      sync.Mutex
-	last    *validate.Result
+	last    kept
 	gateOK  *prometheus.GaugeVec
 	success prometheus.Gauge
 }
 
 type kept struct {
 	Result      *validate.Result `json:"result"`
+	By          string           `json:"by,omitempty"`
 	LastSuccess time.Time        `json:"last_success"`
 }
 
@@ -90,7 +96,7 @@ type kept struct {
 func New(d Deps) (*API, error) {
 	var missing []string
 	for name, ok := range map[string]bool{"DataDir": d.DataDir != "", "Validator": d.Validator != nil, "Signer": d.Signer != nil,
-		"Log": d.Log != nil, "Note": d.Note != nil, "RequireUser": d.RequireUser != nil} {
+		"Log": d.Log != nil, "Caller": d.Caller != nil, "Note": d.Note != nil, "RequireUser": d.RequireUser != nil, "RequireAdmin": d.RequireAdmin != nil} {
 		if !ok {
 			missing = append(missing, name)
 		}
@@ -113,7 +119,7 @@ func New(d Deps) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.last = st.Result
+	a.last = st
 	a.setMetrics(st)
 	return a, nil
 }
@@ -155,9 +161,9 @@ func (a *API) setMetrics(st kept) {
 	}
 }
 
-// Run runs the gate once and keeps its result (and the request, for the
-// schedule). ErrBusy while another run goes on.
-func (a *API) Run(ctx context.Context, req Request) (*Answer, error) {
+// Run runs the gate once for by and keeps its result (and the request,
+// for the schedule). ErrBusy while another run goes on.
+func (a *API) Run(ctx context.Context, req Request, by string) (*Answer, error) {
 	if !a.running.TryLock() {
 		return nil, ErrBusy
 	}
@@ -171,7 +177,7 @@ func (a *API) Run(ctx context.Context, req Request) (*Answer, error) {
 	if err != nil {
 		return nil, err
 	}
-	ans := &Answer{Result: res}
+	ans := &Answer{Result: res, By: by}
 	if req.Report {
 		if ans.Evidence, err = evidence.Make(res, a.d.Signer, time.Now()); err != nil {
 			return nil, err
@@ -183,7 +189,7 @@ func (a *API) Run(ctx context.Context, req Request) (*Answer, error) {
 	if err != nil {
 		st = kept{} // a corrupt file is replaced by this run
 	}
-	st.Result = res
+	st.Result, st.By = res, by
 	if res.OK {
 		st.LastSuccess = res.Finished
 	}
@@ -201,17 +207,17 @@ func (a *API) Run(ctx context.Context, req Request) (*Answer, error) {
 	if err := fsutil.WriteFileAtomic(filepath.Join(a.d.DataDir, RequestFile), reqData, 0o600); err != nil {
 		return nil, fmt.Errorf("validation: keep the request: %w", err)
 	}
-	a.last = res
+	a.last = st
 	a.setMetrics(st)
 	a.d.Log.Info("validation ran", "ok", res.OK, "failed_gate", res.FailedGate(), "checked", len(res.Checked))
 	return ans, nil
 }
 
-// Last is the last result, nil before the first run.
-func (a *API) Last() *validate.Result {
+// Last is the last result and who asked for it; nil before the first run.
+func (a *API) Last() (*validate.Result, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.last
+	return a.last.Result, a.last.By
 }
 
 // Schedule re-runs the last request every interval until ctx ends.
@@ -231,7 +237,7 @@ func (a *API) Schedule(ctx context.Context, every time.Duration) {
 				req = validate.Request{}
 			}
 		}
-		if _, err := a.Run(ctx, Request{Request: req}); err != nil && ctx.Err() == nil {
+		if _, err := a.Run(ctx, Request{Request: req}, "schedule"); err != nil && ctx.Err() == nil {
 			a.d.Log.Warn("scheduled validation did not run", "error", err)
 		}
 	}
@@ -240,15 +246,15 @@ func (a *API) Schedule(ctx context.Context, every time.Duration) {
 // Register adds the routes to the /api/v1 group.
 func (a *API) Register(g *echo.Group) {
 	g.GET("/validation", a.get, a.d.RequireUser)
-	g.POST("/validation", a.post, a.d.RequireUser)
+	g.POST("/validation", a.post, a.d.RequireAdmin)
 }
 
 func (a *API) get(c echo.Context) error {
-	last := a.Last()
+	last, by := a.Last()
 	if last == nil {
 		return fmt.Errorf("validation: %w", ErrNoneYet)
 	}
-	return c.JSON(http.StatusOK, Answer{Result: last})
+	return c.JSON(http.StatusOK, Answer{Result: last, By: by})
 }
 
 func (a *API) post(c echo.Context) error {
@@ -267,7 +273,7 @@ func (a *API) post(c echo.Context) error {
 		return fmt.Errorf("%w: invalid JSON body: %w", ErrBody, err)
 	}
 	a.d.Note(c, "", "inputs", fmt.Sprint(len(req.Inputs)), "report", fmt.Sprint(req.Report))
-	ans, err := a.Run(r.Context(), req)
+	ans, err := a.Run(r.Context(), req, a.d.Caller(c))
 	if err != nil {
 		return err
 	}
