@@ -272,8 +272,9 @@ reference to an outside registry (nvcr.io, docker.io, ...) replaced by the
 appliance's: by the signed inventory's source → destination when --against
 lists the image, else as bundles land it (the path and tag without the
 registry host). What was replaced is listed on standard error. A reference
-composed of several keys (the GPU Operator's repository/image/version) is
-named there for a change by hand.`,
+composed of several keys (the GPU Operator's repository/image/version, a
+NIMService's repository/tag) has its repository key rewritten; one that
+cannot be (a Helm registry key) is named there for a change by hand.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			if registry == "" {

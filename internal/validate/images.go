@@ -125,6 +125,13 @@ func (m *Mapper) Rewrite(file string, data []byte) ([]byte, []Finding, error) {
 			continue
 		}
 		line := lines[ir.Line-1]
+		if c := ir.comp; c != nil && c.repoLine >= 1 && c.repoLine <= len(lines) {
+			if repo, ok := composedRepo(ir.Ref, local, c.image); ok && bytes.Contains(lines[c.repoLine-1], []byte(c.repo)) {
+				lines[c.repoLine-1] = bytes.Replace(lines[c.repoLine-1], []byte(c.repo), []byte(repo), 1)
+				done = append(done, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local, Problem: "outside registry: its repository key rewritten"})
+				continue
+			}
+		}
 		if bytes.Contains(line, []byte(ir.Ref)) {
 			lines[ir.Line-1] = bytes.Replace(line, []byte(ir.Ref), []byte(local), 1)
 			done = append(done, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local, Problem: "outside registry"})
@@ -135,6 +142,34 @@ func (m *Mapper) Rewrite(file string, data []byte) ([]byte, []Finding, error) {
 		}
 	}
 	return bytes.Join(lines, nil), done, nil
+}
+
+// composedRepo is the repository key that makes local from a composed
+// reference: local without its tag or digest (and, for a ClusterPolicy,
+// without the image name the policy appends). Only when the tag or
+// digest is unchanged, which the other keys hold.
+func composedRepo(ref, local, image string) (string, bool) {
+	suffix := func(r string) (string, string) {
+		if i := strings.Index(r, "@"); i >= 0 {
+			return r[:i], r[i:]
+		}
+		if i := strings.LastIndex(r, ":"); i > strings.LastIndex(r, "/") {
+			return r[:i], r[i:]
+		}
+		return r, ""
+	}
+	_, want := suffix(ref)
+	repo, got := suffix(local)
+	if want != got {
+		return "", false
+	}
+	if image != "" {
+		if !strings.HasSuffix(repo, "/"+image) {
+			return "", false
+		}
+		repo = strings.TrimSuffix(repo, "/"+image)
+	}
+	return repo, true
 }
 
 // puller reaches the appliance's registry anonymously over the network,

@@ -22,6 +22,16 @@ type ImageRef struct {
 	Ref  string `json:"ref"`
 	File string `json:"file"`
 	Line int    `json:"line"`
+	// comp is set for a reference composed of several keys.
+	comp *composed
+}
+
+// composed is where the repository of a composed reference is written:
+// its line and value, and the image name a ClusterPolicy appends to it.
+type composed struct {
+	repoLine int
+	repo     string
+	image    string
 }
 
 // Where is file:line.
@@ -166,7 +176,7 @@ func ExtractImages(file string, data []byte) ([]ImageRef, error) {
 	}
 	var out []ImageRef
 	seen := map[string]bool{}
-	add := func(ref string, line int) {
+	add := func(ref string, line int, comp *composed) {
 		ref = strings.TrimSpace(ref)
 		if ref == "" || seen[fmt.Sprint(ref, line)] {
 			return
@@ -175,7 +185,7 @@ func ExtractImages(file string, data []byte) ([]ImageRef, error) {
 			return
 		}
 		seen[fmt.Sprint(ref, line)] = true
-		out = append(out, ImageRef{Ref: ref, File: file, Line: line})
+		out = append(out, ImageRef{Ref: ref, File: file, Line: line, comp: comp})
 	}
 	for _, d := range docs {
 		walkImages(d, "", add)
@@ -187,7 +197,7 @@ func ExtractImages(file string, data []byte) ([]ImageRef, error) {
 // NIMCache's "modelPuller") is a reference; a map with [registry,]
 // repository and tag, or the ClusterPolicy's repository, image and
 // version, makes one.
-func walkImages(n *yaml.Node, key string, add func(string, int)) {
+func walkImages(n *yaml.Node, key string, add func(string, int, *composed)) {
 	switch n.Kind {
 	case yaml.DocumentNode, yaml.SequenceNode:
 		for _, c := range n.Content {
@@ -197,7 +207,7 @@ func walkImages(n *yaml.Node, key string, add func(string, int)) {
 		// Aliases repeat what their anchor already gave.
 	case yaml.ScalarNode:
 		if (key == "image" || key == "modelPuller") && n.Tag == "!!str" && n.Value != "" {
-			add(n.Value, n.Line)
+			add(n.Value, n.Line, nil)
 		}
 	case yaml.MappingNode:
 		fields := map[string]*yaml.Node{}
@@ -218,7 +228,7 @@ func walkImages(n *yaml.Node, key string, add func(string, int)) {
 			if ver, ok := scalar("version"); ok {
 				ref += versionSuffix(ver)
 			}
-			add(ref, fields["image"].Line)
+			add(ref, fields["image"].Line, &composed{repoLine: fields["repository"].Line, repo: repo, image: img})
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				if n.Content[i].Value != "image" {
 					walkImages(n.Content[i+1], n.Content[i].Value, add)
@@ -228,10 +238,13 @@ func walkImages(n *yaml.Node, key string, add func(string, int)) {
 		}
 		if tag, ok := scalar("tag"); ok && hasRepo && (strings.Contains(repo, "/") || key == "image") {
 			// NIMService spec.image, Helm values: [registry +] repository + tag.
+			var comp *composed
 			if reg, ok := scalar("registry"); ok {
 				repo = strings.TrimSuffix(reg, "/") + "/" + repo
+			} else {
+				comp = &composed{repoLine: fields["repository"].Line, repo: repo}
 			}
-			add(repo+versionSuffix(tag), fields["repository"].Line)
+			add(repo+versionSuffix(tag), fields["repository"].Line, comp)
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			walkImages(n.Content[i+1], n.Content[i].Value, add)

@@ -153,14 +153,30 @@ func TestMapperAndRewrite(t *testing.T) {
 	if bytes.Contains(out, []byte("image: nginx")) {
 		t.Errorf("nginx left unreplaced:\n%s", out)
 	}
-	composed := 0
-	for _, f := range done {
-		if f.Severity == SeverityWarning {
-			composed++
+	for _, want := range []string{"repository: registry.enclave:8443/nvidia\n", "repository: registry.enclave:8443/nvidia/k8s\n",
+		"repository: registry.enclave:8443/nim/meta/llama3-8b-instruct\n", "modelPuller: registry.enclave:8443/nim/meta/llama3-8b-instruct:1.0.3"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("rewritten lacks %q:\n%s", want, out)
 		}
 	}
-	if composed != 4 {
-		t.Errorf("want the 4 composed references named for a change by hand: %+v", done)
+	byHand := 0
+	for _, f := range done {
+		if f.Severity == SeverityWarning {
+			byHand++
+		}
+	}
+	// Helm's registry + repository + tag is named for a change by hand.
+	if byHand != 1 {
+		t.Errorf("want 1 reference named for a change by hand: %+v", done)
+	}
+	if again, err := ExtractImages("app.yaml", out); err != nil || len(again) != 7 {
+		t.Errorf("the rewritten manifests: %v %+v", err, again)
+	} else {
+		for _, r := range again {
+			if m.Outside(r.Ref) && r.Ref != "docker.io/bitnami:1.25" {
+				t.Errorf("still outside after rewrite: %s (line %d)", r.Ref, r.Line)
+			}
+		}
 	}
 }
 
