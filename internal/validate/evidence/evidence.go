@@ -156,10 +156,12 @@ Signed by key <code>{{.Rep.Signer}}</code> (the appliance's receipt key). Platfo
 
 func renderHTML(rep *Report, data []byte) ([]byte, error) {
 	var buf bytes.Buffer
+	// The report as it is signed, embedded for machines. encoding/json
+	// escapes <, > and & (\u003c…), so it cannot close the script element.
 	if err := pageTmpl.Execute(&buf, struct {
 		Rep  *Report
-		JSON string
-	}{rep, string(data)}); err != nil {
+		JSON template.JS
+	}{rep, template.JS(data)}); err != nil { //nolint:gosec // G203: json.Marshal output, HTML-escaped, see above
 		return nil, fmt.Errorf("evidence: render the page: %w", err)
 	}
 	return buf.Bytes(), nil

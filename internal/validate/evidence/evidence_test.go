@@ -66,3 +66,19 @@ func TestEvidenceVerifiesAndAnEditFails(t *testing.T) {
 		t.Errorf("edited page: %v", err)
 	}
 }
+
+// TestPageEscapes: what a finding says (it may quote an input file)
+// cannot close the page's elements.
+func TestPageEscapes(t *testing.T) {
+	t.Parallel()
+	s, _ := testSigner(t)
+	res := &validate.Result{Gates: []validate.GateResult{{Gate: validate.GateImages, Status: validate.StatusFailed,
+		Findings: []validate.Finding{{Severity: validate.SeverityError, What: "</script><script>alert(1)</script>", Problem: "<b>x</b>"}}}}}
+	ev, err := Make(res, s, time.Unix(1_800_000_000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Count(ev.HTML, []byte("</script>")) != 1 || bytes.Contains(ev.HTML, []byte("<b>x</b>")) {
+		t.Errorf("the page carries markup from a finding:\n%s", ev.HTML)
+	}
+}
