@@ -118,6 +118,9 @@ Exit status: 0 when every gate passed, 1 when one failed, 2 on bad input.`,
 		},
 	}
 	f.register(cmd)
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitError{exitBadInput, fmt.Errorf("validate: %w (see appliance validate --help)", err)}
+	})
 	fl := cmd.Flags()
 	fl.BoolVar(&vf.asJSON, "json", false, "print the result as JSON")
 	fl.StringArrayVar(&vf.images, "images", nil, "file of image references, one a line (repeatable)")

@@ -102,6 +102,15 @@ func TestValidateCLI(t *testing.T) {
 		t.Errorf("validate --against an unreadable file: exit %d\n%s", exitCode(err), out)
 	}
 
+	out, err = a.cli(in, append([]string{"validate", "--gate-images", images}, admin...)...)
+	if exitCode(err) != 2 || !strings.Contains(out, "unknown flag: --gate-images") {
+		t.Errorf("validate with an unknown option: exit %d\n%s", exitCode(err), out)
+	}
+	out, err = a.cli(in, append([]string{"validate", "--platform", "amd64", "--images", images}, admin...)...)
+	if exitCode(err) != 2 || !strings.Contains(out, `platform "amd64" is not os/arch`) {
+		t.Errorf("validate with a bad platform: exit %d\n%s", exitCode(err), out)
+	}
+
 	// rewrite prints the manifests with outside references replaced.
 	outside := write(filepath.Join(work, "gpu.yaml"), "kind: Pod\nspec:\n  containers:\n    - image: nvcr.io/nvidia/gpu-operator:v24.9.0 # the operator\n")
 	out, err = runBin(t, "rewrite", "--registry", local, outside)
