@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -117,5 +118,73 @@ func TestValidateCLI(t *testing.T) {
 	mustOK(t, "rewrite", out, err)
 	if !strings.Contains(out, "image: "+local+"/nvidia/gpu-operator:v24.9.0 # the operator") {
 		t.Errorf("rewrite:\n%s", out)
+	}
+}
+
+// TestValidateAgainstBundle: the operator's flow across the gap. A bundle
+// carrying a NIM profile is created, imported, and the gate measured
+// against that very bundle: the profile required by its inventory is
+// present, nothing drifts, the refresh trigger is listed. A bundle signed
+// by a key the appliance does not trust is refused (exit 2), never green.
+func TestValidateAgainstBundle(t *testing.T) {
+	work := t.TempDir()
+	for _, k := range []string{"release", "rogue"} {
+		out, err := runBin(t, "key", "generate", "--private", filepath.Join(work, k+".key"), "--public", filepath.Join(work, k+".pub"))
+		mustOK(t, "key generate", out, err)
+	}
+	profile := filepath.Join(work, "llama3-8b-h100.tar")
+	if err := os.WriteFile(profile, []byte(strings.Repeat("model weights ", 10000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := filepath.Join(work, "spec.yaml")
+	if err := os.WriteFile(spec, []byte(`name: nim-2026-11
+files:
+  - path: `+profile+`
+    kind: nim-profile
+    version: "1.0.0"
+    refresh: new model or GPU type
+    metadata: {image: "nvcr.io/nim/meta/llama3-8b-instruct@sha256:1111111111111111111111111111111111111111111111111111111111111111", profile: "8835c317", gpu: H100}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := filepath.Join(work, "nim.tar")
+	out, err := runBin(t, "bundle", "create", "-f", spec, "-o", b, "--key", filepath.Join(work, "release.key"))
+	mustOK(t, "bundle create", out, err)
+	rogue := filepath.Join(work, "rogue.tar")
+	out, err = runBin(t, "bundle", "create", "-f", spec, "-o", rogue, "--key", filepath.Join(work, "rogue.key"))
+	mustOK(t, "bundle create (rogue)", out, err)
+
+	a := startAppliance(t, t.TempDir(), "--hostname", "localhost", "--trusted-key", filepath.Join(work, "release.pub"))
+	admin := []string{"--username", "admin", "--password-stdin"}
+	in := a.password + "\n"
+	out, err = a.cli(in, append([]string{"import", b}, admin...)...)
+	mustOK(t, "import", out, err)
+	out, err = a.cli(in, append([]string{"validate", "--json", "--against", b}, admin...)...)
+	mustOK(t, "validate --against the bundle", out, err)
+	var res struct {
+		Gates []struct{ Gate, Status, Summary string }
+		Drift *struct {
+			Missing, Extra, Different int
+		}
+		Staleness []struct{ Artifact, Version, Refresh string }
+		Against   struct{ Kind, Bundle, Signer string }
+	}
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, g := range res.Gates {
+		if g.Gate == "profiles" && (g.Status != "ok" || !strings.Contains(g.Summary, "1 profiles required, 1 present")) {
+			t.Errorf("profiles gate: %+v", g)
+		}
+	}
+	if res.Drift == nil || res.Drift.Missing+res.Drift.Extra+res.Drift.Different != 0 || res.Against.Kind != "inventory" || res.Against.Bundle != "nim-2026-11" {
+		t.Errorf("drift against the bundle just imported: %+v against %+v", res.Drift, res.Against)
+	}
+	if len(res.Staleness) != 1 || res.Staleness[0].Artifact != "llama3-8b-h100.tar" || res.Staleness[0].Refresh != "new model or GPU type" {
+		t.Errorf("staleness: %+v", res.Staleness)
+	}
+	out, err = a.cli(in, append([]string{"validate", "--against", rogue}, admin...)...)
+	if exitCode(err) != 2 || !strings.Contains(out, "not among the") {
+		t.Errorf("validate --against an untrusted bundle: exit %d\n%s", exitCode(err), out)
 	}
 }
