@@ -261,6 +261,16 @@ func TestValidationGates(t *testing.T) {
 	if aptInfo := findings(res.Gate(validate.GateApt), validate.SeverityInfo); len(aptInfo) != 1 || !strings.Contains(aptInfo[0].Problem, "gpu-libs=1.0") {
 		t.Errorf("apt resolution: %+v", res.Gate(validate.GateApt).Findings)
 	}
+	// Every .deb apt would fetch is in the evidence with its sha256.
+	debs := 0
+	for _, c := range res.Checked {
+		if c.Gate == validate.GateApt && strings.HasPrefix(c.What, "package gpu-") && strings.HasPrefix(c.Digest, "sha256:") && len(c.Digest) == 71 {
+			debs++
+		}
+	}
+	if debs != 2 {
+		t.Errorf("apt packages among the digests checked: %+v", res.Checked)
+	}
 	stale := map[string]validate.Stale{}
 	for _, s := range res.Staleness {
 		stale[s.Artifact] = s

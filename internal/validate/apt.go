@@ -130,16 +130,41 @@ func (r *run) aptGate(ctx context.Context, g *GateResult) {
 	}
 	resolved := 0
 	if len(r.parsed.packages) > 0 {
-		resolved = r.aptResolve(ctx, g, work, sources)
+		resolved = r.aptResolve(ctx, g, work, sources, r.aptSums(ctx, repos))
 	}
 	g.Summary = fmt.Sprintf("%d distributions signed and verified with gpgv, %d of %d cloud-init packages resolved with apt-get", g.Checked, resolved, len(r.parsed.packages))
 }
 
-var instRE = regexp.MustCompile(`(?m)^Inst (\S+) \((\S+)`)
+// uriRE is a line of apt-get install --print-uris: 'URI' FILE SIZE
+// HASH:HEX, apt's choice of hash (MD5Sum, SHA256…).
+// aptSums maps every package's path (/apt/REPO/pool/…) to its sha256,
+// as the appliance lists them, for the evidence.
+func (r *run) aptSums(ctx context.Context, repos []aptRepo) map[string]string {
+	sums := map[string]string{}
+	for _, repo := range repos {
+		for _, d := range repo.Dists {
+			var pkgs []struct {
+				SHA256   string `json:"sha256"`
+				Filename string `json:"filename"`
+			}
+			if err := r.v.getJSON(ctx, "/api/v1/apt/repos/"+repo.Name+"/"+d.Name+"/packages", &pkgs); err != nil {
+				continue
+			}
+			for _, p := range pkgs {
+				sums["/apt/"+repo.Name+"/"+p.Filename] = p.SHA256
+			}
+		}
+	}
+	return sums
+}
 
-// aptResolve runs apt-get update and apt-get install --simulate in a
-// throwaway root against the appliance's sources.
-func (r *run) aptResolve(ctx context.Context, g *GateResult, work string, sources []string) int {
+var uriRE = regexp.MustCompile(`(?m)^'([^']+)' ((\S+?)_(\S+?)_\S+\.deb) \d+ (\w+):([0-9a-f]+)$`)
+
+// aptResolve runs apt-get update and apt-get install --print-uris in a
+// throwaway root against the appliance's sources: apt resolves each
+// package with its dependencies and names every .deb it would fetch with
+// its sha256, without fetching.
+func (r *run) aptResolve(ctx context.Context, g *GateResult, work string, sources []string, sums map[string]string) int {
 	aptGet, err := lookTool("apt-get")
 	if err != nil {
 		g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: "apt-get", Problem: err.Error()})
@@ -197,7 +222,7 @@ func (r *run) aptResolve(ctx context.Context, g *GateResult, work string, source
 		if p.version != "" {
 			spec += "=" + p.version
 		}
-		out, err := runTool(ctx, aptGet, append(opts, "install", "--simulate", "-y", "--no-install-recommends", spec)...)
+		out, err := runTool(ctx, aptGet, append(opts, "install", "--print-uris", "-y", "--no-install-recommends", spec)...)
 		if err != nil {
 			g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: spec, Where: p.where, Problem: "apt-get cannot resolve it: " + aptProblem(out),
 				Action: "carry the package and its dependencies in a bundle (apt: packages) and import it"})
@@ -205,12 +230,17 @@ func (r *run) aptResolve(ctx context.Context, g *GateResult, work string, source
 		}
 		resolved++
 		var deps []string
-		for _, m := range instRE.FindAllStringSubmatch(out, -1) {
-			deps = append(deps, m[1]+"="+m[2])
+		for _, m := range uriRE.FindAllStringSubmatch(out, -1) {
+			version := strings.ReplaceAll(m[4], "%3a", ":")
+			deps = append(deps, m[3]+"="+version)
+			digest := strings.ToLower(m[5]) + ":" + m[6]
+			if sum, ok := sums[strings.TrimPrefix(m[1], r.v.base.String())]; ok {
+				digest = "sha256:" + sum
+			}
+			r.checked(GateApt, "package "+m[3]+"="+version+" (for "+spec+")", digest)
 		}
 		sort.Strings(deps)
 		g.Findings = append(g.Findings, Finding{Severity: SeverityInfo, What: spec, Where: p.where, Problem: "resolves: " + strings.Join(deps, " ")})
-		r.checked(GateApt, "package "+spec, strings.Join(deps, " "))
 	}
 	return resolved
 }

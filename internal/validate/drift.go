@@ -381,13 +381,13 @@ type Stale struct {
 // staleness lists every artifact with a refresh trigger, from the
 // inventory given and the inventories of the bundles imported (the
 // newest wins), with its age and pinned version.
-func (r *run) staleness() {
+func (r *run) staleness(ctx context.Context) {
 	var invs []*bundle.Inventory
 	if r.against != nil && r.against.inv != nil {
 		invs = append(invs, r.against.inv)
 	}
 	if r.v.o.History != nil {
-		if recs, err := r.v.o.History.Imports(context.Background()); err == nil {
+		if recs, err := r.v.o.History.Imports(ctx); err == nil {
 			for _, rec := range recs {
 				if rec.Inventory != nil && rec.Outcome == "succeeded" {
 					invs = append(invs, rec.Inventory)

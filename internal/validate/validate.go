@@ -330,7 +330,7 @@ func (v *Validator) Run(ctx context.Context, req Request) (*Result, error) {
 		}
 		r.res.Gates = append(r.res.Gates, gr)
 	}
-	r.staleness()
+	r.staleness(ctx)
 	if err := r.drift(ctx); err != nil {
 		return nil, err
 	}
