@@ -304,8 +304,33 @@ func (r *run) imagesGate(ctx context.Context, g *GateResult) {
 		notes  []string
 		err    error
 	}
-	cache := map[string]result{}
+	// Every distinct local reference is resolved once, eight at a time.
+	cache := map[string]*result{}
+	var order []string
+	for _, ir := range refs {
+		if local, err := m.Map(ir.Ref); err == nil && cache[local] == nil {
+			cache[local] = &result{}
+			order = append(order, local)
+		}
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, local := range order {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(local string, res *result) {
+			defer func() { <-sem; wg.Done() }()
+			ref, err := name.ParseReference(local)
+			if err != nil {
+				res.err = err
+				return
+			}
+			res.digest, res.notes, res.err = p.resolve(ctx, ref, r.platforms)
+		}(local, cache[local])
+	}
+	wg.Wait()
 	outside := 0
+	recorded := map[string]bool{}
 	for _, ir := range refs {
 		local, err := m.Map(ir.Ref)
 		if err != nil {
@@ -317,21 +342,16 @@ func (r *run) imagesGate(ctx context.Context, g *GateResult) {
 			g.Findings = append(g.Findings, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local,
 				Problem: "names an outside registry", Action: "use " + local + " (appliance rewrite prints the manifests so)"})
 		}
-		res, ok := cache[local]
-		if !ok {
-			ref, err := name.ParseReference(local)
-			if err != nil {
-				res.err = err
-			} else {
-				res.digest, res.notes, res.err = p.resolve(ctx, ref, r.platforms)
-			}
-			cache[local] = res
-		}
+		res := cache[local]
 		if res.err != nil {
 			g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: ir.Ref, Where: ir.Where(), Local: local,
 				Problem: "does not pull from the appliance: " + pullError(res.err), Action: "carry " + ir.Ref + " in a bundle and import it"})
 			continue
 		}
+		if recorded[local] {
+			continue
+		}
+		recorded[local] = true
 		r.checked(GateImages, local, res.digest)
 		for _, n := range res.notes {
 			if pl, d, ok := strings.Cut(n, " "); ok {
