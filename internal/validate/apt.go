@@ -206,7 +206,7 @@ func (r *run) aptResolve(ctx context.Context, g *GateResult, work string, source
 		"-o", "Dir::Etc::Preferences=/dev/null", "-o", "Dir::Etc::PreferencesParts=/dev/null",
 		"-o", "Dir::Etc::TrustedParts=/dev/null", "-o", "Dir::Etc::Trusted=/dev/null",
 		"-o", "Acquire::https::CaInfo=" + ca, "-o", "APT::Architecture=" + arch, "-o", "APT::Architectures=" + arch,
-		"-o", "Acquire::Retries=0",
+		"-o", "Acquire::Retries=0", "-o", "Acquire::http::Proxy=DIRECT", "-o", "Acquire::https::Proxy=DIRECT",
 	}
 	if os.Geteuid() == 0 {
 		opts = append(opts, "-o", "APT::Sandbox::User=root")
@@ -264,7 +264,14 @@ func runTool(ctx context.Context, tool string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, tool, args...) //nolint:gosec // G204: the tools are fixed (gpgv, apt-get); the arguments are our own paths
-	cmd.Env = append(os.Environ(), "LC_ALL=C", "DEBIAN_FRONTEND=noninteractive")
+	// The gate talks to the appliance directly: no proxy of this machine.
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !strings.HasSuffix(strings.ToLower(k), "_proxy") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "LC_ALL=C", "DEBIAN_FRONTEND=noninteractive")
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	err := cmd.Run()
