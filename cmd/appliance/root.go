@@ -63,6 +63,9 @@ commands act on a running appliance through its API.`,
 		c.fsckCmd(),
 		c.gcCmd(),
 		c.auditCmd(),
+		c.validateCmd(),
+		c.rewriteCmd(),
+		c.evidenceCmd(),
 	)
 	return root
 }

@@ -90,6 +90,12 @@ func ReadReceipt(path string, pinned []TrustedKey) (*Receipt, string, string, er
 	if err != nil {
 		return nil, "", "", fmt.Errorf("read receipt: %w", err)
 	}
+	return ParseSignedReceipt(path, data, pinned)
+}
+
+// ParseSignedReceipt is ReadReceipt of a receipt file's bytes; path names
+// it in errors.
+func ParseSignedReceipt(path string, data []byte, pinned []TrustedKey) (*Receipt, string, string, error) {
 	var sr SignedReceipt
 	if err := json.Unmarshal(data, &sr); err != nil || sr.Payload == "" {
 		return nil, "", "", fmt.Errorf("read receipt %s: not a signed appliance receipt", path)

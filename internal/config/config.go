@@ -50,6 +50,18 @@ type Config struct {
 	Trust Trust `mapstructure:"trust"`
 	// Audit controls the audit trail (docs/audit.md).
 	Audit Audit `mapstructure:"audit"`
+	// Validation controls the validation gate (docs/validation.md).
+	Validation Validation `mapstructure:"validation"`
+}
+
+// Validation is the validation gate section.
+type Validation struct {
+	// Schedule re-runs the last requested validation this often in the
+	// server (0: only when asked).
+	Schedule time.Duration `mapstructure:"schedule"`
+	// MaxAge is the age after which an artifact whose inventory names a
+	// refresh trigger is reported stale.
+	MaxAge time.Duration `mapstructure:"max_age"`
 }
 
 // Audit is the audit trail section.
@@ -116,6 +128,7 @@ func Defaults() Config {
 		Auth:            Auth{TokenTTL: 15 * time.Minute, LoginFailures: 10, LoginWindow: time.Minute},
 		Apt:             Apt{KeepSnapshots: 10},
 		Audit:           Audit{MaxSegmentBytes: 64 << 20},
+		Validation:      Validation{MaxAge: 90 * 24 * time.Hour},
 	}
 }
 
@@ -171,6 +184,8 @@ func Load(fs *pflag.FlagSet, env []string) (Config, error) {
 	v.SetDefault("audit.max_segment_bytes", d.Audit.MaxSegmentBytes)
 	v.SetDefault("audit.keep_segments", d.Audit.KeepSegments)
 	v.SetDefault("audit.trusted_proxies", []string{})
+	v.SetDefault("validation.schedule", d.Validation.Schedule)
+	v.SetDefault("validation.max_age", d.Validation.MaxAge)
 
 	envMap := map[string]string{}
 	for _, kv := range env {
@@ -311,6 +326,12 @@ func (c Config) Validate() error {
 		if _, err := netip.ParsePrefix(p); err != nil && net.ParseIP(p) == nil {
 			bad("audit.trusted_proxies[%d] %q: want an IP address or a network such as 10.0.0.0/24", i, p)
 		}
+	}
+	if c.Validation.Schedule != 0 && (c.Validation.Schedule < time.Minute || c.Validation.Schedule > 31*24*time.Hour) {
+		bad("validation.schedule: must be 0 (off) or between 1m and 744h, got %s", c.Validation.Schedule)
+	}
+	if c.Validation.MaxAge < time.Hour {
+		bad("validation.max_age: must be at least 1h, got %s", c.Validation.MaxAge)
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Projects {

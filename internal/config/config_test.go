@@ -370,6 +370,9 @@ func TestValidate(t *testing.T) {
 		{"audit segments too large", func(c *config.Config) { c.Audit.MaxSegmentBytes = 5 << 30 }, "audit.max_segment_bytes"},
 		{"negative keep_segments", func(c *config.Config) { c.Audit.KeepSegments = -1 }, "audit.keep_segments"},
 		{"bad trusted proxy", func(c *config.Config) { c.Audit.TrustedProxies = []string{"10.0.0.0/8", "proxy.local"} }, "audit.trusted_proxies[1]"},
+		{"validation schedule too short", func(c *config.Config) { c.Validation.Schedule = 30 * time.Second }, "validation.schedule"},
+		{"validation schedule daily", func(c *config.Config) { c.Validation.Schedule = 24 * time.Hour }, ""},
+		{"validation max_age too short", func(c *config.Config) { c.Validation.MaxAge = time.Minute }, "validation.max_age"},
 		{"trusted proxies", func(c *config.Config) {
 			c.Audit.TrustedProxies = []string{"10.0.0.5", "fd00::/8"}
 			c.Audit.KeepSegments = 10
@@ -415,6 +418,7 @@ func TestLoadInvalidEnvAndFlags(t *testing.T) {
 		{"flag hostname", "bad..name", []string{"--hostname", "bad..name"}, nil},
 		{"env trusted proxies", "audit.trusted_proxies[1]", nil, []string{"APPLIANCE_AUDIT_TRUSTED_PROXIES=10.0.0.5,nowhere"}},
 		{"env audit segment size", "audit.max_segment_bytes", nil, []string{"APPLIANCE_AUDIT_MAX_SEGMENT_BYTES=10"}},
+		{"env validation schedule", "validation.schedule", nil, []string{"APPLIANCE_VALIDATION_SCHEDULE=10s"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

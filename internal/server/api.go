@@ -132,6 +132,7 @@ func (s *Server) routes(e *echo.Echo) error {
 
 	s.aptAPI.Register(api)
 	s.auditRoutes(api)
+	s.validation.Register(api)
 
 	api.GET("/projects", s.listProjects)
 	api.GET("/projects/:name", s.getProject)

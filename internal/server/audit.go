@@ -115,6 +115,7 @@ var apiActions = map[string]string{
 	"POST /api/v1/apt/repos/:repo/:dist/rollback":         "apt.rollback",
 	"POST /api/v1/fsck":                                   "maintenance.fsck",
 	"POST /api/v1/gc":                                     "maintenance.gc",
+	"POST /api/v1/validation":                             "validation.run",
 }
 
 const auditKey = "audit"

@@ -17,6 +17,8 @@ import (
 	"github.com/appliance-dev/appliance/internal/regclient"
 	"github.com/appliance-dev/appliance/internal/registry"
 	"github.com/appliance-dev/appliance/internal/server/opsapi"
+	"github.com/appliance-dev/appliance/internal/server/validationapi"
+	"github.com/appliance-dev/appliance/internal/validate"
 )
 
 // APIError is the body of every error the JSON API returns.
@@ -59,6 +61,14 @@ func statusOf(err error) (int, string) {
 	switch {
 	case errors.Is(err, bundle.ErrBadPart), errors.Is(err, bundle.ErrBadSignature), errors.Is(err, bundle.ErrUntrusted):
 		return http.StatusUnprocessableEntity, "IMPORT_REFUSED"
+	case errors.Is(err, validate.ErrBadInput):
+		return http.StatusBadRequest, "BAD_INPUT"
+	case errors.Is(err, validationapi.ErrBusy):
+		return http.StatusConflict, "BUSY"
+	case errors.Is(err, validationapi.ErrBody):
+		return http.StatusBadRequest, "BAD_REQUEST"
+	case errors.Is(err, validationapi.ErrNoneYet):
+		return http.StatusNotFound, "NOT_FOUND"
 	case errors.Is(err, aptrepo.ErrConflict):
 		return http.StatusConflict, "CONFLICT"
 	case errors.Is(err, aptrepo.ErrNotDeb), errors.Is(err, aptrepo.ErrBadControl), errors.Is(err, aptrepo.ErrTooLarge):

@@ -54,11 +54,13 @@ func hsts(next http.Handler) http.Handler {
 }
 
 // streamedRoutes take bodies of any size, streamed and bounded by what
-// they verify: archives to import, packages to publish. /v2/ uploads
-// never reach echo.
+// they verify: archives to import, packages to publish; and a validation
+// request, which carries its input files and bounds itself
+// (validationapi.MaxBody). /v2/ uploads never reach echo.
 var streamedRoutes = map[string]bool{
 	http.MethodPost + " /api/v1/imports":                        true,
 	http.MethodPost + " /api/v1/apt/repos/:repo/:dist/packages": true,
+	http.MethodPost + " /api/v1/validation":                     true,
 }
 
 // limitBodies bounds the request body of every other route, on both

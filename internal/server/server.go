@@ -38,6 +38,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/pki"
 	"github.com/appliance-dev/appliance/internal/registry"
 	"github.com/appliance-dev/appliance/internal/server/aptapi"
+	"github.com/appliance-dev/appliance/internal/server/validationapi"
 )
 
 // Files in the data directory besides those of pki and auth.
@@ -76,6 +77,7 @@ type Server struct {
 	metrics       *metrics
 	maint         *maintenance.Maintainer
 	audit         *auditor
+	validation    *validationapi.API
 	started       time.Time
 
 	httpsLn, httpLn net.Listener
@@ -195,7 +197,11 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		closeStores()
 		return nil, err
 	}
-	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly }, lifecycleMetrics(s.life, s.follower)...)
+	if s.validation, err = s.newValidationAPI(); err != nil {
+		closeStores()
+		return nil, err
+	}
+	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly }, append(lifecycleMetrics(s.life, s.follower), s.validation.Collectors()...)...)
 	handler, err := s.httpsHandler()
 	if err != nil {
 		closeStores()
@@ -408,6 +414,13 @@ func (s *Server) Run(ctx context.Context) error {
 	followCtx, stopFollowing := context.WithCancel(ctx)
 	followDone := make(chan struct{})
 	go func() { defer close(followDone); _ = s.follower.Run(followCtx) }()
+	validateDone := make(chan struct{})
+	go func() {
+		defer close(validateDone)
+		if every := s.cfg.Validation.Schedule; every > 0 {
+			s.validation.Schedule(followCtx, every)
+		}
+	}()
 	s.log.Info("appliance serving", "https", s.HTTPSAddr(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir,
 		"mode", s.life.Mode(), "read_only", s.reg.Mode().ReadOnly, "names", strings.Join(s.pki.Names, ","))
 	var runErr error
@@ -420,9 +433,11 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	stopFollowing()
 	shutdownErr := errors.Join(s.httpsSrv.Shutdown(sctx), s.httpSrv.Shutdown(sctx), s.shutdownLifecycle(sctx))
-	select {
-	case <-followDone:
-	case <-sctx.Done():
+	for _, done := range []chan struct{}{followDone, validateDone} {
+		select {
+		case <-done:
+		case <-sctx.Done():
+		}
 	}
 	if shutdownErr != nil {
 		_ = s.httpsSrv.Close()

@@ -1,0 +1,639 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
+	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/config"
+	"github.com/appliance-dev/appliance/internal/server/opsapi"
+	"github.com/appliance-dev/appliance/internal/server/validationapi"
+	"github.com/appliance-dev/appliance/internal/testkit"
+	"github.com/appliance-dev/appliance/internal/validate"
+	"github.com/appliance-dev/appliance/internal/validate/evidence"
+)
+
+// validationFixture is a real appliance holding images, a signed bundle
+// with a NIM profile and a driver, and two apt packages.
+type validationFixture struct {
+	*testServer
+	host      string // localhost:PORT, the advertised address
+	signer    *bundle.Signer
+	inventory *bundle.Inventory
+	profile   string // the profile file's digest
+	keyDir    string
+}
+
+const nimImage = "nvcr.io/nim/meta/llama3-8b-instruct@sha256:1111111111111111111111111111111111111111111111111111111111111111"
+
+func newValidationFixture(t *testing.T, hostnames ...string) *validationFixture {
+	t.Helper()
+	testkit.Need(t, "dpkg-deb", "apt-get", "gpgv")
+	keyDir := t.TempDir()
+	if err := bundle.GenerateKey(filepath.Join(keyDir, "release.key"), filepath.Join(keyDir, "release.pub")); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, func(c *config.Config) {
+		c.Hostnames = append([]string{"localhost"}, hostnames...)
+		c.Trust.Keys = []string{filepath.Join(keyDir, "release.pub")}
+	})
+	_, port, _ := strings.Cut(ts.HTTPSAddr(), ":")
+	f := &validationFixture{testServer: ts, host: "localhost:" + port, keyDir: keyDir}
+	var err error
+	if f.signer, err = bundle.LoadSigner(filepath.Join(keyDir, "release.key")); err != nil {
+		t.Fatal(err)
+	}
+	opts := []remote.Option{remote.WithTransport(ts.client.Transport), remote.WithAuth(&authn.Basic{Username: "admin", Password: ts.admin})}
+	push := func(ref string, img v1.Image) {
+		if err := remote.Write(ts.ref(t, ref), img, opts...); err != nil {
+			t.Fatalf("push %s: %v", ref, err)
+		}
+	}
+	img, _ := random.Image(4<<10, 2)
+	push("library/app:1.0", img)
+	op, _ := random.Image(4<<10, 1)
+	push("nvidia/gpu-operator:v24.9.0", op)
+	amd, _ := random.Image(2<<10, 1)
+	arm, _ := random.Image(2<<10, 1)
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
+	if err := remote.WriteIndex(ts.ref(t, "library/multi:2.0"), idx, opts...); err != nil {
+		t.Fatal(err)
+	}
+
+	// A signed bundle: a NIM model profile and a driver, with refresh triggers.
+	profile := bytes.Repeat([]byte("model weights "), 4096)
+	driver := bytes.Repeat([]byte("driver "), 4096)
+	f.profile = fmt.Sprintf("sha256:%x", sha256sum(profile))
+	blobs := memBlobs{}
+	inv := &bundle.Inventory{SchemaVersion: 1, Name: "foundation-2026-11", Created: time.Now().Add(-120 * 24 * time.Hour).UTC().Truncate(time.Second), Tool: "test"}
+	for _, b := range [][]byte{profile, driver} {
+		d := fmt.Sprintf("sha256:%x", sha256sum(b))
+		blobs[d] = b
+		inv.Blobs = append(inv.Blobs, bundle.Blob{Digest: d, Size: int64(len(b))})
+	}
+	inv.Artifacts = []bundle.Artifact{
+		{Kind: bundle.KindFile, FileKind: "nim-profile", Source: "https://files.example/llama.tar", Destination: "llama3-8b-h100.tar", Digest: f.profile, Size: int64(len(profile)),
+			Refresh: "new model or GPU type", Version: "1.0.0", Metadata: map[string]string{"image": nimImage, "profile": "8835c317", "gpu": "H100"}},
+		{Kind: bundle.KindFile, FileKind: "driver", Source: "./driver.run", Destination: "NVIDIA-Linux-550.run", Digest: fmt.Sprintf("sha256:%x", sha256sum(driver)),
+			Size: int64(len(driver)), Version: "550.127.05", Refresh: "driver or NVAIE version bump"},
+	}
+	var buf bytes.Buffer
+	if err := bundle.WriteArchive(&buf, inv, []byte(`{"schemaVersion":2,"manifests":[]}`), f.signer, blobs); err != nil {
+		t.Fatal(err)
+	}
+	f.inventory = inv
+	req, _ := http.NewRequest(http.MethodPost, ts.base+"/api/v1/imports?source=foundation.tar", &buf)
+	req.SetBasicAuth("admin", ts.admin)
+	req.Header.Set("Content-Type", "application/x-tar")
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("import: %d %s", resp.StatusCode, body)
+	}
+
+	// apt: gpu-tools depends on gpu-libs.
+	debs := t.TempDir()
+	var mp bytes.Buffer
+	w := multipart.NewWriter(&mp)
+	for _, d := range [][3]string{{"gpu-tools", "1.0", "gpu-libs"}, {"gpu-libs", "1.0", ""}} {
+		path := buildTestDeb(t, debs, d[0], d[1], d[2])
+		part, _ := w.CreateFormFile("file", filepath.Base(path))
+		data, _ := os.ReadFile(path)
+		_, _ = part.Write(data)
+	}
+	_ = w.Close()
+	req, _ = http.NewRequest(http.MethodPost, ts.base+"/api/v1/apt/repos/ubuntu/noble/packages", &mp)
+	req.SetBasicAuth("admin", ts.admin)
+	req.Header.Set("Content-Type", w.FormDataContentType())
+	resp, err = ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("apt add: %d %s", resp.StatusCode, body)
+	}
+	return f
+}
+
+func buildTestDeb(t *testing.T, dir, name, version, depends string) string {
+	t.Helper()
+	root := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Join(root, "DEBIAN"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	control := fmt.Sprintf("Package: %s\nVersion: %s\nArchitecture: all\nMaintainer: T <t@example.invalid>\nDescription: test %s\n", name, version, name)
+	if depends != "" {
+		control += "Depends: " + depends + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(root, "DEBIAN", "control"), []byte(control), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, name+"_"+version+"_all.deb")
+	if b, err := exec.Command("dpkg-deb", "--root-owner-group", "--build", root, out).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb: %v\n%s", err, b)
+	}
+	return out
+}
+
+// validateReq posts a validation and decodes the answer (or the error).
+func (f *validationFixture) validate(t *testing.T, req validationapi.Request) (int, validationapi.Answer, APIError) {
+	t.Helper()
+	var raw json.RawMessage
+	code := f.call(t, http.MethodPost, "/api/v1/validation", "admin", f.admin, req, &raw)
+	var ans validationapi.Answer
+	var apiErr APIError
+	if code == http.StatusOK {
+		if err := json.Unmarshal(raw, &ans); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		_ = json.Unmarshal(raw, &apiErr)
+	}
+	return code, ans, apiErr
+}
+
+func in(kind, name, data string) validate.Input {
+	return validate.Input{Kind: kind, Name: name, Data: []byte(data)}
+}
+
+func findings(g *validate.GateResult, severity string) []validate.Finding {
+	var out []validate.Finding
+	for _, f := range g.Findings {
+		if f.Severity == severity {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (f *validationFixture) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + f.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+const deployment = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  template:
+    spec:
+      containers:
+        - name: app
+          image: %s/library/app:1.0
+        - name: multi
+          image: %s/library/multi:2.0
+`
+
+// TestValidationGates runs every gate green against the real appliance
+// (pulls over loopback with the CA alone, real apt-get and gpgv), then
+// makes each of images, profiles and apt red in turn.
+func TestValidationGates(t *testing.T) {
+	f := newValidationFixture(t)
+	pods := `{"apiVersion": "v1", "items": [
+  {"metadata": {"name": "gpu-operator-0"},
+   "spec": {"containers": [{"name": "operator", "image": "nvcr.io/nvidia/gpu-operator:v24.9.0"}]}}
+]}`
+	green := validationapi.Request{Report: true, Request: validate.Request{Inputs: []validate.Input{
+		in(validate.InputManifests, "k8s/app.yaml", fmt.Sprintf(deployment, f.host, f.host)),
+		in(validate.InputPods, "pods.json", pods),
+		in(validate.InputCloudInit, "user-data", "#cloud-config\npackages:\n  - gpu-tools\n"),
+		in(validate.InputProfiles, "profiles.yaml", "profiles:\n  - id: 8835c317\n    image: "+nimImage+"\n"),
+	}}}
+	code, ans, apiErr := f.validate(t, green)
+	if code != http.StatusOK {
+		t.Fatalf("POST /api/v1/validation = %d %+v", code, apiErr)
+	}
+	res := ans.Result
+	for _, g := range res.Gates {
+		t.Logf("gate %s: %s: %s", g.Gate, g.Status, g.Summary)
+		if g.Status != validate.StatusOK && g.Status != validate.StatusWarning {
+			t.Errorf("gate %s: %s %s %+v", g.Gate, g.Status, g.Summary, g.Findings)
+		}
+	}
+	if !res.OK {
+		t.Fatalf("not OK: %+v", res.Gates)
+	}
+	// The nvcr.io image of the pods dump is reported with its local replacement.
+	var nv *validate.Finding
+	for _, fi := range res.Gate(validate.GateImages).Findings {
+		if fi.What == "nvcr.io/nvidia/gpu-operator:v24.9.0" {
+			nv = &fi
+		}
+	}
+	if nv == nil || nv.Local != f.host+"/nvidia/gpu-operator:v24.9.0" || nv.Where != "pods.json:3" {
+		t.Errorf("nvcr.io reference: %+v", nv)
+	}
+	if aptInfo := findings(res.Gate(validate.GateApt), validate.SeverityInfo); len(aptInfo) != 1 || !strings.Contains(aptInfo[0].Problem, "gpu-libs=1.0") {
+		t.Errorf("apt resolution: %+v", res.Gate(validate.GateApt).Findings)
+	}
+	// Every .deb apt would fetch is in the evidence with its sha256.
+	debs := 0
+	for _, c := range res.Checked {
+		if c.Gate == validate.GateApt && strings.HasPrefix(c.What, "package gpu-") && strings.HasPrefix(c.Digest, "sha256:") && len(c.Digest) == 71 {
+			debs++
+		}
+	}
+	if debs != 2 {
+		t.Errorf("apt packages among the digests checked: %+v", res.Checked)
+	}
+	stale := map[string]validate.Stale{}
+	for _, s := range res.Staleness {
+		stale[s.Artifact] = s
+	}
+	if s := stale["NVIDIA-Linux-550.run"]; s.Version != "550.127.05" || s.Refresh != "driver or NVAIE version bump" || !s.Stale || s.AgeDays < 119 {
+		t.Errorf("staleness of the driver: %+v", res.Staleness)
+	}
+	if len(res.Imports) != 1 || res.Imports[0].Bundle != "foundation-2026-11" {
+		t.Errorf("imports covered: %+v", res.Imports)
+	}
+
+	// The evidence verifies (with the appliance's receipt.pub and with
+	// plain openssl), and fails after a one-byte edit.
+	ev := ans.Evidence
+	if ev == nil {
+		t.Fatal("no evidence")
+	}
+	keys, err := bundle.LoadTrustedKeys([]string{filepath.Join(f.cfg.DataDir, receiptPubFile)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := evidence.Verify(ev.JSON, ev.Signature, keys); err != nil {
+		t.Fatalf("evidence: %v", err)
+	}
+	edited := bytes.Replace(ev.JSON, []byte(`"ok": true`), []byte(`"ok": truE`), 1)
+	if _, _, err := evidence.Verify(edited, ev.Signature, keys); err == nil {
+		t.Fatal("an edited report verifies")
+	}
+	if _, err := exec.LookPath("openssl"); err == nil {
+		dir := t.TempDir()
+		der, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(string(ev.Signature)))
+		_ = os.WriteFile(filepath.Join(dir, "r.json"), ev.JSON, 0o644)
+		_ = os.WriteFile(filepath.Join(dir, "sig.der"), der, 0o644)
+		out, err := exec.Command("openssl", "dgst", "-sha256", "-verify", filepath.Join(f.cfg.DataDir, receiptPubFile), "-signature", filepath.Join(dir, "sig.der"), filepath.Join(dir, "r.json")).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Verified OK") {
+			t.Errorf("openssl: %v %s", err, out)
+		}
+	}
+
+	// Kept, served and exported.
+	var got validationapi.Answer
+	if code := f.call(t, http.MethodGet, "/api/v1/validation", "admin", f.admin, nil, &got); code != http.StatusOK || got.Result == nil || !got.Result.OK {
+		t.Fatalf("GET /api/v1/validation = %d %+v", code, got)
+	}
+	m := f.metrics(t)
+	for _, want := range []string{`appliance_validation_gate_ok{gate="images"} 1`, `appliance_validation_gate_ok{gate="apt"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(m, "appliance_validation_last_success_timestamp_seconds 0\n") || !strings.Contains(m, "appliance_validation_last_success_timestamp_seconds") {
+		t.Errorf("last success not exported")
+	}
+
+	t.Run("one image missing fails gate 2 naming it and its file", func(t *testing.T) {
+		manifests := fmt.Sprintf(deployment, f.host, f.host) + "        - name: gone\n          image: " + f.host + "/library/missing:9.9\n"
+		_, ans, _ := f.validate(t, validationapi.Request{Request: validate.Request{Inputs: []validate.Input{in(validate.InputManifests, "k8s/app.yaml", manifests),
+			in(validate.InputCloudInit, "user-data", "#cloud-config\npackages: [gpu-tools]\n")}}})
+		res := ans.Result
+		if res.OK || res.FailedGate() != validate.GateImages {
+			t.Fatalf("failed gate %q: %+v", res.FailedGate(), res.Gates)
+		}
+		errs := findings(res.Gate(validate.GateImages), validate.SeverityError)
+		if len(errs) != 1 || errs[0].What != f.host+"/library/missing:9.9" || errs[0].Where != "k8s/app.yaml:13" {
+			t.Errorf("findings: %+v", errs)
+		}
+		for _, g := range []string{validate.GateProfiles, validate.GateApt, validate.GateCertificates} {
+			if st := res.Gate(g).Status; st != validate.StatusSkipped {
+				t.Errorf("gate %s above the red one: %s", g, st)
+			}
+		}
+		if !strings.Contains(f.metrics(t), `appliance_validation_gate_ok{gate="images"} 0`) {
+			t.Error("gate_ok{images} is not 0")
+		}
+	})
+	t.Run("an index without the platform asked fails gate 2", func(t *testing.T) {
+		_, ans, _ := f.validate(t, validationapi.Request{Request: validate.Request{Platforms: []string{"linux/s390x"},
+			Inputs: []validate.Input{in(validate.InputImages, "images.txt", f.host+"/library/multi:2.0\n")}}})
+		errs := findings(ans.Result.Gate(validate.GateImages), validate.SeverityError)
+		if len(errs) != 1 || !strings.Contains(errs[0].Problem, "linux/s390x") {
+			t.Errorf("findings: %+v", ans.Result.Gate(validate.GateImages).Findings)
+		}
+	})
+	t.Run("a missing model profile fails gate 3 naming it", func(t *testing.T) {
+		_, ans, _ := f.validate(t, validationapi.Request{Request: validate.Request{Inputs: []validate.Input{
+			in(validate.InputProfiles, "profiles.yaml", "profiles:\n  - id: 8835c317\n    image: "+nimImage+"\n  - id: 4f2a9b00\n    image: "+nimImage+"\n")}}})
+		res := ans.Result
+		if res.FailedGate() != validate.GateProfiles {
+			t.Fatalf("failed gate %q: %+v", res.FailedGate(), res.Gates)
+		}
+		errs := findings(res.Gate(validate.GateProfiles), validate.SeverityError)
+		if len(errs) != 1 || !strings.Contains(errs[0].What, "profile 4f2a9b00") || errs[0].Where != "profiles.yaml:4" {
+			t.Errorf("findings: %+v", errs)
+		}
+	})
+	t.Run("a package apt cannot resolve fails gate 4", func(t *testing.T) {
+		_, ans, _ := f.validate(t, validationapi.Request{Request: validate.Request{Inputs: []validate.Input{
+			in(validate.InputCloudInit, "user-data", "#cloud-config\npackages:\n  - gpu-tools\n  - cuda-toolkit-12-4\n")}}})
+		res := ans.Result
+		if res.FailedGate() != validate.GateApt {
+			t.Fatalf("failed gate %q: %+v", res.FailedGate(), res.Gates)
+		}
+		errs := findings(res.Gate(validate.GateApt), validate.SeverityError)
+		if len(errs) != 1 || errs[0].What != "cuda-toolkit-12-4" || errs[0].Where != "user-data:4" {
+			t.Errorf("findings: %+v", errs)
+		}
+	})
+	t.Run("drift against an inventory with one extra and one changed artifact", func(t *testing.T) {
+		inv := *f.inventory
+		inv.Artifacts = append([]bundle.Artifact{}, inv.Artifacts...)
+		inv.Artifacts[0].Digest = "sha256:" + strings.Repeat("e", 64) // changed
+		inv.Artifacts = append(inv.Artifacts, bundle.Artifact{Kind: bundle.KindFile, FileKind: "iso", Destination: "ubuntu-24.04.iso", Digest: "sha256:" + strings.Repeat("f", 64)})
+		data, _ := inv.Marshal()
+		sig, _ := f.signer.Sign(data)
+		pub, _ := f.signer.PublicKey()
+		_, ans, apiErr := f.validate(t, validationapi.Request{Request: validate.Request{Against: &validate.Against{Name: "inventory.json", Inventory: data, Signature: sig, SignerKey: pub}}})
+		if ans.Result == nil {
+			t.Fatalf("%+v", apiErr)
+		}
+		d := ans.Result.Drift
+		if d == nil || d.Missing != 1 || d.Different != 1 {
+			t.Fatalf("drift %+v", d)
+		}
+		names := map[string]string{}
+		for _, x := range d.Differences {
+			names[x.Kind] = x.Name
+		}
+		if names[validate.DriftMissing] != "ubuntu-24.04.iso" || names[validate.DriftDifferent] != "llama3-8b-h100.tar" {
+			t.Errorf("differences %+v", d.Differences)
+		}
+		// Unsigned, and signed by a key the appliance does not trust: refused.
+		for name, a := range map[string]*validate.Against{
+			"unsigned": {Name: "inventory.json", Inventory: data},
+			"untrusted": func() *validate.Against {
+				dir := t.TempDir()
+				_ = bundle.GenerateKey(filepath.Join(dir, "k"), filepath.Join(dir, "k.pub"))
+				s, _ := bundle.LoadSigner(filepath.Join(dir, "k"))
+				sg, _ := s.Sign(data)
+				p, _ := s.PublicKey()
+				return &validate.Against{Name: "inventory.json", Inventory: data, Signature: sg, SignerKey: p}
+			}(),
+		} {
+			code, _, apiErr := f.validate(t, validationapi.Request{Request: validate.Request{Against: a}})
+			if code != http.StatusBadRequest || apiErr.Error.Code != "BAD_INPUT" {
+				t.Errorf("%s inventory: %d %+v", name, code, apiErr)
+			}
+		}
+	})
+	t.Run("bad input is refused, never a green gate", func(t *testing.T) {
+		for name, req := range map[string]validate.Request{
+			"yaml":     {Inputs: []validate.Input{in(validate.InputManifests, "bad.yaml", "kind: Pod\nspec:\n\tcontainers: []\n")}},
+			"kind":     {Inputs: []validate.Input{in("helm", "x", "")}},
+			"platform": {Platforms: []string{"amd64"}},
+		} {
+			code, _, apiErr := f.validate(t, validationapi.Request{Request: req})
+			if code != http.StatusBadRequest {
+				t.Errorf("%s: %d %+v", name, code, apiErr)
+			}
+			if name == "yaml" && !strings.Contains(apiErr.Error.Message, "bad.yaml: line 3") {
+				t.Errorf("yaml error names no file and line: %s", apiErr.Error.Message)
+			}
+		}
+	})
+	// Last: it breaks the repository for what follows.
+	t.Run("a changed InRelease fails gate 4 with gpgv", func(t *testing.T) {
+		var changed []string
+		_ = filepath.WalkDir(filepath.Join(f.cfg.DataDir, aptDir), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && d.Name() == "InRelease" && strings.Contains(p, "noble") {
+				data, _ := os.ReadFile(p)
+				if i := bytes.Index(data, []byte("Suite: ")); i >= 0 {
+					data[i+7] ^= 0x20
+					if os.WriteFile(p, data, 0o644) == nil {
+						changed = append(changed, p)
+					}
+				}
+			}
+			return nil
+		})
+		if len(changed) == 0 {
+			t.Fatal("no InRelease found to change")
+		}
+		_, ans, _ := f.validate(t, validationapi.Request{})
+		res := ans.Result
+		if res.FailedGate() != validate.GateApt {
+			t.Fatalf("failed gate %q: %+v", res.FailedGate(), res.Gates)
+		}
+		errs := findings(res.Gate(validate.GateApt), validate.SeverityError)
+		if len(errs) != 1 || errs[0].What != "ubuntu/noble InRelease" || !strings.Contains(errs[0].Problem, "gpgv") {
+			t.Errorf("findings: %+v", errs)
+		}
+	})
+}
+
+// TestValidationRegistryGateRed: an advertised name that does not resolve
+// fails gate 1, and nothing above it runs.
+func TestValidationRegistryGateRed(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(c *config.Config) { c.Hostnames = []string{"localhost", "registry.no-such-domain.invalid"} })
+	var ans validationapi.Answer
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, validationapi.Request{}, &ans); code != http.StatusOK {
+		t.Fatalf("POST = %d", code)
+	}
+	res := ans.Result
+	if res.FailedGate() != validate.GateRegistry {
+		t.Fatalf("failed gate %q: %+v", res.FailedGate(), res.Gates)
+	}
+	errs := findings(res.Gate(validate.GateRegistry), validate.SeverityError)
+	if len(errs) != 1 || errs[0].What != "registry.no-such-domain.invalid" || !strings.Contains(errs[0].Problem, "does not resolve") {
+		t.Errorf("findings: %+v", errs)
+	}
+	if res.Gate(validate.GateCertificates).Status != validate.StatusSkipped {
+		t.Errorf("certificates ran above a red registry gate")
+	}
+	// The last result survives a restart of the state (read back from disk).
+	data, err := os.ReadFile(filepath.Join(ts.cfg.DataDir, validationapi.ResultFile))
+	if err != nil || !bytes.Contains(data, []byte("registry.no-such-domain.invalid")) {
+		t.Errorf("kept result: %v %s", err, data)
+	}
+}
+
+type memBlobs map[string][]byte
+
+func (m memBlobs) Open(d string) (io.ReadCloser, error) {
+	b, ok := m[d]
+	if !ok {
+		return nil, fmt.Errorf("no blob %s", d)
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+func sha256sum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}
+
+// TestValidationScheduleAndReceipt: the schedule re-runs the last request
+// (here a drift against the appliance's own receipt, which then finds the
+// tag pushed since as extra), and its result is kept and exported.
+func TestValidationScheduleAndReceipt(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	opts := []remote.Option{remote.WithTransport(ts.client.Transport), remote.WithAuth(&authn.Basic{Username: "admin", Password: ts.admin})}
+	img, _ := random.Image(1<<10, 1)
+	if err := remote.Write(ts.ref(t, "library/app:1.0"), img, opts...); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, ts.base+"/api/v1/receipt", nil)
+	req.SetBasicAuth("admin", ts.admin)
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	receipt, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var ans validationapi.Answer
+	body := validationapi.Request{Request: validate.Request{Against: &validate.Against{Name: "enclave.receipt", Receipt: receipt}}}
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, body, &ans); code != http.StatusOK {
+		t.Fatalf("POST = %d", code)
+	}
+	if d := ans.Result.Drift; d == nil || len(d.Differences) != 0 || ans.Result.Against.Kind != "receipt" {
+		t.Fatalf("drift against its own fresh receipt: %+v %+v", d, ans.Result.Against)
+	}
+	if err := remote.Write(ts.ref(t, "library/app:2.0"), img, opts...); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ts.validation.Schedule(ctx, 20*time.Millisecond)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var got validationapi.Answer
+		ts.call(t, http.MethodGet, "/api/v1/validation", "admin", ts.admin, nil, &got)
+		if d := got.Result.Drift; d != nil && d.Extra == 1 && d.Differences[0].Name == "library/app:2.0" {
+			if got.By != "schedule" {
+				t.Errorf("a scheduled run is by %q", got.By)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the schedule did not re-run the request within 20s: %+v", got.Result.Drift)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	// Only an admin replaces the result the metrics show and the request
+	// the schedule re-runs; any user reads it.
+	const pw = "a-long-guest-password-1234"
+	if code := ts.call(t, http.MethodPost, "/api/v1/users", "admin", ts.admin, UserRequest{Name: "viewer", Password: pw, Role: "guest"}, nil); code != http.StatusCreated {
+		t.Fatalf("add guest = %d", code)
+	}
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "viewer", pw, validationapi.Request{}, nil); code != http.StatusForbidden {
+		t.Errorf("a guest's run = %d, want 403", code)
+	}
+	if code := ts.call(t, http.MethodGet, "/api/v1/validation", "viewer", pw, nil, nil); code != http.StatusOK {
+		t.Errorf("a guest's read = %d", code)
+	}
+	if code := ts.call(t, http.MethodGet, "/api/v1/validation", "", "", nil, nil); code != http.StatusUnauthorized {
+		t.Errorf("an anonymous read = %d", code)
+	}
+	// A receipt signed by another key is refused.
+	dir := t.TempDir()
+	_ = bundle.GenerateKey(filepath.Join(dir, "k"), filepath.Join(dir, "k.pub"))
+	other, _ := bundle.LoadSigner(filepath.Join(dir, "k"))
+	forged, _ := bundle.SignReceipt(&bundle.Receipt{Appliance: "x"}, other)
+	var apiErr APIError
+	body = validationapi.Request{Request: validate.Request{Against: &validate.Against{Name: "forged.receipt", Receipt: forged}}}
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, body, &apiErr); code != http.StatusBadRequest || !strings.Contains(apiErr.Error.Message, "forged.receipt") {
+		t.Errorf("forged receipt: %d %+v", code, apiErr)
+	}
+}
+
+// TestValidationStandbyDrift: in standby, the gate reports the follower's
+// drift from its primary (reused, not recomputed): a tag only the standby
+// holds is extra, against the primary.
+func TestValidationStandbyDrift(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	node := testkit.StartNode(t)
+	admin := []remote.Option{remote.WithTransport(ts.client.Transport), remote.WithAuth(&authn.Basic{Username: "admin", Password: ts.admin})}
+	if err := remote.Write(ts.ref(t, "library/app:1"), testkit.RandomImage(t, 4096, 1), admin...); err != nil {
+		t.Fatal(err)
+	}
+	var p promote.Promotion
+	if got := ts.call(t, "POST", "/api/v1/promotions", "admin", ts.admin, opsapi.PromoteRequest{Target: node.URL, TargetCA: string(node.CAPEM), All: true}, &p); got != 202 {
+		t.Fatalf("promotion = %d %+v", got, p)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for len(ts.auditEntries(t, "action=promotion.end")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the promotion did not end within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := remote.Write(ts.ref(t, "library/here:1"), testkit.RandomImage(t, 4096, 1), admin...); err != nil {
+		t.Fatal(err)
+	}
+	var ans opsapi.StandbyAnswer
+	if got := ts.call(t, "POST", "/api/v1/standby", "admin", ts.admin, opsapi.StandbyRequest{Primary: node.URL, PrimaryCA: string(node.CAPEM), Projects: []string{"library"}}, &ans); got != 200 || ans.SyncError != "" {
+		t.Fatalf("standby = %d %+v", got, ans)
+	}
+	var va validationapi.Answer
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, validationapi.Request{}, &va); code != http.StatusOK {
+		t.Fatalf("POST = %d", code)
+	}
+	d := va.Result.Drift
+	if d == nil || !d.Standby || d.Extra != 1 || d.Differences[0].Name != "library/here:1" || d.Differences[0].Against != "primary" {
+		t.Fatalf("standby drift: %+v", d)
+	}
+}
+
+// TestValidationTakesInputsPastTheAPILimit: manifests are often larger
+// than the 1 MiB the other JSON routes take; the route bounds itself at
+// validationapi.MaxBody.
+func TestValidationTakesInputsPastTheAPILimit(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	big := strings.Repeat("# a comment line of a large rendered chart, padding it past one MiB\n", 40000)
+	var ans validationapi.Answer
+	req := validationapi.Request{Request: validate.Request{Inputs: []validate.Input{in(validate.InputImages, "images.txt", big)}}}
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, req, &ans); code != http.StatusOK || ans.Result == nil {
+		t.Fatalf("POST with %d bytes of input = %d", len(big), code)
+	}
+	if in := ans.Result.Inputs; len(in) != 1 || in[0].Bytes != len(big) {
+		t.Errorf("inputs: %+v", in)
+	}
+}

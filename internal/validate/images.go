@@ -1,0 +1,395 @@
+package validate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/appliance-dev/appliance/internal/bundle"
+)
+
+// Mapper turns outside references into the appliance's: by the signed
+// inventory's source → destination when it lists the image, else as
+// bundles land by default (the source's path and tag without its registry
+// host; docker.io's official images under library/).
+type Mapper struct {
+	// Host is the appliance's registry host (name:port).
+	Host string
+	// Local are the host names (with port) that already mean the appliance.
+	Local    map[string]bool
+	bySource map[string]string // source repo[:tag] or repo@digest → destination repo[:tag]
+}
+
+// NewMapper builds a mapper for host, with the inventory's artifacts (nil
+// for none).
+func NewMapper(host string, names []string, inv *bundle.Inventory) *Mapper {
+	m := &Mapper{Host: host, Local: map[string]bool{host: true}, bySource: map[string]string{}}
+	_, port, _ := strings.Cut(host, ":")
+	for _, n := range names {
+		m.Local[n] = true
+		if port != "" {
+			m.Local[n+":"+port] = true
+		}
+	}
+	if inv != nil {
+		for _, a := range inv.Artifacts {
+			if a.Kind != bundle.KindImage && a.Kind != bundle.KindBundle {
+				continue
+			}
+			src := a.Source
+			if i := strings.Index(src, "@"); i >= 0 {
+				m.bySource[src[i+1:]] = a.Destination
+				src = src[:i]
+			}
+			if r, err := name.ParseReference(src); err == nil {
+				m.bySource[r.Name()] = a.Destination
+			}
+		}
+	}
+	return m
+}
+
+// Outside tells whether ref names another registry than the appliance.
+func (m *Mapper) Outside(ref string) bool {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return false
+	}
+	return !m.Local[r.Context().RegistryStr()]
+}
+
+// Map returns the appliance's reference for ref (ref itself when it
+// already names the appliance).
+func (m *Mapper) Map(ref string) (string, error) {
+	tagPart, digest, _ := strings.Cut(ref, "@")
+	r, err := name.ParseReference(tagPart)
+	if err != nil {
+		return "", fmt.Errorf("%q is not an image reference: %w", ref, err)
+	}
+	if m.Local[r.Context().RegistryStr()] {
+		return ref, nil
+	}
+	dest := ""
+	if digest != "" {
+		dest = m.bySource[digest]
+	}
+	if dest == "" {
+		dest = m.bySource[r.Name()]
+	}
+	if dest == "" {
+		dest = r.Context().RepositoryStr()
+		if t, ok := r.(name.Tag); ok && (strings.Contains(tagPart[strings.LastIndex(tagPart, "/")+1:], ":") || digest == "") {
+			dest += ":" + t.TagStr()
+		}
+	} else if digest != "" {
+		// The destination's tag is not the digest's: keep only the repository.
+		dest, _, _ = strings.Cut(dest, "@")
+		if i := strings.LastIndex(dest, ":"); i > strings.LastIndex(dest, "/") {
+			dest = dest[:i]
+		}
+	}
+	out := m.Host + "/" + dest
+	if digest != "" {
+		out += "@" + digest
+	}
+	return out, nil
+}
+
+// Rewrite returns data with every outside image reference ExtractImages
+// finds replaced by the appliance's, and what it replaced. Only the
+// reference text on its own line changes; comments and layout stay.
+func (m *Mapper) Rewrite(file string, data []byte) ([]byte, []Finding, error) {
+	refs, err := ExtractImages(file, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	var done []Finding
+	for _, ir := range refs {
+		if !m.Outside(ir.Ref) || ir.Line < 1 || ir.Line > len(lines) {
+			continue
+		}
+		local, err := m.Map(ir.Ref)
+		if err != nil {
+			continue
+		}
+		line := lines[ir.Line-1]
+		if c := ir.comp; c != nil && c.repoLine >= 1 && c.repoLine <= len(lines) {
+			if repo, ok := composedRepo(ir.Ref, local, c.image); ok && bytes.Contains(lines[c.repoLine-1], []byte(c.repo)) {
+				lines[c.repoLine-1] = bytes.Replace(lines[c.repoLine-1], []byte(c.repo), []byte(repo), 1)
+				done = append(done, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local, Problem: "outside registry: its repository key rewritten"})
+				continue
+			}
+		}
+		if bytes.Contains(line, []byte(ir.Ref)) {
+			lines[ir.Line-1] = bytes.Replace(line, []byte(ir.Ref), []byte(local), 1)
+			done = append(done, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local, Problem: "outside registry"})
+		} else {
+			// Composed (ClusterPolicy, repository + tag): the parts are rewritten where they are.
+			done = append(done, Finding{Severity: SeverityWarning, What: ir.Ref, Where: ir.Where(), Local: local,
+				Problem: "composed from several keys", Action: "set the repository keys to " + m.Host + " by hand"})
+		}
+	}
+	return bytes.Join(lines, nil), done, nil
+}
+
+// composedRepo is the repository key that makes local from a composed
+// reference: local without its tag or digest (and, for a ClusterPolicy,
+// without the image name the policy appends). Only when the tag or
+// digest is unchanged, which the other keys hold.
+func composedRepo(ref, local, image string) (string, bool) {
+	suffix := func(r string) (string, string) {
+		if i := strings.Index(r, "@"); i >= 0 {
+			return r[:i], r[i:]
+		}
+		if i := strings.LastIndex(r, ":"); i > strings.LastIndex(r, "/") {
+			return r[:i], r[i:]
+		}
+		return r, ""
+	}
+	_, want := suffix(ref)
+	repo, got := suffix(local)
+	if want != got {
+		return "", false
+	}
+	if image != "" {
+		if !strings.HasSuffix(repo, "/"+image) {
+			return "", false
+		}
+		repo = strings.TrimSuffix(repo, "/"+image)
+	}
+	return repo, true
+}
+
+// puller reaches the appliance's registry anonymously over the network,
+// trusting its CA only.
+type puller struct {
+	v     *Validator
+	mu    sync.Mutex
+	trans map[string]http.RoundTripper // per repository, with its pull token
+}
+
+func (v *Validator) newPuller() *puller { return &puller{v: v, trans: map[string]http.RoundTripper{}} }
+
+func (p *puller) opts(ctx context.Context) []remote.Option {
+	return []remote.Option{remote.WithContext(ctx), remote.WithTransport(p.v.tr), remote.WithAuth(authn.Anonymous)}
+}
+
+// blobPresent asks with HEAD whether the registry serves a blob.
+func (p *puller) blobPresent(ctx context.Context, repo name.Repository, d v1.Hash) error {
+	p.mu.Lock()
+	rt, ok := p.trans[repo.String()]
+	p.mu.Unlock()
+	if !ok {
+		var err error
+		rt, err = transport.NewWithContext(ctx, repo.Registry, authn.Anonymous, p.v.tr, []string{repo.Scope(transport.PullScope)})
+		if err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.trans[repo.String()] = rt
+		p.mu.Unlock()
+	}
+	u := fmt.Sprintf("https://%s/v2/%s/blobs/%s", repo.RegistryStr(), repo.RepositoryStr(), d)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: rt}).Do(req)
+	if err != nil {
+		return err
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("blob %s: HTTP %d", d, resp.StatusCode)
+	}
+	return nil
+}
+
+// resolve proves a reference pulls: its manifest (for an index, the
+// children of every platform asked), the config and every layer.
+func (p *puller) resolve(ctx context.Context, ref name.Reference, platforms []string) (string, []string, error) {
+	desc, err := remote.Get(ref, p.opts(ctx)...)
+	if err != nil {
+		return "", nil, err
+	}
+	top := desc.Digest.String()
+	var notes []string
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return top, nil, err
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return top, nil, err
+		}
+		for _, ps := range platforms {
+			want, _ := parsePlatform(ps)
+			var child *v1.Descriptor
+			for i := range im.Manifests {
+				if pl := im.Manifests[i].Platform; pl != nil && pl.Satisfies(want) {
+					child = &im.Manifests[i]
+					break
+				}
+			}
+			if child == nil {
+				return top, nil, fmt.Errorf("the index %s has no manifest for %s", top, ps)
+			}
+			cref := ref.Context().Digest(child.Digest.String())
+			if err := p.image(ctx, cref); err != nil {
+				return top, nil, fmt.Errorf("%s (%s): %w", ps, child.Digest, err)
+			}
+			notes = append(notes, ps+" "+child.Digest.String())
+		}
+		return top, notes, nil
+	}
+	return top, nil, p.image(ctx, ref)
+}
+
+func (p *puller) image(ctx context.Context, ref name.Reference) error {
+	img, err := remote.Image(ref, p.opts(ctx)...)
+	if err != nil {
+		return err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return err
+	}
+	if err := p.blobPresent(ctx, ref.Context(), m.Config.Digest); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	for _, l := range m.Layers {
+		if !l.MediaType.IsDistributable() {
+			continue
+		}
+		if err := p.blobPresent(ctx, ref.Context(), l.Digest); err != nil {
+			return fmt.Errorf("layer: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *run) mapper() *Mapper {
+	var inv *bundle.Inventory
+	if r.against != nil {
+		inv = r.against.inv
+	}
+	return NewMapper(r.v.base.Host, r.v.o.Names, inv)
+}
+
+// imagesGate: every reference resolves in the appliance; outside ones are
+// reported with their local replacement.
+func (r *run) imagesGate(ctx context.Context, g *GateResult) {
+	refs := r.parsed.images
+	if len(refs) == 0 {
+		g.Status, g.Summary = StatusSkipped, "nothing to check: give --images, --manifests or --pods"
+		return
+	}
+	m := r.mapper()
+	p := r.v.newPuller()
+	type result struct {
+		digest string
+		notes  []string
+		err    error
+	}
+	// Every distinct local reference is resolved once, eight at a time.
+	cache := map[string]*result{}
+	var order []string
+	for _, ir := range refs {
+		if local, err := m.Map(ir.Ref); err == nil && cache[local] == nil {
+			cache[local] = &result{}
+			order = append(order, local)
+		}
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, local := range order {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(local string, res *result) {
+			defer func() { <-sem; wg.Done() }()
+			ref, err := name.ParseReference(local)
+			if err != nil {
+				res.err = err
+				return
+			}
+			res.digest, res.notes, res.err = p.resolve(ctx, ref, r.platforms)
+		}(local, cache[local])
+	}
+	wg.Wait()
+	outside := 0
+	recorded := map[string]bool{}
+	for _, ir := range refs {
+		local, err := m.Map(ir.Ref)
+		if err != nil {
+			g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: ir.Ref, Where: ir.Where(), Problem: err.Error()})
+			continue
+		}
+		if m.Outside(ir.Ref) {
+			outside++
+			g.Findings = append(g.Findings, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local,
+				Problem: "names an outside registry", Action: "use " + local + " (appliance rewrite prints the manifests so)"})
+		}
+		res := cache[local]
+		if res.err != nil {
+			g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: ir.Ref, Where: ir.Where(), Local: local,
+				Problem: "does not pull from the appliance: " + pullError(res.err), Action: "carry " + ir.Ref + " in a bundle and import it"})
+			continue
+		}
+		if recorded[local] {
+			continue
+		}
+		recorded[local] = true
+		r.checked(GateImages, local, res.digest)
+		for _, n := range res.notes {
+			if pl, d, ok := strings.Cut(n, " "); ok {
+				r.checked(GateImages, local+" "+pl, d)
+			}
+		}
+	}
+	g.Checked = len(cache)
+	failed := 0
+	for _, f := range g.Findings {
+		if f.Severity == SeverityError {
+			failed++
+		}
+	}
+	g.Summary = fmt.Sprintf("%d references (%d distinct), %d from outside registries, %d missing", len(refs), len(cache), outside, failed)
+	sort.SliceStable(g.Findings, func(i, j int) bool { return sevRank(g.Findings[i].Severity) < sevRank(g.Findings[j].Severity) })
+}
+
+func sevRank(s string) int {
+	switch s {
+	case SeverityError:
+		return 0
+	case SeverityWarning:
+		return 1
+	}
+	return 2
+}
+
+// pullError shortens go-containerregistry's errors to what an operator reads.
+func pullError(err error) string {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		switch te.StatusCode {
+		case http.StatusNotFound:
+			return "not found (HTTP 404)"
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return fmt.Sprintf("refused to an anonymous client (HTTP %d): a private project?", te.StatusCode)
+		}
+	}
+	return err.Error()
+}

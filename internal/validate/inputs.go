@@ -1,0 +1,373 @@
+package validate
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"go.yaml.in/yaml/v3"
+)
+
+// ImageRef is one image reference found in an input, with where it is.
+type ImageRef struct {
+	Ref  string `json:"ref"`
+	File string `json:"file"`
+	Line int    `json:"line"`
+	// comp is set for a reference composed of several keys.
+	comp *composed
+}
+
+// composed is where the repository of a composed reference is written:
+// its line and value, and the image name a ClusterPolicy appends to it.
+type composed struct {
+	repoLine int
+	repo     string
+	image    string
+}
+
+// Where is file:line.
+func (i ImageRef) Where() string {
+	if i.Line == 0 {
+		return i.File
+	}
+	return fmt.Sprintf("%s:%d", i.File, i.Line)
+}
+
+// Profile is one NIM model profile a workload requires.
+type Profile struct {
+	ID    string `yaml:"id" json:"id"`
+	Image string `yaml:"image" json:"image"`
+	GPU   string `yaml:"gpu" json:"gpu,omitempty"`
+	where string
+}
+
+type parsedInputs struct {
+	infos    []InputInfo
+	images   []ImageRef
+	packages []aptPackage
+	profiles []Profile
+}
+
+type aptPackage struct {
+	name, version, where string
+}
+
+// parseInputs reads every input, naming the file and line of what it
+// cannot parse.
+func parseInputs(in []Input) (*parsedInputs, error) {
+	p := &parsedInputs{infos: []InputInfo{}}
+	for _, f := range in {
+		sum := sha256.Sum256(f.Data)
+		p.infos = append(p.infos, InputInfo{Kind: f.Kind, Name: f.Name, SHA256: "sha256:" + hex.EncodeToString(sum[:]), Bytes: len(f.Data)})
+		var err error
+		switch f.Kind {
+		case InputImages:
+			err = p.imageList(f)
+		case InputManifests, InputPods:
+			var refs []ImageRef
+			refs, err = ExtractImages(f.Name, f.Data)
+			p.images = append(p.images, refs...)
+		case InputCloudInit:
+			err = p.cloudInit(f)
+		case InputProfiles:
+			err = p.profileList(f)
+		default:
+			return nil, badInput("unknown input kind %q for %s (want images, manifests, pods, cloud-init or profiles)", f.Kind, f.Name)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (p *parsedInputs) imageList(f Input) error {
+	sc := bufio.NewScanner(bytes.NewReader(f.Data))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if i := strings.Index(line, "#"); i >= 0 {
+			line = strings.TrimSpace(line[:i])
+		}
+		if line == "" {
+			continue
+		}
+		if _, err := name.ParseReference(line); err != nil {
+			return badInput("%s:%d: %q is not an image reference: %v", f.Name, n, line, err)
+		}
+		p.images = append(p.images, ImageRef{Ref: line, File: f.Name, Line: n})
+	}
+	if err := sc.Err(); err != nil {
+		return badInput("%s: %v", f.Name, err)
+	}
+	return nil
+}
+
+// yamlDocs decodes every document of a YAML (or JSON) file, naming the
+// file and line of a syntax error.
+func yamlDocs(file string, data []byte) ([]*yaml.Node, error) {
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+		// JSON (a pods dump): YAML would accept some broken JSON.
+		if jerr := jsonLine(data); jerr != "" {
+			return nil, badInput("%s: %s", file, jerr)
+		}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var docs []*yaml.Node
+	for i := 0; i < 100000; i++ {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		if err != nil {
+			return nil, badInput("%s: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		docs = append(docs, &n)
+	}
+	return nil, badInput("%s: more than 100000 documents", file)
+}
+
+// jsonLine names the line of a JSON syntax error ("" when it parses).
+func jsonLine(data []byte) string {
+	var v any
+	err := json.Unmarshal(data, &v)
+	if err == nil {
+		return ""
+	}
+	var se *json.SyntaxError
+	off := int64(-1)
+	if errors.As(err, &se) {
+		off = se.Offset
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		off = te.Offset
+	}
+	if off < 0 {
+		return err.Error()
+	}
+	if off > int64(len(data)) {
+		off = int64(len(data))
+	}
+	return fmt.Sprintf("line %d: %v", bytes.Count(data[:off], []byte("\n"))+1, err)
+}
+
+// ExtractImages finds every image reference of Kubernetes manifests
+// (Deployments, DaemonSets, Pods, Helm-rendered YAML, multi-document), the
+// GPU Operator's ClusterPolicy (repository, image, version), NIM operator
+// resources (image: {repository, tag}) and `kubectl get pods -o json`
+// dumps, each with its line.
+func ExtractImages(file string, data []byte) ([]ImageRef, error) {
+	docs, err := yamlDocs(file, data)
+	if err != nil {
+		return nil, err
+	}
+	var out []ImageRef
+	seen := map[string]bool{}
+	add := func(ref string, line int, comp *composed) {
+		ref = strings.TrimSpace(ref)
+		if ref == "" || seen[fmt.Sprint(ref, line)] {
+			return
+		}
+		if _, err := name.ParseReference(ref); err != nil {
+			return
+		}
+		seen[fmt.Sprint(ref, line)] = true
+		out = append(out, ImageRef{Ref: ref, File: file, Line: line, comp: comp})
+	}
+	for _, d := range docs {
+		walkImages(d, "", add)
+	}
+	return out, nil
+}
+
+// walkImages visits a YAML tree: a string under the key "image" (or a
+// NIMCache's "modelPuller") is a reference; a map with [registry,]
+// repository and tag, or the ClusterPolicy's repository, image and
+// version, makes one.
+func walkImages(n *yaml.Node, key string, add func(string, int, *composed)) {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			walkImages(c, key, add)
+		}
+	case yaml.AliasNode:
+		// Aliases repeat what their anchor already gave.
+	case yaml.ScalarNode:
+		if (key == "image" || key == "modelPuller") && n.Tag == "!!str" && n.Value != "" {
+			add(n.Value, n.Line, nil)
+		}
+	case yaml.MappingNode:
+		fields := map[string]*yaml.Node{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			fields[n.Content[i].Value] = n.Content[i+1]
+		}
+		scalar := func(k string) (string, bool) {
+			v, ok := fields[k]
+			if !ok || v.Kind != yaml.ScalarNode || v.Value == "" {
+				return "", false
+			}
+			return v.Value, true
+		}
+		repo, hasRepo := scalar("repository")
+		if img, ok := scalar("image"); ok && hasRepo {
+			// ClusterPolicy: repository nvcr.io/nvidia, image gpu-operator, version v24.9.0 (or sha256:…).
+			ref := strings.TrimSuffix(repo, "/") + "/" + img
+			if ver, ok := scalar("version"); ok {
+				ref += versionSuffix(ver)
+			}
+			add(ref, fields["image"].Line, &composed{repoLine: fields["repository"].Line, repo: repo, image: img})
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value != "image" {
+					walkImages(n.Content[i+1], n.Content[i].Value, add)
+				}
+			}
+			return
+		}
+		if tag, ok := scalar("tag"); ok && hasRepo && (strings.Contains(repo, "/") || key == "image") {
+			// NIMService spec.image, Helm values: [registry +] repository + tag.
+			var comp *composed
+			if reg, ok := scalar("registry"); ok {
+				repo = strings.TrimSuffix(reg, "/") + "/" + repo
+			} else {
+				comp = &composed{repoLine: fields["repository"].Line, repo: repo}
+			}
+			add(repo+versionSuffix(tag), fields["repository"].Line, comp)
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			walkImages(n.Content[i+1], n.Content[i].Value, add)
+		}
+	}
+}
+
+func versionSuffix(v string) string {
+	if strings.HasPrefix(v, "sha256:") {
+		return "@" + v
+	}
+	return ":" + v
+}
+
+func (p *parsedInputs) cloudInit(f Input) error {
+	docs, err := yamlDocs(f.Name, f.Data)
+	if err != nil {
+		return err
+	}
+	if len(docs) == 0 || len(docs[0].Content) == 0 {
+		return badInput("%s: empty cloud-init file", f.Name)
+	}
+	root := docs[0].Content[0]
+	if root.Kind != yaml.MappingNode {
+		return badInput("%s:%d: a cloud-config is a mapping", f.Name, root.Line)
+	}
+	found := false
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value != "packages" {
+			continue
+		}
+		found = true
+		list := root.Content[i+1]
+		if list.Kind != yaml.SequenceNode {
+			return badInput("%s:%d: packages: want a list", f.Name, list.Line)
+		}
+		for _, it := range list.Content {
+			where := fmt.Sprintf("%s:%d", f.Name, it.Line)
+			switch {
+			case it.Kind == yaml.ScalarNode && it.Value != "":
+				nm, ver, _ := strings.Cut(it.Value, "=")
+				p.packages = append(p.packages, aptPackage{name: nm, version: ver, where: where})
+			case it.Kind == yaml.SequenceNode && len(it.Content) == 2:
+				p.packages = append(p.packages, aptPackage{name: it.Content[0].Value, version: it.Content[1].Value, where: where})
+			default:
+				return badInput("%s: a package is a name, name=version or [name, version]", where)
+			}
+		}
+	}
+	if !found {
+		return badInput("%s: the cloud-config installs no packages (no packages: key)", f.Name)
+	}
+	return nil
+}
+
+func (p *parsedInputs) profileList(f Input) error {
+	docs, err := yamlDocs(f.Name, f.Data)
+	if err != nil {
+		return err
+	}
+	if len(docs) == 0 {
+		return badInput("%s: empty profiles file", f.Name)
+	}
+	var doc struct {
+		Profiles []yaml.Node `yaml:"profiles"`
+	}
+	root := docs[0]
+	if len(root.Content) == 1 && root.Content[0].Kind == yaml.SequenceNode {
+		doc.Profiles = nil
+		for _, c := range root.Content[0].Content {
+			doc.Profiles = append(doc.Profiles, *c)
+		}
+	} else if err := root.Decode(&doc); err != nil {
+		return badInput("%s: %s", f.Name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if len(doc.Profiles) == 0 {
+		return badInput("%s: lists no profiles (want profiles: [{id, image}])", f.Name)
+	}
+	for _, n := range doc.Profiles {
+		var pr Profile
+		if err := decodeStrict(&n, &pr); err != nil {
+			return badInput("%s:%d: %v", f.Name, n.Line, err)
+		}
+		if pr.ID == "" {
+			return badInput("%s:%d: a profile needs its id", f.Name, n.Line)
+		}
+		pr.where = fmt.Sprintf("%s:%d", f.Name, n.Line)
+		p.profiles = append(p.profiles, pr)
+	}
+	return nil
+}
+
+// decodeStrict decodes a node, unknown keys being errors.
+func decodeStrict(n *yaml.Node, v any) error {
+	data, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return nil
+}
+
+func parsePlatform(s string) (v1.Platform, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return v1.Platform{}, badInput("platform %q is not os/arch[/variant]", s)
+	}
+	p := v1.Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
