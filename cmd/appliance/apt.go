@@ -15,11 +15,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/server/aptapi"
 )
 
-func (c *cli) aptCmd() *cobra.Command {
-	var f clientFlags
+func (c cmds) aptCmd() *cobra.Command {
+	var f cli.ClientFlags
 	cmd := &cobra.Command{
 		Use:   "apt",
 		Short: "Manage the appliance's signed apt repository (add, rm, rollback, ls, search, history)",
@@ -27,7 +28,7 @@ func (c *cli) aptCmd() *cobra.Command {
 Deep-learning VMs get their configuration from http://APPLIANCE:8080/apt/cloud-init.yaml
 (or /apt/REPO.sources for deb822).`,
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	distPath := func(repo, dist string) string {
 		return "/api/v1/apt/repos/" + url.PathEscape(repo) + "/" + url.PathEscape(dist)
 	}
@@ -38,7 +39,7 @@ Deep-learning VMs get their configuration from http://APPLIANCE:8080/apt/cloud-i
 		Short: "Add packages to a distribution (one publish for all files)",
 		Args:  cobra.MinimumNArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -59,7 +60,7 @@ Deep-learning VMs get their configuration from http://APPLIANCE:8080/apt/cloud-i
 		Short: "Remove a package (every version, or --version)",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -82,7 +83,7 @@ Deep-learning VMs get their configuration from http://APPLIANCE:8080/apt/cloud-i
 		Short: "Serve an earlier publish again (see `apt history`)",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -100,7 +101,7 @@ Deep-learning VMs get their configuration from http://APPLIANCE:8080/apt/cloud-i
 		Short: "List repositories and distributions, or the packages of one distribution",
 		Args:  cobra.RangeArgs(0, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -118,7 +119,7 @@ Deep-learning VMs get their configuration from http://APPLIANCE:8080/apt/cloud-i
 			if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/apt/repos", nil, &repos); err != nil {
 				return fmt.Errorf("list apt repositories: %w", err)
 			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "REPO\tDIST\tCOMPONENTS\tARCHITECTURES\tPACKAGES\tPUBLISH\tUPDATED")
 			for _, r := range repos {
 				for _, d := range r.Dists {
@@ -138,7 +139,7 @@ Deep-learning VMs get their configuration from http://APPLIANCE:8080/apt/cloud-i
 		Short: "Find packages by name across repositories and distributions",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -155,7 +156,7 @@ Deep-learning VMs get their configuration from http://APPLIANCE:8080/apt/cloud-i
 		Short: "List the publishes of a distribution (ids for rollback)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -163,7 +164,7 @@ Deep-learning VMs get their configuration from http://APPLIANCE:8080/apt/cloud-i
 			if err := cl.Do(cmd.Context(), http.MethodGet, distPath(args[0], args[1])+"/history", nil, &pubs); err != nil {
 				return fmt.Errorf("history: %w", err)
 			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PUBLISH\tTIME\tBY\tACTION\tPACKAGES\tSTATE")
 			for _, p := range pubs {
 				state := "gone"
@@ -187,7 +188,7 @@ Deep-learning VMs get their configuration from http://APPLIANCE:8080/apt/cloud-i
 }
 
 // uploadDebs streams the files as one multipart/form-data body.
-func (c *cli) uploadDebs(ctx context.Context, cl interface {
+func (c cmds) uploadDebs(ctx context.Context, cl interface {
 	Upload(ctx context.Context, path, contentType string, body io.Reader, size int64, out, failure any) error
 }, path string, files []string, out any) error {
 	for _, f := range files {
@@ -222,15 +223,15 @@ func (c *cli) uploadDebs(ctx context.Context, cl interface {
 	return cl.Upload(ctx, path, mw.FormDataContentType(), pr, -1, out, nil)
 }
 
-func printPublish(c *cli, p aptrepo.Publish) {
-	fmt.Fprintf(c.stdout, "published %s %s as %s (%s): %d packages\n", p.Repo, p.Dist, p.ID, p.Action, p.Packages)
+func printPublish(c cmds, p aptrepo.Publish) {
+	fmt.Fprintf(c.Stdout, "published %s %s as %s (%s): %d packages\n", p.Repo, p.Dist, p.ID, p.Action, p.Packages)
 	for _, ch := range p.Changes {
-		fmt.Fprintf(c.stdout, "  %s\n", ch)
+		fmt.Fprintf(c.Stdout, "  %s\n", ch)
 	}
 }
 
-func printPackages(c *cli, pkgs []aptrepo.Package, where bool) error {
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+func printPackages(c cmds, pkgs []aptrepo.Package, where bool) error {
+	tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
 	if where {
 		fmt.Fprintln(tw, "REPO\tDIST\tCOMPONENT\tPACKAGE\tVERSION\tARCH\tSIZE")
 	} else {
@@ -240,7 +241,7 @@ func printPackages(c *cli, pkgs []aptrepo.Package, where bool) error {
 		if where {
 			fmt.Fprintf(tw, "%s\t%s\t", p.Repo, p.Dist)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Component, p.Name, p.Version, p.Architecture, humanBytes(p.Size))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Component, p.Name, p.Version, p.Architecture, cli.HumanBytes(p.Size))
 	}
 	return tw.Flush()
 }

@@ -14,11 +14,12 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/bundler"
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/fsutil"
 	"github.com/appliance-dev/appliance/internal/version"
 )
 
-func (c *cli) bundleCmd() *cobra.Command {
+func (c cmds) bundleCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bundle",
 		Short: "Build transfer bundles on the connected side, and verify them on either side",
@@ -27,7 +28,7 @@ func (c *cli) bundleCmd() *cobra.Command {
 	return cmd
 }
 
-func (c *cli) bundleCreateCmd() *cobra.Command {
+func (c cmds) bundleCreateCmd() *cobra.Command {
 	var (
 		specFile, out, keyFile, split, since, cacheDir string
 		receiptKeys, caFiles, insecure                 []string
@@ -66,7 +67,7 @@ TLS are used only for hosts named with --insecure-registry.`,
 				return fmt.Errorf("%s: %w", specFile, err)
 			}
 			o := bundler.Options{Spec: spec, SpecDir: filepath.Dir(specFile), Out: out, CacheDir: cacheDir, CAFiles: caFiles,
-				Insecure: insecure, Parallel: parallel, Tool: "appliance " + version.Get().Version, Log: c.logger()}
+				Insecure: insecure, Parallel: parallel, Tool: "appliance " + version.Get().Version, Log: c.Logger()}
 			if split != "" {
 				if o.SplitSize, err = bundle.ParseSize(split); err != nil {
 					return fmt.Errorf("--split: %w", err)
@@ -77,7 +78,7 @@ TLS are used only for hosts named with --insecure-registry.`,
 					return err
 				}
 			} else {
-				fmt.Fprintln(c.stderr, "warning: no --key: the bundle is unsigned, and appliances refuse it unless imported with --allow-unsigned")
+				fmt.Fprintln(c.Stderr, "warning: no --key: the bundle is unsigned, and appliances refuse it unless imported with --allow-unsigned")
 			}
 			if since != "" {
 				pinned, err := bundle.LoadTrustedKeys(receiptKeys)
@@ -88,9 +89,9 @@ TLS are used only for hosts named with --insecure-registry.`,
 				if o.Since, fp, o.SinceSum, err = bundle.ReadReceipt(since, pinned); err != nil {
 					return err
 				}
-				fmt.Fprintf(c.stderr, "delta against receipt %s of %s (%s, signed by %s)\n", since, o.Since.Appliance, o.Since.Created.Format("2006-01-02 15:04Z07:00"), fp)
+				fmt.Fprintf(c.Stderr, "delta against receipt %s of %s (%s, signed by %s)\n", since, o.Since.Appliance, o.Since.Created.Format("2006-01-02 15:04Z07:00"), fp)
 			}
-			pr := &phaseProgress{w: c.stderr}
+			pr := &phaseProgress{w: c.Stderr}
 			o.Progress = pr
 			res, err := bundler.Create(cmd.Context(), o)
 			pr.finish()
@@ -101,9 +102,9 @@ TLS are used only for hosts named with --insecure-registry.`,
 			for _, a := range res.Inventory.Artifacts {
 				kinds[a.Kind]++
 			}
-			fmt.Fprintf(c.stdout, "wrote %s: %d artifacts (%s), %d blobs, %s\n", strings.Join(res.Files, ", "), len(res.Inventory.Artifacts), kindList(kinds), len(res.Inventory.Blobs), humanBytes(res.Bytes))
+			fmt.Fprintf(c.Stdout, "wrote %s: %d artifacts (%s), %d blobs, %s\n", strings.Join(res.Files, ", "), len(res.Inventory.Artifacts), kindList(kinds), len(res.Inventory.Blobs), cli.HumanBytes(res.Bytes))
 			if res.Skipped > 0 {
-				fmt.Fprintf(c.stdout, "delta: %d blobs the enclave holds were left out\n", res.Skipped)
+				fmt.Fprintf(c.Stdout, "delta: %d blobs the enclave holds were left out\n", res.Skipped)
 			}
 			return nil
 		},
@@ -132,7 +133,7 @@ func kindList(m map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
-func (c *cli) bundleVerifyCmd() *cobra.Command {
+func (c cmds) bundleVerifyCmd() *cobra.Command {
 	var (
 		keys          []string
 		allowUnsigned bool
@@ -163,9 +164,9 @@ any valid signature is accepted and its key's fingerprint printed.`,
 			if fi, err := os.Stat(args[0]); err == nil {
 				size = fi.Size()
 			}
-			p := newProgress(c.stderr, filepath.Base(args[0]), size)
-			sum, err := bundle.VerifyArchive(cmd.Context(), p.reader(r), trust)
-			p.finish()
+			p := cli.NewProgress(c.Stderr, filepath.Base(args[0]), size)
+			sum, err := bundle.VerifyArchive(cmd.Context(), p.Reader(r), trust)
+			p.Finish()
 			if err != nil {
 				return fmt.Errorf("verify %s: %w", args[0], err)
 			}
@@ -180,11 +181,11 @@ any valid signature is accepted and its key's fingerprint printed.`,
 				}
 			}
 			if asJSON {
-				enc := json.NewEncoder(c.stdout)
+				enc := json.NewEncoder(c.Stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(sum)
 			}
-			printSummary(c.stdout, args[0], sum)
+			printSummary(c.Stdout, args[0], sum)
 			return nil
 		},
 	}
@@ -213,7 +214,7 @@ func printSummary(w io.Writer, name string, s *bundle.Summary) {
 	if s.Since != "" {
 		fmt.Fprintf(w, "  delta:     against receipt %s; relies on %d blobs the enclave holds\n", s.Since, s.Present)
 	}
-	fmt.Fprintf(w, "  blobs:     %d, %s, every sha256 verified\n", s.Blobs, humanBytes(s.Bytes))
+	fmt.Fprintf(w, "  blobs:     %d, %s, every sha256 verified\n", s.Blobs, cli.HumanBytes(s.Bytes))
 	for _, a := range s.Inventory.Artifacts {
 		extra := ""
 		if a.Version != "" {
@@ -237,9 +238,9 @@ func printSummary(w io.Writer, name string, s *bundle.Summary) {
 	}
 }
 
-func (c *cli) receiptCmd() *cobra.Command {
+func (c cmds) receiptCmd() *cobra.Command {
 	var (
-		f   clientFlags
+		f   cli.ClientFlags
 		out string
 	)
 	cmd := &cobra.Command{
@@ -250,7 +251,7 @@ func (c *cli) receiptCmd() *cobra.Command {
 			if out == "" {
 				return errors.New("give the output file with -o")
 			}
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -265,11 +266,11 @@ func (c *cli) receiptCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stdout, "wrote %s: %d blobs, %d tags, %d files, %d apt packages; signed by %s\n", out, len(r.Blobs), len(r.Tags), len(r.Files), len(r.Packages), fp)
+			fmt.Fprintf(c.Stdout, "wrote %s: %d blobs, %d tags, %d files, %d apt packages; signed by %s\n", out, len(r.Blobs), len(r.Tags), len(r.Files), len(r.Packages), fp)
 			return nil
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write the receipt")
 	return cmd
 }
@@ -277,7 +278,7 @@ func (c *cli) receiptCmd() *cobra.Command {
 // phaseProgress shows the bundler's phases (download, write) as bars.
 type phaseProgress struct {
 	w   io.Writer
-	cur *progress
+	cur *cli.Progress
 }
 
 func (p *phaseProgress) Phase(name string, total int64) {
@@ -285,18 +286,18 @@ func (p *phaseProgress) Phase(name string, total int64) {
 	if total <= 0 {
 		return
 	}
-	p.cur = newProgress(p.w, name, total)
+	p.cur = cli.NewProgress(p.w, name, total)
 }
 
 func (p *phaseProgress) Add(n int64) {
 	if p.cur != nil {
-		p.cur.done.Add(n)
+		p.cur.Add(n)
 	}
 }
 
 func (p *phaseProgress) finish() {
 	if p.cur != nil {
-		p.cur.finish()
+		p.cur.Finish()
 		p.cur = nil
 	}
 }

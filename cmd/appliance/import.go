@@ -16,13 +16,14 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/apiclient"
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/server"
 )
 
-func (c *cli) importCmd() *cobra.Command {
+func (c cmds) importCmd() *cobra.Command {
 	var (
-		f         clientFlags
+		f         cli.ClientFlags
 		toRepo    string
 		keepNames bool
 		onServer  bool
@@ -46,7 +47,7 @@ Files are streamed to the appliance. With --on-server, FILE is a path on the
 appliance's own disk (mounted media) and nothing is uploaded.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -62,10 +63,10 @@ appliance's own disk (mounted media) and nothing is uploaded.`,
 				}
 				if err != nil {
 					failed++
-					fmt.Fprintf(c.stderr, "import %s: %v\n", arg, err)
+					fmt.Fprintf(c.Stderr, "import %s: %v\n", arg, err)
 					continue
 				}
-				printRecord(c.stdout, rec)
+				printRecord(c.Stdout, rec)
 			}
 			if failed > 0 {
 				return fmt.Errorf("%d of %d imports failed", failed, len(args))
@@ -73,7 +74,7 @@ appliance's own disk (mounted media) and nothing is uploaded.`,
 			return nil
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	cmd.Flags().StringVar(&toRepo, "to-repo", "", "destination repository, PROJECT/REPO (with --keep-names: an optional prefix)")
 	cmd.Flags().BoolVar(&keepNames, "keep-names", false, "keep the repository paths the archive names (OCI layouts, docker-save), without their registry host")
 	cmd.Flags().BoolVar(&onServer, "on-server", false, "FILE is a path on the appliance's disk; nothing is uploaded")
@@ -87,7 +88,7 @@ type uploadOptions struct {
 	keepNames, allowUnsigned bool
 }
 
-func (c *cli) upload(ctx context.Context, cl *apiclient.Client, path string, o uploadOptions, rec *importer.Record) error {
+func (c cmds) upload(ctx context.Context, cl *apiclient.Client, path string, o uploadOptions, rec *importer.Record) error {
 	var (
 		body io.Reader
 		size = int64(-1)
@@ -126,7 +127,7 @@ func (c *cli) upload(ctx context.Context, cl *apiclient.Client, path string, o u
 }
 
 // send streams one import body with progress.
-func (c *cli) send(ctx context.Context, cl *apiclient.Client, path string, body io.Reader, size int64, o uploadOptions, rec *importer.Record) error {
+func (c cmds) send(ctx context.Context, cl *apiclient.Client, path string, body io.Reader, size int64, o uploadOptions, rec *importer.Record) error {
 	q := url.Values{"to_repo": {o.toRepo}, "source": {filepath.Base(path)}}
 	if o.keepNames {
 		q.Set("keep_names", "true")
@@ -134,16 +135,16 @@ func (c *cli) send(ctx context.Context, cl *apiclient.Client, path string, body 
 	if o.allowUnsigned {
 		q.Set("allow_unsigned", "true")
 	}
-	p := newProgress(c.stderr, filepath.Base(path), size)
+	p := cli.NewProgress(c.Stderr, filepath.Base(path), size)
 	var failure server.ImportFailure
-	err := cl.Upload(ctx, "/api/v1/imports?"+q.Encode(), "application/octet-stream", p.reader(body), size, rec, &failure)
-	p.finish()
+	err := cl.Upload(ctx, "/api/v1/imports?"+q.Encode(), "application/octet-stream", p.Reader(body), size, rec, &failure)
+	p.Finish()
 	return err
 }
 
 func printRecord(w io.Writer, r importer.Record) {
 	fmt.Fprintf(w, "imported %s (%s, sha256 %s) as import %s\n", r.Source, r.Format, r.SourceSHA256, r.ID)
-	fmt.Fprintf(w, "  blobs: %d new (%s), %d already present (%s)\n", r.BlobsNew, humanBytes(r.BytesNew), r.BlobsExisting, humanBytes(r.BytesExisting))
+	fmt.Fprintf(w, "  blobs: %d new (%s), %d already present (%s)\n", r.BlobsNew, cli.HumanBytes(r.BytesNew), r.BlobsExisting, cli.HumanBytes(r.BytesExisting))
 	for _, t := range r.Tags {
 		moved := ""
 		if t.Previous != "" {
@@ -170,14 +171,14 @@ func printRecord(w io.Writer, r importer.Record) {
 	}
 }
 
-func (c *cli) importsCmd() *cobra.Command {
-	var f clientFlags
+func (c cmds) importsCmd() *cobra.Command {
+	var f cli.ClientFlags
 	cmd := &cobra.Command{
 		Use:   "imports [ID]",
 		Short: "List the import history, or show one import",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -186,33 +187,26 @@ func (c *cli) importsCmd() *cobra.Command {
 				if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/imports/"+url.PathEscape(args[0]), nil, &r); err != nil {
 					return fmt.Errorf("show import %s: %w", args[0], err)
 				}
-				fmt.Fprintf(c.stdout, "import %s: %s by %s, %s → %s\n", r.ID, r.Outcome, r.User, r.Started.Format("2006-01-02 15:04:05Z07:00"), r.Finished.Format("15:04:05"))
+				fmt.Fprintf(c.Stdout, "import %s: %s by %s, %s → %s\n", r.ID, r.Outcome, r.User, r.Started.Format("2006-01-02 15:04:05Z07:00"), r.Finished.Format("15:04:05"))
 				if r.Error != "" {
-					fmt.Fprintf(c.stdout, "  error: %s\n", r.Error)
+					fmt.Fprintf(c.Stdout, "  error: %s\n", r.Error)
 				}
-				printRecord(c.stdout, r)
+				printRecord(c.Stdout, r)
 				return nil
 			}
 			var recs []importer.Record
 			if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/imports", nil, &recs); err != nil {
 				return fmt.Errorf("list imports: %w", err)
 			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTARTED\tBY\tSOURCE\tFORMAT\tOUTCOME\tREPOSITORIES\tTAGS\tNEW\tPRESENT")
 			for _, r := range recs {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, r.Started.Format("2006-01-02 15:04"), r.User, r.Source,
-					dash(r.Format), r.Outcome, dash(strings.Join(r.Repositories, ",")), len(r.Tags), humanBytes(r.BytesNew), humanBytes(r.BytesExisting))
+					cli.Dash(r.Format), r.Outcome, cli.Dash(strings.Join(r.Repositories, ",")), len(r.Tags), cli.HumanBytes(r.BytesNew), cli.HumanBytes(r.BytesExisting))
 			}
 			return tw.Flush()
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	return cmd
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

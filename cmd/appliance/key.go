@@ -9,7 +9,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/bundle"
 )
 
-func (c *cli) keyCmd() *cobra.Command {
+func (c cmds) keyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "key",
 		Short: "Manage the keys that sign transfer bundles",
@@ -38,7 +38,7 @@ func (c *cli) keyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(c.stdout, "wrote %s (keep it on the connected side, mode 0600) and %s (give it to the enclave's trust.keys)\nfingerprint sha256:%s\n", priv, pub, k.Fingerprint())
+			_, err = fmt.Fprintf(c.Stdout, "wrote %s (keep it on the connected side, mode 0600) and %s (give it to the enclave's trust.keys)\nfingerprint sha256:%s\n", priv, pub, k.Fingerprint())
 			return err
 		},
 	}

@@ -10,22 +10,23 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/auth"
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/server"
 )
 
-func (c *cli) projectCmd() *cobra.Command {
-	var f clientFlags
+func (c cmds) projectCmd() *cobra.Command {
+	var f cli.ClientFlags
 	cmd := &cobra.Command{
 		Use:   "project",
 		Short: "List projects and set their visibility (public: anonymous pull; private: credentials needed)",
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List projects",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -33,7 +34,7 @@ func (c *cli) projectCmd() *cobra.Command {
 			if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/projects", nil, &ps); err != nil {
 				return fmt.Errorf("list projects: %w", err)
 			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PROJECT\tVISIBILITY\tSET BY")
 			for _, p := range ps {
 				vis := "private"
@@ -54,7 +55,7 @@ func (c *cli) projectCmd() *cobra.Command {
 			if public == private {
 				return errors.New("give exactly one of --public or --private")
 			}
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -66,7 +67,7 @@ func (c *cli) projectCmd() *cobra.Command {
 			if p.Public {
 				vis = "public"
 			}
-			_, err = fmt.Fprintf(c.stdout, "project %s is %s\n", p.Name, vis)
+			_, err = fmt.Fprintf(c.Stdout, "project %s is %s\n", p.Name, vis)
 			return err
 		},
 	}

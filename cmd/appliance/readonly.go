@@ -6,20 +6,21 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/registry"
 	"github.com/appliance-dev/appliance/internal/server"
 )
 
-func (c *cli) readOnlyCmd() *cobra.Command {
-	var f clientFlags
+func (c cmds) readOnlyCmd() *cobra.Command {
+	var f cli.ClientFlags
 	cmd := &cobra.Command{
 		Use:   "readonly",
 		Short: "Show or switch the registry's read-only mode (pushes and deletes refused, pulls go on)",
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	set := func(on bool, reason *string) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -43,7 +44,7 @@ func (c *cli) readOnlyCmd() *cobra.Command {
 		Short: "Show the mode",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -58,11 +59,11 @@ func (c *cli) readOnlyCmd() *cobra.Command {
 	return cmd
 }
 
-func printMode(c *cli, m registry.Mode) error {
+func printMode(c cmds, m registry.Mode) error {
 	if !m.ReadOnly {
-		_, err := fmt.Fprintln(c.stdout, "read-write")
+		_, err := fmt.Fprintln(c.Stdout, "read-write")
 		return err
 	}
-	_, err := fmt.Fprintf(c.stdout, "read-only since %s: %s\n", m.Since.Format("2006-01-02 15:04:05Z07:00"), m.Reason)
+	_, err := fmt.Fprintf(c.Stdout, "read-only since %s: %s\n", m.Since.Format("2006-01-02 15:04:05Z07:00"), m.Reason)
 	return err
 }

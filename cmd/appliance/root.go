@@ -2,34 +2,20 @@ package main
 
 import (
 	"io"
-	"log/slog"
 
 	"github.com/spf13/cobra"
+
+	"github.com/appliance-dev/appliance/internal/cli"
+	"github.com/appliance-dev/appliance/internal/cli/opscmd"
+	"github.com/appliance-dev/appliance/internal/cli/validatecmd"
 )
 
-// cli carries the process's streams and environment to every subcommand.
-type cli struct {
-	stdin          io.Reader
-	stdout, stderr io.Writer
-	env            []string
-}
-
-func (c *cli) getenv(key string) string {
-	for _, kv := range c.env {
-		if len(kv) > len(key) && kv[:len(key)] == key && kv[len(key)] == '=' {
-			return kv[len(key)+1:]
-		}
-	}
-	return ""
-}
-
-// logger logs a client command's progress to stderr.
-func (c *cli) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
+// cmds is the receiver of the commands defined in this package.
+type cmds struct{ *cli.CLI }
 
 func newRootCmd(stdin io.Reader, stdout, stderr io.Writer, env []string) *cobra.Command {
-	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr, env: env}
+	base := &cli.CLI{Stdin: stdin, Stdout: stdout, Stderr: stderr, Env: env}
+	c := cmds{base}
 	root := &cobra.Command{
 		Use:   "appliance",
 		Short: "The first registry of an air-gapped data centre, and its cold standby",
@@ -54,18 +40,8 @@ commands act on a running appliance through its API.`,
 		c.keyCmd(),
 		c.bundleCmd(),
 		c.receiptCmd(),
-		c.statusCmd(),
-		c.promoteCmd(),
-		c.promotionsCmd(),
-		c.standbyCmd(),
-		c.activateCmd(),
-		c.supervisorCmd(),
-		c.fsckCmd(),
-		c.gcCmd(),
-		c.auditCmd(),
-		c.validateCmd(),
-		c.rewriteCmd(),
-		c.evidenceCmd(),
 	)
+	root.AddCommand(opscmd.Commands(base)...)
+	root.AddCommand(validatecmd.Commands(base)...)
 	return root
 }

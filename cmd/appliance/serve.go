@@ -11,7 +11,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/server"
 )
 
-func (c *cli) serveCmd() *cobra.Command {
+func (c cmds) serveCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the registry, token service and API",
@@ -23,18 +23,18 @@ server certificate, the token key and the "admin" account, whose password is
 printed once and written to <data-dir>/initial-admin-password.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(cmd.Flags(), c.env)
+			cfg, err := config.Load(cmd.Flags(), c.Env)
 			if err != nil {
 				return err
 			}
-			log := cfg.Log.NewLogger(c.stderr)
+			log := cfg.Log.NewLogger(c.Stderr)
 			ctx := cmd.Context()
 			srv, err := server.Open(ctx, cfg, log)
 			if err != nil {
 				return err
 			}
 			if pw := srv.InitialAdminPassword; pw != "" {
-				fmt.Fprintf(c.stderr, "\nCreated the admin account. Its password is shown only this once:\n\n    admin / %s\n\n"+
+				fmt.Fprintf(c.Stderr, "\nCreated the admin account. Its password is shown only this once:\n\n    admin / %s\n\n"+
 					"It is also in %s (mode 0600); change it with `appliance user passwd admin`.\n"+
 					"Clients trust this appliance with %s.\n\n",
 					pw, filepath.Join(cfg.DataDir, auth.InitialPasswordFile), filepath.Join(cfg.DataDir, "ca.crt"))

@@ -10,16 +10,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/auth"
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/server"
 )
 
-func (c *cli) userCmd() *cobra.Command {
-	var f clientFlags
+func (c cmds) userCmd() *cobra.Command {
+	var f cli.ClientFlags
 	cmd := &cobra.Command{
 		Use:   "user",
 		Short: "Manage the users of a running appliance (add, set, passwd, rm, ls)",
 	}
-	f.register(cmd)
+	f.Register(cmd)
 
 	var (
 		role, passwordFile string
@@ -30,7 +31,7 @@ func (c *cli) userCmd() *cobra.Command {
 		Short: "Add a user; without --new-password-file a random password is generated and printed once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -42,9 +43,9 @@ func (c *cli) userCmd() *cobra.Command {
 			if err := cl.Do(cmd.Context(), http.MethodPost, "/api/v1/users", server.UserRequest{Name: args[0], Password: pw, Role: role, Projects: &projects}, &u); err != nil {
 				return fmt.Errorf("add user %s: %w", args[0], err)
 			}
-			fmt.Fprintf(c.stdout, "added user %s (role %s in %s)\n", u.Name, u.Role, projectsText(u))
+			fmt.Fprintf(c.Stdout, "added user %s (role %s in %s)\n", u.Name, u.Role, projectsText(u))
 			if generated {
-				fmt.Fprintf(c.stdout, "password: %s\n", pw)
+				fmt.Fprintf(c.Stdout, "password: %s\n", pw)
 			}
 			return nil
 		},
@@ -76,7 +77,7 @@ func (c *cli) userCmd() *cobra.Command {
 			case setRole == "":
 				return fmt.Errorf("set user %s: nothing to change: give --role, --projects or --all-projects", args[0])
 			}
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -84,7 +85,7 @@ func (c *cli) userCmd() *cobra.Command {
 			if err := cl.Do(cmd.Context(), http.MethodPatch, "/api/v1/users/"+url.PathEscape(args[0]), req, &u); err != nil {
 				return fmt.Errorf("set user %s: %w", args[0], err)
 			}
-			fmt.Fprintf(c.stdout, "user %s: role %s in %s\n", u.Name, u.Role, projectsText(u))
+			fmt.Fprintf(c.Stdout, "user %s: role %s in %s\n", u.Name, u.Role, projectsText(u))
 			return nil
 		},
 	}
@@ -99,7 +100,7 @@ func (c *cli) userCmd() *cobra.Command {
 		Short: "Set a user's password; without --new-password-file a random one is generated and printed once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -110,9 +111,9 @@ func (c *cli) userCmd() *cobra.Command {
 			if err := cl.Do(cmd.Context(), http.MethodPatch, "/api/v1/users/"+url.PathEscape(args[0]), server.UserRequest{Password: pw}, nil); err != nil {
 				return fmt.Errorf("set password of %s: %w", args[0], err)
 			}
-			fmt.Fprintf(c.stdout, "password of %s changed\n", args[0])
+			fmt.Fprintf(c.Stdout, "password of %s changed\n", args[0])
 			if generated {
-				fmt.Fprintf(c.stdout, "password: %s\n", pw)
+				fmt.Fprintf(c.Stdout, "password: %s\n", pw)
 			}
 			return nil
 		},
@@ -124,14 +125,14 @@ func (c *cli) userCmd() *cobra.Command {
 		Short: "Remove a user",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
 			if err := cl.Do(cmd.Context(), http.MethodDelete, "/api/v1/users/"+url.PathEscape(args[0]), nil, nil); err != nil {
 				return fmt.Errorf("remove user %s: %w", args[0], err)
 			}
-			fmt.Fprintf(c.stdout, "removed user %s\n", args[0])
+			fmt.Fprintf(c.Stdout, "removed user %s\n", args[0])
 			return nil
 		},
 	}
@@ -141,7 +142,7 @@ func (c *cli) userCmd() *cobra.Command {
 		Short: "List users",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -149,7 +150,7 @@ func (c *cli) userCmd() *cobra.Command {
 			if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/users", nil, &users); err != nil {
 				return fmt.Errorf("list users: %w", err)
 			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tROLE\tPROJECTS\tCREATED\tUPDATED")
 			for _, u := range users {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Name, u.Role, projectsText(u), u.Created.Format("2006-01-02 15:04"), u.Updated.Format("2006-01-02 15:04"))
@@ -175,6 +176,6 @@ func newPassword(file string) (pw string, generated bool, err error) {
 		pw, err = auth.RandomPassword()
 		return pw, true, err
 	}
-	pw, err = readFirstLine(file, "new password")
+	pw, err = cli.ReadFirstLine(file, "new password")
 	return pw, false, err
 }

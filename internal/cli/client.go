@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -14,17 +14,18 @@ import (
 	"github.com/appliance-dev/appliance/internal/apiclient"
 )
 
-// clientFlags is the convention every command that acts on a running
+// ClientFlags is the convention every command that acts on a running
 // appliance shares: --server, --ca, --username with --password-stdin, or
 // APPLIANCE_SERVER, APPLIANCE_CA, APPLIANCE_USERNAME, APPLIANCE_PASSWORD.
-type clientFlags struct {
+type ClientFlags struct {
 	server, ca, username string
 	passwordStdin        bool
 }
 
 const defaultServer = "https://127.0.0.1:8443"
 
-func (f *clientFlags) register(cmd *cobra.Command) {
+// Register adds the flags to cmd (persistent: its subcommands share them).
+func (f *ClientFlags) Register(cmd *cobra.Command) {
 	fs := cmd.PersistentFlags()
 	fs.StringVar(&f.server, "server", "", "appliance URL (default $APPLIANCE_SERVER or "+defaultServer+")")
 	fs.StringVar(&f.ca, "ca", "", "CA certificate to trust (default $APPLIANCE_CA, else ./data/ca.crt when present)")
@@ -32,16 +33,16 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	fs.BoolVar(&f.passwordStdin, "password-stdin", false, "read the password from the first line of standard input (default $APPLIANCE_PASSWORD)")
 }
 
-// client builds the API client from flags and environment.
-func (c *cli) client(f *clientFlags) (*apiclient.Client, error) {
+// Client builds the API client from flags and environment.
+func (c *CLI) Client(f *ClientFlags) (*apiclient.Client, error) {
 	o := apiclient.Options{
-		Server:   firstNonEmpty(f.server, c.getenv("APPLIANCE_SERVER"), defaultServer),
-		CAFile:   firstNonEmpty(f.ca, c.getenv("APPLIANCE_CA")),
-		Username: firstNonEmpty(f.username, c.getenv("APPLIANCE_USERNAME")),
-		Password: c.getenv("APPLIANCE_PASSWORD"),
+		Server:   FirstNonEmpty(f.server, c.Getenv("APPLIANCE_SERVER"), defaultServer),
+		CAFile:   FirstNonEmpty(f.ca, c.Getenv("APPLIANCE_CA")),
+		Username: FirstNonEmpty(f.username, c.Getenv("APPLIANCE_USERNAME")),
+		Password: c.Getenv("APPLIANCE_PASSWORD"),
 	}
 	if o.CAFile == "" {
-		dataDir := firstNonEmpty(c.getenv("APPLIANCE_DATA_DIR"), "./data")
+		dataDir := FirstNonEmpty(c.Getenv("APPLIANCE_DATA_DIR"), "./data")
 		if _, err := os.Stat(filepath.Join(dataDir, "ca.crt")); err == nil {
 			o.CAFile = filepath.Join(dataDir, "ca.crt")
 		}
@@ -50,7 +51,7 @@ func (c *cli) client(f *clientFlags) (*apiclient.Client, error) {
 		if o.Username == "" {
 			return nil, errors.New("--password-stdin needs --username (or APPLIANCE_USERNAME)")
 		}
-		pw, err := readLine(c.stdin)
+		pw, err := ReadLine(c.Stdin)
 		if err != nil {
 			return nil, fmt.Errorf("read password from standard input: %w", err)
 		}
@@ -62,8 +63,8 @@ func (c *cli) client(f *clientFlags) (*apiclient.Client, error) {
 	return apiclient.New(o)
 }
 
-// readLine reads one line, without its line ending.
-func readLine(r io.Reader) (string, error) {
+// ReadLine reads one line, without its line ending.
+func ReadLine(r io.Reader) (string, error) {
 	line, err := bufio.NewReader(r).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return "", err
@@ -75,7 +76,8 @@ func readLine(r io.Reader) (string, error) {
 	return line, nil
 }
 
-func firstNonEmpty(vals ...string) string {
+// FirstNonEmpty returns the first value that is not empty.
+func FirstNonEmpty(vals ...string) string {
 	for _, v := range vals {
 		if v != "" {
 			return v
@@ -84,8 +86,8 @@ func firstNonEmpty(vals ...string) string {
 	return ""
 }
 
-// readFirstLine reads a secret (a password) from the first line of file.
-func readFirstLine(file, what string) (string, error) {
+// ReadFirstLine reads a secret (a password) from the first line of file.
+func ReadFirstLine(file, what string) (string, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", what, err)

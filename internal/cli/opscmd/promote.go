@@ -1,4 +1,4 @@
-package main
+package opscmd
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/apiclient"
 	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/server"
 	"github.com/appliance-dev/appliance/internal/server/opsapi"
 )
@@ -48,16 +49,16 @@ func (t *targetFlags) read(name string) (ca, password string, err error) {
 		return "", "", fmt.Errorf("--%s-user and --%s-password-file go together", name, name)
 	}
 	if t.passwordFile != "" {
-		if password, err = readFirstLine(t.passwordFile, "--"+name+"-password-file"); err != nil {
+		if password, err = cli.ReadFirstLine(t.passwordFile, "--"+name+"-password-file"); err != nil {
 			return "", "", err
 		}
 	}
 	return ca, password, nil
 }
 
-func (c *cli) promoteCmd() *cobra.Command {
+func (c cmds) promoteCmd() *cobra.Command {
 	var (
-		f        clientFlags
+		f        cli.ClientFlags
 		target   targetFlags
 		projects []string
 		all      bool
@@ -88,7 +89,7 @@ referrer on both sides; any difference makes the command fail.`,
 			if err != nil {
 				return err
 			}
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -117,7 +118,7 @@ referrer on both sides; any difference makes the command fail.`,
 			return fmt.Errorf("promotion %s %s: %s", rec.ID, rec.State, rec.Error)
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	target.register(cmd, "target", "target registry")
 	cmd.Flags().StringSliceVar(&projects, "projects", nil, "projects to promote (comma-separated)")
 	cmd.Flags().BoolVar(&all, "all", false, "promote every project the appliance holds")
@@ -129,22 +130,22 @@ referrer on both sides; any difference makes the command fail.`,
 
 // follow polls a running promotion, drawing its progress on stderr, until
 // it ends. Interrupting the command cancels the promotion (a re-run resumes).
-func (c *cli) follow(ctx context.Context, cl *apiclient.Client, rec promote.Promotion) (promote.Promotion, error) {
-	view := newLiveView(c.stderr)
+func (c cmds) follow(ctx context.Context, cl *apiclient.Client, rec promote.Promotion) (promote.Promotion, error) {
+	view := cli.NewLiveView(c.Stderr)
 	// A cheap GET: polled often so the command ends when the promotion
 	// does (the view itself prints at most every ten seconds off a terminal).
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	path := "/api/v1/promotions/" + url.PathEscape(rec.ID)
 	for rec.State == promote.StateRunning {
-		view.draw(progressLines(rec))
+		view.Draw(progressLines(rec))
 		select {
 		case <-ctx.Done():
 			// Ask the appliance to stop, with a context of its own.
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
 			_ = cl.Do(cctx, http.MethodPost, path+"/cancel", nil, &rec)
-			view.done()
+			view.Done()
 			return rec, fmt.Errorf("promotion %s canceled; run it again to resume", rec.ID)
 		case <-t.C:
 		}
@@ -153,23 +154,23 @@ func (c *cli) follow(ctx context.Context, cl *apiclient.Client, rec promote.Prom
 			if ctx.Err() != nil {
 				continue
 			}
-			view.done()
+			view.Done()
 			return rec, fmt.Errorf("follow promotion %s: %w", rec.ID, err)
 		}
 		rec = next
 	}
-	view.draw(progressLines(rec))
-	view.done()
+	view.Draw(progressLines(rec))
+	view.Done()
 	return rec, nil
 }
 
 func progressLines(rec promote.Promotion) []string {
 	p := rec.Progress
 	lines := []string{fmt.Sprintf("promote → %s: %s", rec.Target, p.Phase)}
-	lines = append(lines, bar("blobs", p.BytesDone, p.BytesTotal, fmt.Sprintf("%d/%d blobs, %s of %s", p.BlobsDone, p.BlobsTotal, humanBytes(p.BytesDone), humanBytes(p.BytesTotal))))
+	lines = append(lines, bar("blobs", p.BytesDone, p.BytesTotal, fmt.Sprintf("%d/%d blobs, %s of %s", p.BlobsDone, p.BlobsTotal, cli.HumanBytes(p.BytesDone), cli.HumanBytes(p.BytesTotal))))
 	lines = append(lines, fmt.Sprintf("  manifests %d/%d  tags %d/%d", p.ManifestsDone, p.ManifestsTotal, p.TagsDone, p.TagsTotal))
 	for _, a := range p.Active {
-		lines = append(lines, bar("  "+a.Repository+"@"+shortDigest(a.Digest), a.Done, a.Size, humanBytes(a.Done)+" of "+humanBytes(a.Size)))
+		lines = append(lines, bar("  "+a.Repository+"@"+shortDigest(a.Digest), a.Done, a.Size, cli.HumanBytes(a.Done)+" of "+cli.HumanBytes(a.Size)))
 	}
 	return lines
 }
@@ -193,19 +194,19 @@ func shortDigest(d string) string {
 
 // printPromotion prints a promotion as tables (or JSON): the problems or
 // the plan, then the parity report.
-func (c *cli) printPromotion(rec promote.Promotion, asJSON bool) {
+func (c cmds) printPromotion(rec promote.Promotion, asJSON bool) {
 	if asJSON {
-		enc := json.NewEncoder(c.stdout)
+		enc := json.NewEncoder(c.Stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(rec)
 		return
 	}
-	w := c.stdout
+	w := c.Stdout
 	kind := rec.TargetKind
 	if kind == "harbor" && rec.TargetVersion != "" {
 		kind += " " + rec.TargetVersion
 	}
-	fmt.Fprintf(w, "promotion %s to %s (%s) by %s: %s\n", rec.ID, rec.Target, dash(kind), rec.By, rec.State)
+	fmt.Fprintf(w, "promotion %s to %s (%s) by %s: %s\n", rec.ID, rec.Target, cli.Dash(kind), rec.By, rec.State)
 	for _, p := range rec.Problems {
 		fmt.Fprintf(w, "  problem: %s\n", p)
 	}
@@ -252,12 +253,12 @@ func printPlan(w io.Writer, pl *promote.Plan) {
 				same++
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%d/%d/%d\t%d\t%s\t%s\t%d\t%d\n", r.Name, create, move, same, r.BlobsToPush, humanBytes(r.BytesToPush),
-			humanBytes(r.BytesPresent), r.ManifestsToPush, r.Referrers)
+		fmt.Fprintf(tw, "%s\t%d/%d/%d\t%d\t%s\t%s\t%d\t%d\n", r.Name, create, move, same, r.BlobsToPush, cli.HumanBytes(r.BytesToPush),
+			cli.HumanBytes(r.BytesPresent), r.ManifestsToPush, r.Referrers)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "total: %d blobs (%s) to push, %d present (%s); %d manifests to push, %d present; %d tags to set, %d already right; %d referrers\n",
-		pl.BlobsToPush, humanBytes(pl.BytesToPush), pl.BlobsPresent, humanBytes(pl.BytesPresent), pl.ManifestsToPush, pl.ManifestsPresent,
+		pl.BlobsToPush, cli.HumanBytes(pl.BytesToPush), pl.BlobsPresent, cli.HumanBytes(pl.BytesPresent), pl.ManifestsToPush, pl.ManifestsPresent,
 		pl.TagsToSet, pl.TagsSame, pl.Referrers)
 }
 
@@ -276,7 +277,7 @@ func printParity(w io.Writer, p *promote.Parity) {
 	fmt.Fprintln(tw, "REPOSITORY\tTAG / REFERRER\tAPPLIANCE\tTARGET\tSTATUS")
 	for _, r := range p.Repositories {
 		for _, t := range r.Tags {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Repository, t.Tag, t.Source, dash(t.Target), t.Status)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Repository, t.Tag, t.Source, cli.Dash(t.Target), t.Status)
 		}
 		for _, ref := range r.Referrers {
 			fmt.Fprintf(tw, "%s\treferrer of %s\t%s\t%s\t%s\n", r.Repository, shortDigest(ref.Subject), ref.Digest, ifSame(ref.Status, ref.Digest), ref.Status)
@@ -302,9 +303,9 @@ func visibilityWord(public bool) string {
 	return "private"
 }
 
-func (c *cli) promotionsCmd() *cobra.Command {
+func (c cmds) promotionsCmd() *cobra.Command {
 	var (
-		f      clientFlags
+		f      cli.ClientFlags
 		asJSON bool
 	)
 	cmd := &cobra.Command{
@@ -312,7 +313,7 @@ func (c *cli) promotionsCmd() *cobra.Command {
 		Short: "List the promotions, or show one with its plan and parity report",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -332,11 +333,11 @@ func (c *cli) promotionsCmd() *cobra.Command {
 				return fmt.Errorf("list promotions: %w", err)
 			}
 			if asJSON {
-				enc := json.NewEncoder(c.stdout)
+				enc := json.NewEncoder(c.Stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(recs)
 			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTARTED\tBY\tTARGET\tSTATE\tPARITY\tPUSHED")
 			for _, r := range recs {
 				par := "-"
@@ -350,12 +351,12 @@ func (c *cli) promotionsCmd() *cobra.Command {
 				if r.DryRun {
 					state += " (dry run)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Started.Format("2006-01-02 15:04"), r.By, r.Target, state, par, humanBytes(r.Progress.BytesDone))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Started.Format("2006-01-02 15:04"), r.By, r.Target, state, par, cli.HumanBytes(r.Progress.BytesDone))
 			}
 			return tw.Flush()
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -1,4 +1,4 @@
-package main
+package opscmd
 
 import (
 	"encoding/json"
@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/bootstrap"
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/server/opsapi"
 )
 
@@ -22,9 +23,9 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func (c *cli) statusCmd() *cobra.Command {
+func (c cmds) statusCmd() *cobra.Command {
 	var (
-		f      clientFlags
+		f      cli.ClientFlags
 		asJSON bool
 	)
 	cmd := &cobra.Command{
@@ -32,7 +33,7 @@ func (c *cli) statusCmd() *cobra.Command {
 		Short: "Show the lifecycle mode (bootstrap, standby, active) with its history, the standby's lag and drift, and the last promotion",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -41,13 +42,13 @@ func (c *cli) statusCmd() *cobra.Command {
 				return fmt.Errorf("read status: %w", err)
 			}
 			if asJSON {
-				return printJSON(c.stdout, st)
+				return printJSON(c.Stdout, st)
 			}
-			printStatus(c.stdout, st)
+			printStatus(c.Stdout, st)
 			return nil
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -64,7 +65,7 @@ func printStatus(w io.Writer, st opsapi.Status) {
 		if len(p.Projects) > 0 {
 			projects = strings.Join(p.Projects, ", ")
 		}
-		fmt.Fprintf(w, "primary: %s (projects: %s; every %s; as %s)\n", p.URL, projects, p.Interval, dash(p.Username))
+		fmt.Fprintf(w, "primary: %s (projects: %s; every %s; as %s)\n", p.URL, projects, p.Interval, cli.Dash(p.Username))
 	}
 	if sb := st.Standby; sb != nil {
 		if st.Mode == bootstrap.ModeStandby {
@@ -91,11 +92,11 @@ func printStatus(w io.Writer, st opsapi.Status) {
 		}
 		fmt.Fprintf(w, "last promotion: %s to %s, %s%s (%s)\n", lp.ID, lp.Target, lp.State, par, lp.Started.Format(time.RFC3339))
 	}
-	fmt.Fprintf(w, "storage used: %s\n", humanBytes(st.StorageUsedBytes))
+	fmt.Fprintf(w, "storage used: %s\n", cli.HumanBytes(st.StorageUsedBytes))
 	if len(st.History) > 0 {
 		fmt.Fprintln(w, "history:")
 		for _, h := range st.History {
-			line := fmt.Sprintf("  %s  %s → %s by %s", h.At.Format(time.RFC3339), h.From, h.To, dash(h.By))
+			line := fmt.Sprintf("  %s  %s → %s by %s", h.At.Format(time.RFC3339), h.From, h.To, cli.Dash(h.By))
 			if h.Primary != "" {
 				line += " (primary " + h.Primary + ")"
 			}
@@ -116,7 +117,7 @@ func printDrift(w io.Writer, drift []bootstrap.Drift) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  REPOSITORY\tTAG\tKIND\tPRIMARY\tSTANDBY\tERROR")
 	for _, d := range drift {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", d.Repository, d.Tag, d.Kind, dash(shortDigest(d.Primary)), dash(shortDigest(d.Standby)), d.Error)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", d.Repository, d.Tag, d.Kind, cli.Dash(shortDigest(d.Primary)), cli.Dash(shortDigest(d.Standby)), d.Error)
 	}
 	_ = tw.Flush()
 }
@@ -141,9 +142,9 @@ func printSync(w io.Writer, ans opsapi.StandbyAnswer) {
 	}
 }
 
-func (c *cli) standbyCmd() *cobra.Command {
+func (c cmds) standbyCmd() *cobra.Command {
 	var (
-		f        clientFlags
+		f        cli.ClientFlags
 		primary  targetFlags
 		projects []string
 		interval time.Duration
@@ -165,7 +166,7 @@ changes. Without --primary, the appliance returns to following the primary
 it followed before (after an activate). With --sync, a standby syncs now.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -190,19 +191,19 @@ it followed before (after an activate). With --sync, a standby syncs now.`,
 				if err := cl.DoLong(cmd.Context(), http.MethodPost, "/api/v1/standby", req, &ans); err != nil {
 					return fmt.Errorf("standby: %w", err)
 				}
-				fmt.Fprintf(c.stdout, "standby of %s since %s\n", ans.Lifecycle.Primary.URL, ans.Lifecycle.Since.Format(time.RFC3339))
+				fmt.Fprintf(c.Stdout, "standby of %s since %s\n", ans.Lifecycle.Primary.URL, ans.Lifecycle.Since.Format(time.RFC3339))
 			}
 			if asJSON {
-				return printJSON(c.stdout, ans)
+				return printJSON(c.Stdout, ans)
 			}
-			printSync(c.stdout, ans)
+			printSync(c.Stdout, ans)
 			if ans.SyncError != "" {
 				return errors.New("the appliance is a standby, but its sync failed (it retries on schedule)")
 			}
 			return nil
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	primary.register(cmd, "primary", "primary registry")
 	cmd.Flags().StringSliceVar(&projects, "projects", nil, "projects to follow (default: those the appliance holds)")
 	cmd.Flags().DurationVar(&interval, "interval", 0, "time between syncs (default 5m)")
@@ -212,9 +213,9 @@ it followed before (after an activate). With --sync, a standby syncs now.`,
 	return cmd
 }
 
-func (c *cli) activateCmd() *cobra.Command {
+func (c cmds) activateCmd() *cobra.Command {
 	var (
-		f      clientFlags
+		f      cli.ClientFlags
 		reason string
 	)
 	cmd := &cobra.Command{
@@ -225,7 +226,7 @@ func (c *cli) activateCmd() *cobra.Command {
 			if strings.TrimSpace(reason) == "" {
 				return errors.New("--reason is required (it is recorded)")
 			}
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -233,11 +234,11 @@ func (c *cli) activateCmd() *cobra.Command {
 			if err := cl.Do(cmd.Context(), http.MethodPost, "/api/v1/activate", opsapi.ActivateRequest{Reason: reason}, &st); err != nil {
 				return fmt.Errorf("activate: %w", err)
 			}
-			fmt.Fprintf(c.stdout, "active since %s: pushes are accepted\n", st.Since.Format(time.RFC3339))
+			fmt.Fprintf(c.Stdout, "active since %s: pushes are accepted\n", st.Since.Format(time.RFC3339))
 			return nil
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	cmd.Flags().StringVar(&reason, "reason", "", "why the standby takes over (recorded)")
 	return cmd
 }

@@ -1,4 +1,4 @@
-package main
+package opscmd
 
 import (
 	"errors"
@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/bootstrap"
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/server/opsapi"
 )
 
@@ -38,7 +39,7 @@ func (v *vcenterFlags) request() (opsapi.VCenterRequest, error) {
 	if v.passwordFile == "" {
 		return r, errors.New("--vcenter-password-file is required")
 	}
-	pw, err := readFirstLine(v.passwordFile, "--vcenter-password-file")
+	pw, err := cli.ReadFirstLine(v.passwordFile, "--vcenter-password-file")
 	if err != nil {
 		return r, err
 	}
@@ -64,9 +65,9 @@ func readOptional(file, what string) (string, error) {
 	return string(data), nil
 }
 
-func (c *cli) supervisorCmd() *cobra.Command {
+func (c cmds) supervisorCmd() *cobra.Command {
 	var (
-		f  clientFlags
+		f  cli.ClientFlags
 		vc vcenterFlags
 	)
 	cmd := &cobra.Command{
@@ -79,7 +80,7 @@ appliance, and install it; after the promotion, re-point it at production
 Harbor and make Harbor the Supervisor's default registry. vCenter credentials
 are used for the calls and never kept or logged.`,
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	vc.register(cmd)
 
 	var (
@@ -98,7 +99,7 @@ are used for the calls and never kept or logged.`,
 			}
 			req := opsapi.SupervisorRegistryRequest{VCenter: v, Hostname: hostname, Port: port, Name: name, Default: makeDefault, Username: pullUser}
 			if pullUser != "" {
-				if req.Password, err = readFirstLine(pullPasswordFile, "--pull-password-file"); err != nil {
+				if req.Password, err = cli.ReadFirstLine(pullPasswordFile, "--pull-password-file"); err != nil {
 					return err
 				}
 			}
@@ -168,7 +169,7 @@ are used for the calls and never kept or logged.`,
 			}
 			req := opsapi.SupervisorRepointRequest{VCenter: v, Bundle: bundle, Harbor: harbor, HarborCA: ca, Username: pullUser, Reinstall: reinstall, Config: cfg}
 			if pullUser != "" {
-				if req.Password, err = readFirstLine(pullPasswordFile, "--pull-password-file"); err != nil {
+				if req.Password, err = cli.ReadFirstLine(pullPasswordFile, "--pull-password-file"); err != nil {
 					return err
 				}
 			}
@@ -188,7 +189,7 @@ are used for the calls and never kept or logged.`,
 		Short: "Show what the appliance registered with the Supervisor",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -196,7 +197,7 @@ are used for the calls and never kept or logged.`,
 			if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/supervisor", nil, &st); err != nil {
 				return fmt.Errorf("read the supervisor hand-over: %w", err)
 			}
-			printSupervisor(c.stdout, st)
+			printSupervisor(c.Stdout, st)
 			return nil
 		},
 	}
@@ -204,8 +205,8 @@ are used for the calls and never kept or logged.`,
 	return cmd
 }
 
-func (c *cli) supervisorCall(cmd *cobra.Command, f *clientFlags, path string, req any) error {
-	cl, err := c.client(f)
+func (c cmds) supervisorCall(cmd *cobra.Command, f *cli.ClientFlags, path string, req any) error {
+	cl, err := c.Client(f)
 	if err != nil {
 		return err
 	}
@@ -213,7 +214,7 @@ func (c *cli) supervisorCall(cmd *cobra.Command, f *clientFlags, path string, re
 	if err := cl.DoLong(cmd.Context(), http.MethodPost, path, req, &st); err != nil {
 		return fmt.Errorf("supervisor %s: %w", cmd.Name(), err)
 	}
-	printSupervisor(c.stdout, st)
+	printSupervisor(c.Stdout, st)
 	return nil
 }
 

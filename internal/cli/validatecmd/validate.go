@@ -1,4 +1,4 @@
-package main
+package validatecmd
 
 import (
 	"encoding/json"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/apiclient"
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/fsutil"
 	"github.com/appliance-dev/appliance/internal/server/validationapi"
 	"github.com/appliance-dev/appliance/internal/validate"
@@ -46,9 +47,9 @@ type validateFlags struct {
 	asJSON                                                  bool
 }
 
-func (c *cli) validateCmd() *cobra.Command {
+func (c cmds) validateCmd() *cobra.Command {
 	var (
-		f  clientFlags
+		f  cli.ClientFlags
 		vf validateFlags
 	)
 	cmd := &cobra.Command{
@@ -79,7 +80,7 @@ Exit status: 0 when every gate passed, 1 when one failed, 2 on bad input.`,
 			if err != nil {
 				return &exitError{exitBadInput, err}
 			}
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -100,15 +101,15 @@ Exit status: 0 when every gate passed, 1 when one failed, 2 on bad input.`,
 				}
 			}
 			if vf.asJSON {
-				enc := json.NewEncoder(c.stdout)
+				enc := json.NewEncoder(c.Stdout)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(ans.Result); err != nil {
 					return err
 				}
 			} else {
-				printValidation(c.stdout, ans.Result)
+				printValidation(c.Stdout, ans.Result)
 				if vf.report != "" {
-					fmt.Fprintf(c.stdout, "\nevidence: %s, %s.html (signed: .sig; key %s.pub)\n", vf.report, vf.report, vf.report)
+					fmt.Fprintf(c.Stdout, "\nevidence: %s, %s.html (signed: .sig; key %s.pub)\n", vf.report, vf.report, vf.report)
 				}
 			}
 			if g := ans.Result.FailedGate(); g != "" {
@@ -117,7 +118,7 @@ Exit status: 0 when every gate passed, 1 when one failed, 2 on bad input.`,
 			return nil
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{exitBadInput, fmt.Errorf("validate: %w (see appliance validate --help)", err)}
 	})
@@ -229,7 +230,7 @@ func printValidation(w io.Writer, res *validate.Result) {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SEVERITY\tWHAT\tWHERE\tPROBLEM\tLOCAL\tACTION")
 		for _, f := range shown {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.Severity, f.What, dash(f.Where), f.Problem, dash(f.Local), dash(f.Action))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.Severity, f.What, cli.Dash(f.Where), f.Problem, cli.Dash(f.Local), cli.Dash(f.Action))
 		}
 		_ = tw.Flush()
 	}
@@ -239,7 +240,7 @@ func printValidation(w io.Writer, res *validate.Result) {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KIND\tARTIFACT\tNAME\tEXPECTED\tON THE APPLIANCE\tAGAINST")
 			for _, x := range d.Differences {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Kind, x.Artifact, x.Name, dash(x.Expected), dash(x.Actual), x.Against)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Kind, x.Artifact, x.Name, cli.Dash(x.Expected), cli.Dash(x.Actual), x.Against)
 			}
 			_ = tw.Flush()
 		}
@@ -253,7 +254,7 @@ func printValidation(w io.Writer, res *validate.Result) {
 			if s.Stale {
 				stale = "yes"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%dd\t%s\n", s.Artifact, dash(s.Version), s.Refresh, s.AgeDays, stale)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%dd\t%s\n", s.Artifact, cli.Dash(s.Version), s.Refresh, s.AgeDays, stale)
 		}
 		_ = tw.Flush()
 	}
@@ -262,7 +263,7 @@ func printValidation(w io.Writer, res *validate.Result) {
 	}
 }
 
-func (c *cli) rewriteCmd() *cobra.Command {
+func (c cmds) rewriteCmd() *cobra.Command {
 	var (
 		registry, against string
 		trusted           []string
@@ -311,19 +312,19 @@ cannot be (a Helm registry key) is named there for a change by hand.`,
 						return &exitError{exitBadInput, err}
 					}
 					if len(req.Inputs) > 1 {
-						fmt.Fprintf(c.stdout, "# %s\n", in.Name)
+						fmt.Fprintf(c.Stdout, "# %s\n", in.Name)
 					}
-					if _, err := c.stdout.Write(out); err != nil {
+					if _, err := c.Stdout.Write(out); err != nil {
 						return err
 					}
 					if len(out) > 0 && out[len(out)-1] != '\n' {
-						fmt.Fprintln(c.stdout)
+						fmt.Fprintln(c.Stdout)
 					}
 					for _, f := range done {
 						if f.Severity == validate.SeverityWarning {
-							fmt.Fprintf(c.stderr, "%s: %s → %s: %s; %s\n", f.Where, f.What, f.Local, f.Problem, f.Action)
+							fmt.Fprintf(c.Stderr, "%s: %s → %s: %s; %s\n", f.Where, f.What, f.Local, f.Problem, f.Action)
 						} else {
-							fmt.Fprintf(c.stderr, "%s: %s → %s\n", f.Where, f.What, f.Local)
+							fmt.Fprintf(c.Stderr, "%s: %s → %s\n", f.Where, f.What, f.Local)
 						}
 					}
 				}
@@ -337,7 +338,7 @@ cannot be (a Helm registry key) is named there for a change by hand.`,
 	return cmd
 }
 
-func (c *cli) evidenceCmd() *cobra.Command {
+func (c cmds) evidenceCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "evidence", Short: "Check validation evidence reports"}
 	var keys []string
 	verify := &cobra.Command{
@@ -390,7 +391,7 @@ An edited report fails. Plain openssl checks it too (docs/validation.md).`,
 			if g := rep.Result.FailedGate(); g != "" {
 				outcome = "gate " + g + " failed"
 			}
-			fmt.Fprintf(c.stdout, "verified: %s signed by %s, %s\nappliance %s, run %s: %s\n", strings.Join(checked, ", "), fp, how,
+			fmt.Fprintf(c.Stdout, "verified: %s signed by %s, %s\nappliance %s, run %s: %s\n", strings.Join(checked, ", "), fp, how,
 				rep.Appliance, rep.Result.Started.Format("2006-01-02T15:04:05Z07:00"), outcome)
 			return nil
 		},

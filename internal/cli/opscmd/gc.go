@@ -1,4 +1,4 @@
-package main
+package opscmd
 
 import (
 	"encoding/json"
@@ -8,13 +8,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/maintenance"
 	"github.com/appliance-dev/appliance/internal/server/opsapi"
 )
 
-func (c *cli) gcCmd() *cobra.Command {
+func (c cmds) gcCmd() *cobra.Command {
 	var (
-		f      clientFlags
+		f      cli.ClientFlags
 		dryRun bool
 		asJSON bool
 	)
@@ -35,7 +36,7 @@ registry for the seconds it needs to mark and sweep, while writers wait.
 digest.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -44,15 +45,15 @@ digest.`,
 				return fmt.Errorf("gc: %w", err)
 			}
 			if asJSON {
-				enc := json.NewEncoder(c.stdout)
+				enc := json.NewEncoder(c.Stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(rep)
 			}
-			printGC(c.stdout, rep)
+			printGC(c.Stdout, rep)
 			return nil
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be removed; remove nothing")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON, with every digest")
 	return cmd
@@ -64,10 +65,10 @@ func printGC(w io.Writer, rep maintenance.GCReport) {
 		verb = "would remove"
 	}
 	fmt.Fprintf(w, "%s %s, %s (%s), %s and %s\n", verb, count(rep.Manifests, "manifest", "manifests"),
-		count(rep.Blobs, "blob", "blobs"), humanBytes(rep.Bytes), count(rep.LayerLinks, "layer link", "layer links"),
+		count(rep.Blobs, "blob", "blobs"), cli.HumanBytes(rep.Bytes), count(rep.LayerLinks, "layer link", "layer links"),
 		count(rep.StagingRepos, "staging repository", "staging repositories"))
 	fmt.Fprintf(w, "kept %s (%s), %d of them only for the grace period (%s)\n", count(rep.BlobsKept, "blob", "blobs"),
-		humanBytes(rep.BytesKept), rep.ProtectedByGrace, rep.Grace)
+		cli.HumanBytes(rep.BytesKept), rep.ProtectedByGrace, rep.Grace)
 	for _, r := range rep.Removed {
 		if r.What == "manifest" {
 			fmt.Fprintf(w, "  manifest %s@%s\n", r.Repository, r.Digest)

@@ -1,4 +1,4 @@
-package main
+package opscmd
 
 import (
 	"encoding/json"
@@ -13,12 +13,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/appliance-dev/appliance/internal/audit"
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/server"
 )
 
-func (c *cli) auditCmd() *cobra.Command {
+func (c cmds) auditCmd() *cobra.Command {
 	var (
-		f                                           clientFlags
+		f                                           cli.ClientFlags
 		since, until, actor, action, target, result string
 		limit                                       int
 		asJSON, verify                              bool
@@ -35,7 +36,7 @@ reordered entry, a cut file, a missing segment) and fails when there is one.
 See docs/audit.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -45,11 +46,11 @@ See docs/audit.md.`,
 					return fmt.Errorf("verify the audit trail: %w", err)
 				}
 				if asJSON {
-					if err := printJSON(c.stdout, rep); err != nil {
+					if err := printJSON(c.Stdout, rep); err != nil {
 						return err
 					}
 				} else {
-					printReport(c.stdout, rep)
+					printReport(c.Stdout, rep)
 				}
 				if !rep.OK {
 					return fmt.Errorf("the audit trail's chain is broken: %s", rep.Problems[0].Message)
@@ -68,19 +69,19 @@ See docs/audit.md.`,
 				return fmt.Errorf("read the audit trail: %w", err)
 			}
 			if asJSON {
-				if err := printLines(c.stdout, ans.Entries); err != nil {
+				if err := printLines(c.Stdout, ans.Entries); err != nil {
 					return err
 				}
-			} else if err := printEntries(c.stdout, ans.Entries); err != nil {
+			} else if err := printEntries(c.Stdout, ans.Entries); err != nil {
 				return err
 			}
 			if ans.More {
-				fmt.Fprintf(c.stderr, "more entries match: raise --limit (now %d) or narrow the filters\n", limit)
+				fmt.Fprintf(c.Stderr, "more entries match: raise --limit (now %d) or narrow the filters\n", limit)
 			}
 			return nil
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&since, "since", "", "entries at or after a time (2026-11-01T12:00:00Z) or a duration back from now (24h)")
 	fl.StringVar(&until, "until", "", "entries before a time or a duration back from now")
@@ -117,7 +118,7 @@ func printEntries(w io.Writer, entries []audit.Entry) error {
 		if e.Reason != "" {
 			outcome += ": " + e.Reason
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), e.Actor, dash(e.Remote), e.Action, dash(e.Target), outcome)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), e.Actor, cli.Dash(e.Remote), e.Action, cli.Dash(e.Target), outcome)
 	}
 	return tw.Flush()
 }

@@ -1,4 +1,4 @@
-package main
+package opscmd
 
 import (
 	"encoding/json"
@@ -10,13 +10,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/maintenance"
 	"github.com/appliance-dev/appliance/internal/server/opsapi"
 )
 
-func (c *cli) fsckCmd() *cobra.Command {
+func (c cmds) fsckCmd() *cobra.Command {
 	var (
-		f      clientFlags
+		f      cli.ClientFlags
 		repair bool
 		asJSON bool
 	)
@@ -40,7 +41,7 @@ Pulls, pushes and imports go on while it runs. The exit status is non-zero
 when a problem remains.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(&f)
+			cl, err := c.Client(&f)
 			if err != nil {
 				return err
 			}
@@ -49,13 +50,13 @@ when a problem remains.`,
 				return fmt.Errorf("fsck: %w", err)
 			}
 			if asJSON {
-				enc := json.NewEncoder(c.stdout)
+				enc := json.NewEncoder(c.Stdout)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(rep); err != nil {
 					return err
 				}
 			} else {
-				printFsck(c.stdout, rep)
+				printFsck(c.Stdout, rep)
 			}
 			if !rep.OK {
 				if rep.Repair {
@@ -66,7 +67,7 @@ when a problem remains.`,
 			return nil
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd)
 	cmd.Flags().BoolVar(&repair, "repair", false, "remove what is provably broken in the registry (corrupt blobs, tags naming a missing manifest, dangling links)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
@@ -76,8 +77,8 @@ func printFsck(w io.Writer, rep maintenance.FsckReport) {
 	k := rep.Checked
 	fmt.Fprintf(w, "checked %s (%s, %s), %s (%s), %s (%s), %s (%s) in %s, %s in %s\n",
 		count(k.Repositories, "repository", "repositories"), count(k.Manifests, "manifest", "manifests"), count(k.Tags, "tag", "tags"),
-		count(k.Blobs, "blob", "blobs"), humanBytes(k.BlobBytes), count(k.Files, "file", "files"), humanBytes(k.FileBytes),
-		count(k.Packages, "apt package", "apt packages"), humanBytes(k.PackageBytes), count(k.AptPublishes, "publish", "publishes"),
+		count(k.Blobs, "blob", "blobs"), cli.HumanBytes(k.BlobBytes), count(k.Files, "file", "files"), cli.HumanBytes(k.FileBytes),
+		count(k.Packages, "apt package", "apt packages"), cli.HumanBytes(k.PackageBytes), count(k.AptPublishes, "publish", "publishes"),
 		count(k.Imports, "import record", "import records"), rep.Finished.Sub(rep.Started).Round(10*time.Millisecond))
 	problems := func(title string, ps []maintenance.Problem) {
 		if len(ps) == 0 {
@@ -92,13 +93,13 @@ func printFsck(w io.Writer, rep maintenance.FsckReport) {
 			case p.File != "":
 				what = p.File
 			case p.Tag != "":
-				what = p.Tag + " → " + dash(p.Digest)
+				what = p.Tag + " → " + cli.Dash(p.Digest)
 			}
 			rep := "no"
 			if p.Repairable {
 				rep = "yes"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Area, p.Kind, dash(p.Repository), dash(what), rep, p.Detail)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Area, p.Kind, cli.Dash(p.Repository), cli.Dash(what), rep, p.Detail)
 		}
 		_ = tw.Flush()
 	}
@@ -111,13 +112,13 @@ func printFsck(w io.Writer, rep maintenance.FsckReport) {
 			for _, r := range rep.Removed {
 				what := r.Digest
 				if r.Tag != "" {
-					what = r.Tag + " → " + dash(r.Digest)
+					what = r.Tag + " → " + cli.Dash(r.Digest)
 				}
 				size := "-"
 				if r.Size > 0 {
-					size = humanBytes(r.Size)
+					size = cli.HumanBytes(r.Size)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.What, dash(r.Repository), what, size, r.Reason)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.What, cli.Dash(r.Repository), what, size, r.Reason)
 			}
 			_ = tw.Flush()
 		}

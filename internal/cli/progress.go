@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"fmt"
@@ -12,9 +12,9 @@ import (
 	"github.com/mattn/go-isatty"
 )
 
-// progress reports bytes sent: a bar redrawn in place on a terminal, plain
+// Progress reports bytes sent: a bar redrawn in place on a terminal, plain
 // lines elsewhere (logs, CI).
-type progress struct {
+type Progress struct {
 	w        io.Writer
 	name     string
 	total    int64 // -1 when unknown
@@ -25,8 +25,9 @@ type progress struct {
 	wg       sync.WaitGroup
 }
 
-func newProgress(w io.Writer, name string, total int64) *progress {
-	p := &progress{w: w, name: name, total: total, start: time.Now(), stop: make(chan struct{})}
+// NewProgress starts reporting total bytes (-1: unknown) of name to w.
+func NewProgress(w io.Writer, name string, total int64) *Progress {
+	p := &Progress{w: w, name: name, total: total, start: time.Now(), stop: make(chan struct{})}
 	if f, ok := w.(*os.File); ok {
 		p.terminal = isatty.IsTerminal(f.Fd())
 	}
@@ -51,12 +52,12 @@ func newProgress(w io.Writer, name string, total int64) *progress {
 	return p
 }
 
-// reader counts what passes through r.
-func (p *progress) reader(r io.Reader) io.Reader { return &countingReader{r: r, p: p} }
+// Reader counts what passes through r.
+func (p *Progress) Reader(r io.Reader) io.Reader { return &countingReader{r: r, p: p} }
 
 type countingReader struct {
 	r io.Reader
-	p *progress
+	p *Progress
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
@@ -65,18 +66,21 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// finish stops the reporting and prints the final state.
-func (p *progress) finish() {
+// Add counts n more bytes done.
+func (p *Progress) Add(n int64) { p.done.Add(n) }
+
+// Finish stops the reporting and prints the final state.
+func (p *Progress) Finish() {
 	close(p.stop)
 	p.wg.Wait()
 	p.print(true)
 }
 
-func (p *progress) print(final bool) {
+func (p *Progress) print(final bool) {
 	done := p.done.Load()
 	elapsed := time.Since(p.start)
 	rate := float64(done) / max(elapsed.Seconds(), 0.001)
-	line := fmt.Sprintf("%s  %s", p.name, humanBytes(done))
+	line := fmt.Sprintf("%s  %s", p.name, HumanBytes(done))
 	if p.total > 0 {
 		frac := float64(done) / float64(p.total)
 		eta := "--"
@@ -87,12 +91,12 @@ func (p *progress) print(final bool) {
 			width := 30
 			filled := min(width, int(frac*float64(width)))
 			line = fmt.Sprintf("%s [%s%s] %5.1f%%  %s/%s  %s/s  ETA %s", p.name, strings.Repeat("=", filled), strings.Repeat(" ", width-filled),
-				frac*100, humanBytes(done), humanBytes(p.total), humanBytes(int64(rate)), eta)
+				frac*100, HumanBytes(done), HumanBytes(p.total), HumanBytes(int64(rate)), eta)
 		} else {
-			line = fmt.Sprintf("%s: %s of %s (%.0f%%), %s/s, ETA %s", p.name, humanBytes(done), humanBytes(p.total), frac*100, humanBytes(int64(rate)), eta)
+			line = fmt.Sprintf("%s: %s of %s (%.0f%%), %s/s, ETA %s", p.name, HumanBytes(done), HumanBytes(p.total), frac*100, HumanBytes(int64(rate)), eta)
 		}
 	} else {
-		line += fmt.Sprintf(", %s/s", humanBytes(int64(rate)))
+		line += fmt.Sprintf(", %s/s", HumanBytes(int64(rate)))
 	}
 	if p.terminal {
 		fmt.Fprintf(p.w, "\r\033[K%s", line)
@@ -104,7 +108,8 @@ func (p *progress) print(final bool) {
 	fmt.Fprintln(p.w, line)
 }
 
-func humanBytes(n int64) string {
+// HumanBytes renders n as KiB, MiB, GiB….
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
@@ -117,24 +122,26 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// liveView redraws a block of lines in place on a terminal; elsewhere
+// LiveView redraws a block of lines in place on a terminal; elsewhere
 // (logs, CI) it prints the block at most every ten seconds.
-type liveView struct {
+type LiveView struct {
 	w        io.Writer
 	terminal bool
 	lines    int
 	last     time.Time
 }
 
-func newLiveView(w io.Writer) *liveView {
-	v := &liveView{w: w}
+// NewLiveView redraws blocks of lines on w (in place on a terminal).
+func NewLiveView(w io.Writer) *LiveView {
+	v := &LiveView{w: w}
 	if f, ok := w.(*os.File); ok {
 		v.terminal = isatty.IsTerminal(f.Fd())
 	}
 	return v
 }
 
-func (v *liveView) draw(lines []string) {
+// Draw replaces the block on screen with lines.
+func (v *LiveView) Draw(lines []string) {
 	if !v.terminal {
 		if time.Since(v.last) < 10*time.Second {
 			return
@@ -163,5 +170,5 @@ func (v *liveView) draw(lines []string) {
 	fmt.Fprint(v.w, b.String())
 }
 
-// done leaves the last block on screen.
-func (v *liveView) done() { v.lines = 0 }
+// Done leaves the last block on screen.
+func (v *LiveView) Done() { v.lines = 0 }
