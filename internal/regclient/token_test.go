@@ -426,7 +426,10 @@ func TestLocalBlobFailures(t *testing.T) {
 
 func TestConcurrentUse(t *testing.T) {
 	t.Parallel()
-	f := newFakeRegistry(t, func(f *fakeRegistry) { f.expiresIn = 2 })
+	// Tokens of 5 s, renewed after 4.5: on a loaded machine renewals happen while the
+	// pushes run. (2 s tokens expired between renewal and use on a
+	// machine loaded by other tests; renewal itself is TestTokenRenewal's.)
+	f := newFakeRegistry(t, func(f *fakeRegistry) { f.expiresIn = 5 })
 	c := f.client(t, "alice")
 	ctx := ctxFor(t)
 	var wg sync.WaitGroup
