@@ -33,7 +33,13 @@ import (
 // writes them out.
 const BufferSize = 256 << 10
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, 0, BufferSize); return &b }}
+// bufferSlack is how much more than BufferSize a buffer holds: the TLS
+// records of a BufferSize write, or the HTTP/2 frames of one, and their
+// headers and tags, so that they leave in one write(2), not in one of
+// 256 KiB and one of a few hundred bytes.
+const bufferSlack = 32 << 10
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, BufferSize+bufferSlack); return &b }}
 
 // Conn is a net.Conn whose writes can be gathered. It is safe for the
 // concurrent use net.Conn promises. Close is the embedded connection's: it

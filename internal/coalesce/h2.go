@@ -32,10 +32,11 @@ import (
 // holds another's bytes back.
 
 // h2GatherSize is how many bytes of frames an H2Conn gathers before it
-// writes them out: BufferSize less room for the headers and tags of the
-// TLS records they become, so that the records fit the Conn's buffer and
-// leave in one write(2).
-const h2GatherSize = BufferSize - 1<<10
+// writes them out: the frames of one BufferSize write from a handler (16
+// DATA frames of 16 KiB and their 9-byte headers) fit, and the TLS records
+// they become fit the Conn's buffer (bufferSlack), so each leaves in one
+// write(2).
+const h2GatherSize = BufferSize + 8<<10
 
 // closeFlushTimeout bounds how long Close waits to write out frames it
 // still holds.
