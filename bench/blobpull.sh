@@ -15,7 +15,7 @@ GO=${GO:-go}
 OUT=${OUT:-${TMPDIR:-/tmp}/blobpull-$(date -u +%Y%m%dT%H%M%SZ).md}
 case $OUT in /*) ;; *) OUT=$(pwd)/$OUT ;; esac
 work=$(mktemp -d "${TMPDIR:-/tmp}/blobpull-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; git -C "$here" worktree prune' EXIT
 trap 'exit 130' INT TERM
 
 cd "$here"

@@ -27,6 +27,7 @@ import (
 // only, over one connection.
 type h2Server struct {
 	url     string
+	srv     *http.Server
 	client  *http.Client
 	writes  atomic.Int64 // socket writes
 	bytes   atomic.Int64 // bytes in those writes
@@ -63,6 +64,7 @@ func newH2Server(t *testing.T) *h2Server {
 	if err := ConfigureHTTP2(srv, nil); err != nil {
 		t.Fatal(err)
 	}
+	s.srv = srv
 	counting := &h2CountingListener{Listener: ln, s: s}
 	go func() { _ = srv.ServeTLS(Listener{Listener: counting}, "", "") }()
 	t.Cleanup(func() { _ = srv.Close() })
@@ -325,5 +327,35 @@ func TestH2ConnIdleFlushesAndCloseFlushes(t *testing.T) {
 	}
 	if _, err := c.Write([]byte("late")); err == nil {
 		t.Fatal("a write after Close succeeded")
+	}
+}
+
+// TestHTTP2GracefulShutdown: Shutdown ends an idle HTTP/2 connection
+// served through ConfigureHTTP2 (each connection's copy of the server
+// shares the record of open connections), and waits for a running stream.
+func TestHTTP2GracefulShutdown(t *testing.T) {
+	s := newH2Server(t)
+	if err := s.get(context.Background(), "/small", s.smallBody()); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, s.url+"/blob/"+strconv.Itoa(8<<20), nil)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // a bound on a hang
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- s.srv.Shutdown(ctx) }()
+	h := sha256.New()
+	if _, err := io.Copy(h, resp.Body); err != nil {
+		t.Fatalf("the stream running at Shutdown: %v", err)
+	}
+	resp.Body.Close()
+	if sum := sha256.Sum256(s.body(8 << 20)); !bytes.Equal(h.Sum(nil), sum[:]) {
+		t.Fatal("the stream running at Shutdown ended with another body")
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown = %v, want the HTTP/2 connection ended gracefully", err)
 	}
 }
