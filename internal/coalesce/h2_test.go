@@ -57,6 +57,14 @@ func newH2Server(t *testing.T) *h2Server {
 		}
 		s.ended <- werr
 	})
+	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		if _, err := io.Copy(h, r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		_, _ = fmt.Fprintf(w, "%x", h.Sum(nil))
+	})
 	mux.HandleFunc("GET /small", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write(bytes.Repeat([]byte("m"), 700))
 	})
@@ -357,5 +365,28 @@ func TestHTTP2GracefulShutdown(t *testing.T) {
 	}
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown = %v, want the HTTP/2 connection ended gracefully", err)
+	}
+}
+
+// TestHTTP2Upload sends a body many times the flow-control windows over
+// HTTP/2: the server's WINDOW_UPDATE frames are gathered too, and must go
+// out at the scheduler's idle moments, or the upload stalls.
+func TestHTTP2Upload(t *testing.T) {
+	s := newH2Server(t)
+	body := s.body(24<<20 + 17)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a bound on a stall
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.url+"/upload", bytes.NewReader(body))
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+		t.Fatalf("upload: HTTP/%d %s, %v", resp.ProtoMajor, resp.Status, err)
+	}
+	if want := fmt.Sprintf("%x", sha256.Sum256(body)); string(got) != want {
+		t.Fatalf("the server hashed the upload to %s, want %s", got, want)
 	}
 }
