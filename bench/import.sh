@@ -7,6 +7,7 @@
 #   bench/import.sh                       # full run: 2 GiB, 8 images × 4 layers of 64 MiB
 #   bench/import.sh -quick                # smoke run: 128 MiB
 #   bench/import.sh -size-mib 4096        # a bigger bundle
+#   IMGPKG= bench/import.sh               # without imgpkg (default: ../shared/tools/imgpkg, when there)
 #   PERF=1 bench/import.sh                # also a system-wide perf profile of each timed phase
 #   CPUPROFILE=/tmp/import.pprof bench/import.sh -modes '' -skopeo-from ''
 #                                         # pprof of the in-process import only
@@ -26,6 +27,10 @@ trap 'rm -rf "$work"' EXIT INT TERM
 cd "$here"
 "$GO" build -o "$work/appliance" ./cmd/appliance
 "$GO" build -o "$work/import-bench" ./bench/import
+IMGPKG=${IMGPKG-$here/../shared/tools/imgpkg}   # IMGPKG= (empty) skips imgpkg
+if [ -n "$IMGPKG" ] && [ -x "$IMGPKG" ]; then
+	set -- -imgpkg "$IMGPKG" "$@"
+fi
 if [ -n "${CPUPROFILE:-}" ]; then
 	set -- -cpuprofile "$CPUPROFILE" "$@"
 fi

@@ -71,6 +71,7 @@ import (
 // Goals of issue 3.
 const (
 	goalVsSkopeo = 2.0   // × skopeo's throughput
+	goalVsImgpkg = 1.5   // × imgpkg copy --tar --to-repo (issue 15)
 	goalVsDD     = 0.90  // × dd conv=fsync's rate
 	goalRSSMiB   = 100.0 // peak resident memory of the appliance
 )
@@ -83,6 +84,7 @@ const (
 type options struct {
 	appliance      string
 	skopeo         string
+	imgpkg         string
 	dockerRegistry string
 	sizeMiB        int
 	layerMiB       int
@@ -109,6 +111,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.appliance, "appliance", "", "appliance binary (go build -o … ./cmd/appliance); required unless -modes is empty")
 	flag.StringVar(&o.skopeo, "skopeo", "/usr/bin/skopeo", "skopeo binary")
+	flag.StringVar(&o.imgpkg, "imgpkg", "", "imgpkg binary (../shared/tools/imgpkg): also time `imgpkg copy --tar bundle.tar --to-repo` into docker-registry (\"\": skip)")
 	flag.StringVar(&o.dockerRegistry, "docker-registry", "/usr/bin/docker-registry", "docker-registry (distribution 2.8) binary")
 	flag.IntVar(&o.sizeMiB, "size-mib", 2048, "total layer bytes to generate, MiB")
 	flag.IntVar(&o.layerMiB, "layer-mib", 64, "size of each layer, MiB")
@@ -299,6 +302,11 @@ func run(ctx context.Context, o options) error {
 		}
 		for _, f := range froms {
 			if err := measure(func() (*result, error) { return skopeoPhase(ctx, o, ds, work, f) }); err != nil {
+				return err
+			}
+		}
+		if o.imgpkg != "" {
+			if err := measure(func() (*result, error) { return imgpkgPhase(ctx, o, ds, work) }); err != nil {
 				return err
 			}
 		}
@@ -526,6 +534,16 @@ func uploadHTTP1(ctx context.Context, a *appliance, path string, out io.Writer) 
 // are listed, every manifest is served by digest and byte for byte, and one
 // layer (the last of the last image) hashes to its digest.
 func verify(ctx context.Context, c *http.Client, base *url.URL, authorize func(context.Context, string) (string, error), ds *benchkit.ImageSet) error {
+	return verifyTags(ctx, c, base, authorize, ds, true)
+}
+
+// verifyContent is verify without the tags, for a copy that names the
+// images its own way.
+func verifyContent(ctx context.Context, c *http.Client, base *url.URL, ds *benchkit.ImageSet) error {
+	return verifyTags(ctx, c, base, nil, ds, false)
+}
+
+func verifyTags(ctx context.Context, c *http.Client, base *url.URL, authorize func(context.Context, string) (string, error), ds *benchkit.ImageSet, tagged bool) error {
 	authz := ""
 	if authorize != nil {
 		var err error
@@ -558,7 +576,9 @@ func verify(ctx context.Context, c *http.Client, base *url.URL, authorize func(c
 		return io.Copy(w, resp.Body)
 	}
 	var tl bytes.Buffer
-	if _, err := get("/v2/"+repoName+"/tags/list", "", &tl); err != nil {
+	if !tagged {
+		tl.WriteString(`{"tags":[]}`)
+	} else if _, err := get("/v2/"+repoName+"/tags/list", "", &tl); err != nil {
 		return err
 	}
 	var tags struct {
@@ -568,7 +588,7 @@ func verify(ctx context.Context, c *http.Client, base *url.URL, authorize func(c
 		return fmt.Errorf("tags list: %w", err)
 	}
 	for _, img := range ds.Images {
-		if !slices.Contains(tags.Tags, img.Tag) {
+		if tagged && !slices.Contains(tags.Tags, img.Tag) {
 			return fmt.Errorf("tag %s missing (have %d tags)", img.Tag, len(tags.Tags))
 		}
 		var mb bytes.Buffer
@@ -742,6 +762,63 @@ func skopeoPhase(ctx context.Context, o options, ds *benchkit.ImageSet, work, fr
 	return r, nil
 }
 
+// imgpkgPhase times `imgpkg copy --tar bundle.tar --to-repo` of the same
+// tar the appliance imports into a fresh docker-registry (plain HTTP,
+// which favours imgpkg), and verifies every manifest and the last layer.
+func imgpkgPhase(ctx context.Context, o options, ds *benchkit.ImageSet, work string) (*result, error) {
+	r := &result{Name: imgpkgName, Bytes: ds.TarSize}
+	dir := filepath.Join(work, "docker-registry-imgpkg")
+	defer func() { _ = os.RemoveAll(dir); syncDisk() }()
+	reg, err := startDockerRegistry(ctx, o, dir)
+	if err != nil {
+		return r, err
+	}
+	defer reg.proc.Stop()
+	home := filepath.Join(dir, "home") // imgpkg keeps nothing between runs
+	if err := os.MkdirAll(home, 0o750); err != nil {
+		return r, err
+	}
+	syncDisk()
+	benchkit.WaitQuiet(ctx, o.quietWait)
+	stopPerf := startPerf(o, r.Name)
+	defer stopPerf()
+	sampler := benchkit.NewSampler(reg.proc.PID())
+	cpu0 := benchkit.CPUSeconds(reg.proc.PID())
+	w := benchkit.BeginIOWindow()
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, o.imgpkg, "copy", "--tar", ds.ImgpkgTar, "--to-repo", reg.base.Host+"/"+repoName, "--registry-insecure")
+	cmd.Env = append(benchkit.CleanEnv(), "HOME="+home, "TMPDIR="+home)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		sampler.Stop()
+		return r, err
+	}
+	cs := benchkit.NewSampler(cmd.Process.Pid)
+	err = cmd.Wait()
+	_, clientHWM := cs.Stop()
+	if err != nil {
+		sampler.Stop()
+		return r, fmt.Errorf("imgpkg copy: %w\n%s", err, out.String())
+	}
+	r.Seconds = time.Since(start).Seconds()
+	stopPerf()
+	r.ServerRSSMiB, _ = sampler.Stop()
+	r.ServerCPU = benchkit.CPUSeconds(reg.proc.PID()) - cpu0
+	r.ClientCPU, r.ClientRSSMiB = rusage(cmd.ProcessState).cpu, clientHWM
+	r.OtherCores, r.IOWaitCores = w.End(r.ServerCPU + r.ClientCPU)
+	hwm, _ := benchkit.ReadStatus(reg.proc.PID(), "VmHWM")
+	r.ServerHWMMiB = benchkit.MiB(hwm)
+	r.MBps = float64(r.Bytes) / r.Seconds / 1e6
+	// imgpkg pushes the images by digest and tags them with its own
+	// generated tags, not the tar's: the manifests and a layer are checked.
+	if err := verifyContent(ctx, &http.Client{Timeout: 5 * time.Minute}, reg.base, ds); err != nil {
+		return r, fmt.Errorf("verify: %w", err)
+	}
+	r.Note = "one imgpkg run of the whole tar; docker-registry in plain HTTP; verified"
+	return r, nil
+}
+
 type dockerRegistry struct {
 	proc *benchkit.Process
 	base *url.URL
@@ -889,6 +966,7 @@ func rateOf(sums []summary, name string) float64 {
 }
 
 const (
+	imgpkgName    = "imgpkg copy --tar → docker-registry"
 	skopeoArchive = "skopeo copy → docker-registry (archive)"
 	skopeoDir     = "skopeo copy → docker-registry (dir)"
 )
@@ -906,6 +984,10 @@ func goals(rep *report) []goal {
 				v := a.MedianMBps / s
 				gs = append(gs, goal{What: fmt.Sprintf("%s ≥ %.0f× %s", a.Name, goalVsSkopeo, sk), Measured: v, Target: goalVsSkopeo, Met: v >= goalVsSkopeo})
 			}
+		}
+		if ip := rateOf(sums, imgpkgName); ip > 0 && !strings.Contains(a.Name, "on-server") {
+			v := a.MedianMBps / ip
+			gs = append(gs, goal{What: fmt.Sprintf("%s ≥ %.1f× %s", a.Name, goalVsImgpkg, imgpkgName), Measured: v, Target: goalVsImgpkg, Met: v >= goalVsImgpkg})
 		}
 		if dd > 0 {
 			v := a.MedianMBps / dd
@@ -957,6 +1039,9 @@ func render(rep *report, o options) string {
 	w("- skopeo: `skopeo copy --all --dest-tls-verify=false` of each image in turn, from `oci-archive:IMAGE.tar` (archive; skopeo unpacks each archive to a temporary folder on the same disk first) or from `oci:LAYOUT:TAG` (dir), into a fresh Debian docker-registry in plain HTTP on loopback (the appliance is in HTTPS). Server = docker-registry, client = skopeo (CPU summed, RSS max over the runs).\n")
 	if o.analysis {
 		w("- analysis (in this process, same tar, same disk; server CPU = this process's): *read + sha256 ×2, no write* reads the tar as the importer does (1 MiB bufio, sha256 of the whole stream) and hashes every blob with 32 KiB io.Copy as the registry's blob writer does, writing nothing: the CPU floor. *write + fsync each blob, serial* writes every blob to its own file (1 MiB writes) and fsyncs it before reading the next, no hashing at all: the floor of one fsync per blob, serially. *pipelined WriteBlob prototype* hands every blob in 1 MiB buffers (8 MiB in all) to internal/registry's WriteBlob running in its own goroutine (at most 2 blobs in flight), so that the stream's sha256 and the blob's run on two cores and one blob's commit (fsync) overlaps reading and hashing the next (see bench/import/analysis.go).\n")
+	}
+	if o.imgpkg != "" {
+		w("- imgpkg: `imgpkg copy --tar bundle.tar --to-repo <docker-registry>/%s --registry-insecure` (Carvel imgpkg v0.43.1 from ../shared/tools), the same tar, into a fresh docker-registry in plain HTTP; verified by manifests and the last layer (imgpkg tags the images its own way). Server = docker-registry, client = imgpkg.\n", repoName)
 	}
 	w("- Every import was verified through the registry API: tags listed, every manifest fetched by digest and compared, the last layer pulled and hashed.\n")
 	w("- iowait cores: average cores idle waiting for I/O during the run; other cores: CPU used by everything else (should be ~0).\n")

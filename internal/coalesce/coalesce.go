@@ -10,6 +10,11 @@
 // writes one long body, and always uncorks (which flushes) before it
 // returns, so nothing waits in the buffer once the handler is done.
 //
+// HTTP/2 multiplexes streams on one connection, so no handler may cork
+// it: ConfigureHTTP2 instead puts an H2Conn between the HTTP/2 server and
+// TLS, which gathers the server's frames and writes them out whenever the
+// server's write scheduler runs out of frames (see h2.go).
+//
 // Clients that upload a large body use TLSConn, which gathers the records
 // of each single write.
 package coalesce
@@ -28,7 +33,13 @@ import (
 // writes them out.
 const BufferSize = 256 << 10
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, 0, BufferSize); return &b }}
+// bufferSlack is how much more than BufferSize a buffer holds: the TLS
+// records of a BufferSize write, or the HTTP/2 frames of one, and their
+// headers and tags, so that they leave in one write(2), not in one of
+// 256 KiB and one of a few hundred bytes.
+const bufferSlack = 32 << 10
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, BufferSize+bufferSlack); return &b }}
 
 // Conn is a net.Conn whose writes can be gathered. It is safe for the
 // concurrent use net.Conn promises. Close is the embedded connection's: it
@@ -144,7 +155,7 @@ func FromContext(ctx context.Context) *Conn {
 // Gather corks the connection under r for the body a handler is about to
 // write to w, when the request arrived over HTTP/1.1 (which gives the
 // response the connection to itself) on a server that records its Conns.
-// Otherwise it does nothing. The handler must call the returned function
+// Otherwise it does nothing: over HTTP/2 the connection's H2Conn gathers. The handler must call the returned function
 // before it returns: it flushes HTTP's buffer, then uncorks.
 func Gather(w http.ResponseWriter, r *http.Request) (release func()) {
 	c := FromContext(r.Context())

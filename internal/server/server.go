@@ -219,6 +219,11 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ConnContext:       httpsConnContext,
 	}
+	// HTTP/2 frames reach TLS in large writes, as corked HTTP/1.1 bodies do.
+	if err := coalesce.ConfigureHTTP2(s.httpsSrv, nil); err != nil {
+		closeStores()
+		return nil, fmt.Errorf("https: configure HTTP/2: %w", err)
+	}
 	s.httpSrv = &http.Server{
 		Handler:           s.httpHandler(),
 		ReadHeaderTimeout: 30 * time.Second,

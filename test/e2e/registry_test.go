@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -121,6 +123,36 @@ func TestRealClients(t *testing.T) {
 		mustOK(t, "anonymous skopeo copy (full pull)", out, err)
 		out, err = run(t, []string{"SSL_CERT_FILE=" + filepath.Join(a.dataDir, "ca.crt")}, "crane", "pull", "--format", "oci", a.host()+"/library/app:1.0", t.TempDir())
 		mustOK(t, "anonymous crane pull", out, err)
+	})
+
+	t.Run("curl pulls a large blob over HTTP/1.1 and HTTP/2", func(t *testing.T) {
+		testkit.Need(t, "curl")
+		big, _ := ociLayout(t, 12<<20+333, 1)
+		out, err := pushOCI(t, a, big, "library/big:1", admin)
+		mustOK(t, "skopeo push of a 12 MiB layer", out, err)
+		layer := firstLayer(t, big)
+		var tok struct{ Token string }
+		code, _, body := status(t, a, http.MethodGet, "/service/token?service=appliance&scope=repository:library/big:pull", "", "")
+		if code != http.StatusOK || json.Unmarshal([]byte(body), &tok) != nil || tok.Token == "" {
+			t.Fatalf("anonymous token = %d %s", code, body)
+		}
+		for _, proto := range []string{"1.1", "2"} {
+			dest := filepath.Join(t.TempDir(), "blob")
+			out, err := run(t, nil, "curl", "-sS", "--fail", "--http"+proto, "--cacert", filepath.Join(a.dataDir, "ca.crt"),
+				"-H", "Authorization: Bearer "+tok.Token, "-o", dest, "-w", "%{http_version}",
+				"https://"+a.host()+"/v2/library/big/blobs/"+layer)
+			mustOK(t, "curl --http"+proto+" blob pull", out, err)
+			if strings.TrimSpace(out) != proto {
+				t.Fatalf("curl --http%s spoke HTTP/%s", proto, out)
+			}
+			b, err := os.ReadFile(dest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprintf("sha256:%x", sha256.Sum256(b)); got != layer {
+				t.Fatalf("curl --http%s: %d bytes with digest %s, want %s", proto, len(b), got, layer)
+			}
+		}
 	})
 
 	t.Run("anonymous push gets 401", func(t *testing.T) {
