@@ -101,7 +101,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if o.Binary == "" || o.Version == "" || o.OutDir == "" || o.WorkDir == "" {
 		return Result{}, errors.New("build the OVA: Binary, Version, OutDir and WorkDir are required")
 	}
-	for _, tool := range []string{"debootstrap", "chroot", "mkfs.ext4", "mkfs.vfat", "mmd", "mcopy", "sfdisk", "qemu-img", "tar"} {
+	for _, tool := range []string{"debootstrap", "chroot", "mkfs.ext4", "debugfs", "mkfs.vfat", "mmd", "mcopy", "sfdisk", "qemu-img", "tar"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return Result{}, fmt.Errorf("build the OVA: %s is not installed", tool)
 		}
@@ -349,6 +349,40 @@ func (b *builder) setTimes(dir string) error {
 	})
 }
 
+// fixInodeTimes sets the change and access times of every inode of img
+// to the build's time stamp: mkfs.ext4 -d copies them from the tree,
+// where no one can set a change time (and reading a file sets its access
+// time).
+func (b *builder) fixInodeTimes(ctx context.Context, img string) error {
+	stamp := b.o.Epoch.UTC().Format("20060102150405")
+	var script strings.Builder
+	err := filepath.WalkDir(b.root, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(b.root, p)
+		if err != nil {
+			return err
+		}
+		if strings.ContainsAny(rel, "\"\n") {
+			return fmt.Errorf("a file name debugfs cannot quote: %q", rel)
+		}
+		for _, field := range []string{"ctime", "atime"} {
+			fmt.Fprintf(&script, "sif \"/%s\" %s %s\n", strings.TrimPrefix(rel, "."), field, stamp)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	path := b.work("inode-times.debugfs")
+	if err := os.WriteFile(path, []byte(script.String()), 0o644); err != nil {
+		return err
+	}
+	// The superblock's write time too.
+	return b.run(ctx, []string{"E2FSPROGS_FAKE_TIME=" + strconv.FormatInt(b.o.Epoch.Unix(), 10)}, "debugfs", "-w", "-f", path, img)
+}
+
 func (b *builder) systemDisk(ctx context.Context) error {
 	kver, err := b.kernelVersion()
 	if err != nil {
@@ -409,6 +443,9 @@ func (b *builder) systemDisk(ctx context.Context) error {
 	e2env := []string{"E2FSPROGS_FAKE_TIME=" + strconv.FormatInt(b.o.Epoch.Unix(), 10), "SOURCE_DATE_EPOCH=" + strconv.FormatInt(b.o.Epoch.Unix(), 10)}
 	if err := b.run(ctx, e2env, "mkfs.ext4", "-q", "-F", "-L", "appliance-root", "-U", RootUUID, "-E", "hash_seed="+hashSeed+",lazy_itable_init=1,lazy_journal_init=1",
 		"-d", b.root, rootImg, strconv.FormatInt(rootBytes/1024, 10)+"k"); err != nil {
+		return err
+	}
+	if err := b.fixInodeTimes(ctx, rootImg); err != nil {
 		return err
 	}
 
