@@ -180,7 +180,7 @@ func (o *Options) reportProblems(verr *ovfenv.Error) {
 	b.WriteString("*** appliance: correct the properties (vCenter: VM > Configure > vApp Options) and restart the VM.\n\n")
 	_, _ = io.WriteString(o.Console, b.String())
 	issue := strings.ReplaceAll(b.String(), `\`, `\\`)
-	if err := os.MkdirAll(filepath.Dir(o.path(IssueFile)), 0o755); err == nil {
+	if err := os.MkdirAll(filepath.Dir(o.path(IssueFile)), 0o755); err == nil { //nolint:gosec // G301: /etc/issue.d is world-readable
 		if err := fsutil.WriteFileAtomic(o.path(IssueFile), []byte(issue), 0o644); err != nil {
 			o.Log.Warn("cannot show the problems at the login prompt", "error", err)
 		}
@@ -231,7 +231,7 @@ func digest(salt string, input []byte) string {
 // writeFile writes path atomically, creating its folder; owned says the
 // appliance's user owns it.
 func (o *Options) writeFile(path string, data []byte, perm os.FileMode, owned bool) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil { //nolint:gosec // G301: folders of /etc, world-readable as on any Debian system
 		return fmt.Errorf("first boot: %w", err)
 	}
 	if err := fsutil.WriteFileAtomic(path, data, perm); err != nil {

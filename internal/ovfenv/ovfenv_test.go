@@ -266,7 +266,7 @@ func TestPropertiesAreDeclaredOnce(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(vcenterEnv))
 	f.Add(ovfenv.Marshal(map[string]string{"k": "v"}))
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(_ *testing.T, data []byte) {
 		props, err := ovfenv.Parse(strings.NewReader(string(data)))
 		if err != nil {
 			return

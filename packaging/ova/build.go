@@ -110,7 +110,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if err := os.RemoveAll(o.WorkDir); err != nil {
 		return Result{}, fmt.Errorf("build the OVA: %w", err)
 	}
-	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
+	if err := os.MkdirAll(o.WorkDir, 0o750); err != nil {
 		return Result{}, fmt.Errorf("build the OVA: %w", err)
 	}
 	steps := []struct {
@@ -145,7 +145,7 @@ type builder struct {
 func (b *builder) work(name string) string { return filepath.Join(b.o.WorkDir, name) }
 
 func (b *builder) run(ctx context.Context, env []string, name string, args ...string) error {
-	cmd := exec.CommandContext(ctx, name, args...)
+	cmd := exec.CommandContext(ctx, name, args...) //nolint:gosec // G204: the build's own commands
 	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -166,7 +166,7 @@ func (b *builder) debootstrap(ctx context.Context) error {
 		cached = filepath.Join(b.o.CacheDir, "rootfs-"+hex.EncodeToString(key[:8])+".tar")
 		if _, err := os.Stat(cached); err == nil {
 			b.o.Log.Info("using the cached debootstrap tree", "file", cached)
-			if err := os.MkdirAll(b.root, 0o755); err != nil {
+			if err := os.MkdirAll(b.root, 0o755); err != nil { //nolint:gosec // G301: the image's root folder
 				return err
 			}
 			return b.run(ctx, nil, "tar", "--numeric-owner", "-xpf", cached, "-C", b.root)
@@ -185,7 +185,7 @@ func (b *builder) debootstrap(ctx context.Context) error {
 	if cached == "" {
 		return nil
 	}
-	if err := os.MkdirAll(b.o.CacheDir, 0o755); err != nil {
+	if err := os.MkdirAll(b.o.CacheDir, 0o750); err != nil {
 		return err
 	}
 	tmp := cached + ".tmp"
@@ -223,10 +223,10 @@ func (b *builder) kernelVersion() (string, error) {
 
 func (b *builder) write(rel string, data []byte, perm os.FileMode) error {
 	p := filepath.Join(b.root, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil { //nolint:gosec // G301: folders of the image tree
 		return err
 	}
-	if err := os.WriteFile(p, data, perm); err != nil {
+	if err := os.WriteFile(p, data, perm); err != nil { //nolint:gosec // G306,G703: files of the image tree, with their own modes
 		return err
 	}
 	return os.Chmod(p, perm)
@@ -234,7 +234,7 @@ func (b *builder) write(rel string, data []byte, perm os.FileMode) error {
 
 func (b *builder) symlink(target, rel string) error {
 	p := filepath.Join(b.root, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil { //nolint:gosec // G301: folders of the image tree
 		return err
 	}
 	_ = os.Remove(p)
@@ -376,7 +376,7 @@ func (b *builder) fixInodeTimes(ctx context.Context, img string) error {
 		return err
 	}
 	path := b.work("inode-times.debugfs")
-	if err := os.WriteFile(path, []byte(script.String()), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(script.String()), 0o600); err != nil {
 		return err
 	}
 	// The superblock's write time too.
@@ -409,10 +409,10 @@ func (b *builder) systemDisk(ctx context.Context) error {
 	}
 	for rel, data := range espFiles {
 		p := filepath.Join(espDir, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil { //nolint:gosec // G301: folders of the ESP
 			return err
 		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
+		if err := os.WriteFile(p, data, 0o644); err != nil { //nolint:gosec // G306: files of the ESP
 			return err
 		}
 	}
@@ -458,7 +458,7 @@ func (b *builder) systemDisk(ctx context.Context) error {
 		"start=2048, size=%d, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=%s, name=\"ESP\"\n"+
 		"start=%d, size=%d, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=%s, name=\"appliance-root\"\n",
 		diskGUID, espMiB<<11, espPartGUID, 2048+espMiB<<11, rootBytes/512, rootPartGUID)
-	cmd := exec.CommandContext(ctx, "sfdisk", "--no-reread", "--no-tell-kernel", "-q", raw)
+	cmd := exec.CommandContext(ctx, "sfdisk", "--no-reread", "--no-tell-kernel", "-q", raw) //nolint:gosec // G204: the build's own image
 	cmd.Stdin = strings.NewReader(layout)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("sfdisk: %w: %s", err, out)
@@ -517,7 +517,7 @@ func (b *builder) writeOVA(context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(b.o.OutDir, 0o755); err != nil {
+	if err := os.MkdirAll(b.o.OutDir, 0o755); err != nil { //nolint:gosec // G301: dist/ is for everyone
 		return err
 	}
 	b.res.OVA = filepath.Join(b.o.OutDir, "appliance-"+b.o.Version+".ova")

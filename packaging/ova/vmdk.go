@@ -32,15 +32,16 @@ const (
 // qemu-img's output) a digest of the image, so that the same image gives
 // the same VMDK.
 func ToVMDK(ctx context.Context, raw, out string) error {
-	cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk",
-		"-o", "subformat=streamOptimized,adapter_type=lsilogic,hwversion="+hwVersion+",toolsversion="+toolsVersion, raw, out)
+	opts := "subformat=streamOptimized,adapter_type=lsilogic,hwversion=" + hwVersion + ",toolsversion=" + toolsVersion
+	cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", opts, raw, out) //nolint:gosec // G204: the build's own files
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("convert %s to a streamOptimized VMDK: %w: %s", raw, err, msg)
 	}
 	return fixCID(out)
 }
 
-var cidRE = regexp.MustCompile(`(?m)^CID=[0-9a-f]{8}$`)
+// qemu-img writes the CID without leading zeros.
+var cidRE = regexp.MustCompile(`(?m)^CID=[0-9a-f]{1,8}$`)
 
 // fixCID rewrites the CID of out's embedded descriptor in place, with a
 // value derived from the rest of the file.
@@ -59,14 +60,24 @@ func fixCID(path string) error {
 		return fmt.Errorf("vmdk %s: the descriptor has no CID line", path)
 	}
 	sum := sha256.New()
-	if _, err := f.Seek(int64(h.OverHead)*512, io.SeekStart); err != nil {
+	start := int64(h.OverHead) * 512 //nolint:gosec // G115: bounded by readVMDKHeader
+	if _, err := f.Seek(start, io.SeekStart); err != nil {
 		return fmt.Errorf("vmdk %s: %w", path, err)
 	}
 	if _, err := io.Copy(sum, f); err != nil {
 		return fmt.Errorf("vmdk %s: %w", path, err)
 	}
 	cid := fmt.Sprintf("CID=%08x", binary.BigEndian.Uint32(sum.Sum(nil)[:4])&0x7fffffff|1)
-	if _, err := f.WriteAt([]byte(cid), descOff+int64(loc[0])); err != nil {
+	// The descriptor is NUL-padded to its sectors: rewrite it whole.
+	text := bytes.TrimRight(desc, "\x00")
+	loc = cidRE.FindIndex(text)
+	next := append(append(append([]byte{}, text[:loc[0]]...), cid...), text[loc[1]:]...)
+	if len(next) > len(desc) {
+		return fmt.Errorf("vmdk %s: no room in the descriptor for the CID", path)
+	}
+	padded := make([]byte, len(desc))
+	copy(padded, next)
+	if _, err := f.WriteAt(padded, descOff); err != nil {
 		return fmt.Errorf("vmdk %s: %w", path, err)
 	}
 	return f.Sync()
@@ -116,7 +127,7 @@ func ReadVMDKInfo(path string) (VMDKInfo, error) {
 	return VMDKInfo{
 		Version:         h.Version,
 		StreamOptimized: h.Flags&flagCompressed != 0 && h.Flags&flagMarkers != 0 && h.CompressAlgorithm == 1 && regexp.MustCompile(`(?m)^createType="streamOptimized"$`).MatchString(d),
-		CapacityBytes:   int64(h.Capacity) * 512,
+		CapacityBytes:   int64(h.Capacity) * 512, //nolint:gosec // G115: bounded by readVMDKHeader
 		Descriptor:      d,
 	}, nil
 }
@@ -132,7 +143,10 @@ func readVMDKHeader(f *os.File) (vmdkHeader, []byte, int64, error) {
 	if h.DescriptorOffset == 0 || h.DescriptorSize == 0 || h.DescriptorSize > 2048 {
 		return h, nil, 0, errors.New("no embedded descriptor")
 	}
-	off := int64(h.DescriptorOffset) * 512
+	if h.DescriptorOffset > 1<<40 || h.OverHead > 1<<40 || h.Capacity > 1<<50 {
+		return h, nil, 0, errors.New("header fields out of range")
+	}
+	off := int64(h.DescriptorOffset) * 512 //nolint:gosec // G115: bounded just above
 	desc := make([]byte, h.DescriptorSize*512)
 	if _, err := f.ReadAt(desc, off); err != nil {
 		return h, nil, 0, fmt.Errorf("read the descriptor: %w", err)
