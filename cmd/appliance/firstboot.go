@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -19,9 +20,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/appliance-dev/appliance/internal/apiclient"
 	"github.com/appliance-dev/appliance/internal/config"
 	"github.com/appliance-dev/appliance/internal/firstboot"
 	"github.com/appliance-dev/appliance/internal/ovfenv"
+	"github.com/appliance-dev/appliance/internal/server/opsapi"
 	"github.com/appliance-dev/appliance/internal/version"
 )
 
@@ -84,16 +87,19 @@ starts on its previous configuration. See docs/ova.md.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&root, "root", "/", "the machine's root directory")
+	cmd.PersistentFlags().StringVar(&root, "root", "/", "the machine's root directory")
 	cmd.Flags().StringVar(&envFile, "env-file", "", "read the OVF environment from this file instead of guestinfo or a CD-ROM")
-	cmd.Flags().StringVar(&userName, "user", "appliance", "the user the appliance runs as, who owns its data (empty: leave ownership)")
-	cmd.Flags().BoolVar(&console, "console", true, "also show problems on "+fmt.Sprint(consoles))
+	cmd.PersistentFlags().StringVar(&userName, "user", "appliance", "the user the appliance runs as, who owns its data (empty: leave ownership)")
+	cmd.PersistentFlags().BoolVar(&console, "console", true, "also show problems on "+fmt.Sprint(consoles))
 	cmd.AddCommand(c.bannerCmd(&root, &userName, &console))
 	return cmd
 }
 
 func (c cmds) bannerCmd(root, userName *string, console *bool) *cobra.Command {
-	var wait time.Duration
+	var (
+		wait   time.Duration
+		server string
+	)
 	cmd := &cobra.Command{
 		Use:   "banner",
 		Short: "Show the appliance's URLs and CA fingerprint on the console and at the login prompt",
@@ -118,6 +124,9 @@ func (c cmds) bannerCmd(root, userName *string, console *bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := completeStandby(cmd.Context(), o, *root, cfg, server); err != nil {
+				return err
+			}
 			names := slices.Clone(cfg.Hostnames)
 			for _, a := range machineAddresses() {
 				if !slices.Contains(names, a) {
@@ -128,7 +137,43 @@ func (c cmds) bannerCmd(root, userName *string, console *bool) *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&wait, "wait", 3*time.Minute, "how long to wait for the appliance's CA")
+	cmd.Flags().StringVar(&server, "server", "", "the appliance's API (default: https://127.0.0.1 on the configuration's HTTPS port)")
 	return cmd
+}
+
+// completeStandby makes the running appliance the standby the properties
+// ask for, through its API as admin, if that is still pending. A failure
+// is shown and the switch stays pending; the banner still shows.
+func completeStandby(ctx context.Context, o firstboot.Options, root string, cfg config.Config, server string) error {
+	p, err := firstboot.ReadPendingStandby(o)
+	if err != nil || p == nil {
+		return err
+	}
+	if server == "" {
+		_, port, err := net.SplitHostPort(cfg.HTTPSAddr)
+		if err != nil {
+			return fmt.Errorf("banner: https_addr %q: %w", cfg.HTTPSAddr, err)
+		}
+		server = "https://127.0.0.1:" + port
+	}
+	caFile := filepath.Join(root, cfg.DataDir, "ca.crt")
+	if cfg.TLS.CertFile != "" {
+		// Go trusts a supplied leaf found among the roots.
+		caFile = filepath.Join(root, cfg.TLS.CertFile)
+	}
+	cl, err := apiclient.New(apiclient.Options{Server: server, CAFile: caFile, Username: "admin", Password: p.AdminPassword})
+	if err != nil {
+		return fmt.Errorf("banner: %w", err)
+	}
+	req := opsapi.StandbyRequest{Primary: p.URL, PrimaryCA: p.CAPEM, PrimaryUsername: p.Username, PrimaryPassword: p.Password,
+		Reason: "vApp property guestinfo.mode=standby"}
+	var ans opsapi.StandbyAnswer
+	if err := cl.DoLong(ctx, http.MethodPost, "/api/v1/standby", req, &ans); err != nil {
+		firstboot.StandbyFailed(o, err)
+		return nil
+	}
+	o.Log.Info("the appliance is the standby the vApp properties ask for", "primary", p.URL, "mode", ans.Lifecycle.Mode, "sync_error", ans.SyncError)
+	return firstboot.StandbyDone(o)
 }
 
 // firstbootOptions opens the consoles and finds the appliance's user.

@@ -153,6 +153,9 @@ func Apply(ctx context.Context, o Options, props map[string]string) (Result, err
 		if err := o.writeData(ctx, s); err != nil {
 			return Result{}, err
 		}
+		if err := o.writePending(s); err != nil {
+			return Result{}, err
+		}
 		if err := o.writeRecord(filepath.Join(o.dataDir(), dataRecord), data); err != nil {
 			return Result{}, err
 		}
@@ -295,6 +298,6 @@ func (o *Options) writeData(ctx context.Context, s ovfenv.Settings) error {
 
 // dataDigestInput is what the data record digests.
 func dataDigestInput(s ovfenv.Settings) []byte {
-	data, _ := json.Marshal([]any{s.AdminPassword, string(s.CACert), string(s.CAKey)})
+	data, _ := json.Marshal([]any{s.AdminPassword, string(s.CACert), string(s.CAKey), s.Mode, s.Primary})
 	return data
 }

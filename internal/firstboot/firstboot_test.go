@@ -263,6 +263,61 @@ func TestSuppliedCertificate(t *testing.T) {
 	}
 }
 
+// TestStandbyIsPendingUntilTheAppliancesAPIMakesIt: the standby mode is
+// recorded for the banner step (0600: it holds passwords), done or not,
+// and forgotten when the mode returns to bootstrap.
+func TestStandbyIsPendingUntilTheAppliancesAPIMakesIt(t *testing.T) {
+	t.Parallel()
+	o, console := options(t)
+	p := good()
+	p[ovfenv.KeyMode] = "standby"
+	p[ovfenv.KeyPrimary] = "https://harbor.enclave.example"
+	p[ovfenv.KeyPrimaryUser] = "robot$standby"
+	p[ovfenv.KeyPrimaryPass] = "robot-secret"
+	if _, err := firstboot.Apply(t.Context(), o, p); err != nil {
+		t.Fatal(err)
+	}
+	pending, err := firstboot.ReadPendingStandby(o)
+	if err != nil || pending == nil {
+		t.Fatalf("ReadPendingStandby = %v, %v", pending, err)
+	}
+	if pending.URL != "https://harbor.enclave.example" || pending.Username != "robot$standby" || pending.Password != "robot-secret" || pending.AdminPassword != password {
+		t.Fatalf("pending = %+v", pending)
+	}
+	if fi, err := os.Stat(filepath.Join(o.Root, firstboot.PendingStandbyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("pending file: %v, %v", fi, err)
+	}
+	firstboot.StandbyFailed(o, errors.New("primary https://harbor.enclave.example: connection refused"))
+	if !strings.Contains(console.String(), "stays in bootstrap mode: primary https://harbor.enclave.example: connection refused") {
+		t.Fatalf("console: %q", console)
+	}
+	if pending, _ := firstboot.ReadPendingStandby(o); pending == nil {
+		t.Fatal("a failed switch is no longer pending")
+	}
+	if err := firstboot.StandbyDone(o); err != nil {
+		t.Fatal(err)
+	}
+	if pending, err := firstboot.ReadPendingStandby(o); pending != nil || err != nil {
+		t.Fatalf("after StandbyDone: %v, %v", pending, err)
+	}
+	// Back to bootstrap in the properties: nothing pending.
+	p[ovfenv.KeyMode] = "standby"
+	p[ovfenv.KeyPrimaryPass] = "new-secret"
+	if _, err := firstboot.Apply(t.Context(), o, p); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{ovfenv.KeyPrimary, ovfenv.KeyPrimaryUser, ovfenv.KeyPrimaryPass} {
+		delete(p, k)
+	}
+	p[ovfenv.KeyMode] = "bootstrap"
+	if _, err := firstboot.Apply(t.Context(), o, p); err != nil {
+		t.Fatal(err)
+	}
+	if pending, err := firstboot.ReadPendingStandby(o); pending != nil || err != nil {
+		t.Fatalf("bootstrap again: %v, %v", pending, err)
+	}
+}
+
 func TestReadEnvDir(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

@@ -153,6 +153,13 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 			map[string]string{ovfenv.KeyHostname: "not a valid host name"}},
 		{"short password", map[string]string{ovfenv.KeyPassword: "short"}, map[string]string{ovfenv.KeyPassword: "too short"}},
 		{"mode", map[string]string{ovfenv.KeyPassword: goodPassword, ovfenv.KeyMode: "primary"}, map[string]string{ovfenv.KeyMode: `"primary"`}},
+		{"standby without primary", map[string]string{ovfenv.KeyPassword: goodPassword, ovfenv.KeyMode: "standby"},
+			map[string]string{ovfenv.KeyPrimary: "needs the primary's URL"}},
+		{"standby over http, user alone", map[string]string{ovfenv.KeyPassword: goodPassword, ovfenv.KeyMode: "standby",
+			ovfenv.KeyPrimary: "http://harbor.example", ovfenv.KeyPrimaryUser: "robot$standby"},
+			map[string]string{ovfenv.KeyPrimary: "not an https:// URL", ovfenv.KeyPrimaryUser: "together"}},
+		{"primary without standby", map[string]string{ovfenv.KeyPassword: goodPassword, ovfenv.KeyPrimary: "https://harbor.example"},
+			map[string]string{ovfenv.KeyPrimary: "the mode is bootstrap"}},
 		{"tls cert without key", map[string]string{ovfenv.KeyPassword: goodPassword, ovfenv.KeyTLSCert: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"},
 			map[string]string{ovfenv.KeyTLSCert: "without its private key"}},
 		{"not pem", map[string]string{ovfenv.KeyPassword: goodPassword, ovfenv.KeyCACert: "hello", ovfenv.KeyCAKey: "aGVsbG8="},
@@ -249,6 +256,21 @@ func TestValidateCertificates(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.key+": ") || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Validate = %v, want %s: …%s…", tc.name, err, tc.key, tc.want)
 		}
+	}
+}
+
+func TestValidateStandby(t *testing.T) {
+	t.Parallel()
+	caCert, _ := pair(t, true)
+	s, err := ovfenv.Validate(map[string]string{ovfenv.KeyPassword: goodPassword, ovfenv.KeyMode: "standby",
+		ovfenv.KeyPrimary: "https://harbor.enclave.example/", ovfenv.KeyPrimaryUser: "robot$standby", ovfenv.KeyPrimaryPass: "secret",
+		ovfenv.KeyPrimaryCA: base64.StdEncoding.EncodeToString(caCert)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Mode != "standby" || s.Primary.URL != "https://harbor.enclave.example" || s.Primary.Username != "robot$standby" ||
+		s.Primary.Password != "secret" || string(s.Primary.CAPEM) != string(caCert) {
+		t.Fatalf("settings = %+v", s)
 	}
 }
 

@@ -7,22 +7,27 @@ import (
 // Keys of the vApp properties. They are guestinfo.* keys, so that with the
 // com.vmware.guestInfo transport each is also readable on its own.
 const (
-	KeyHostname   = "guestinfo.hostname"
-	KeyIP         = "guestinfo.ip"
-	KeyNetmask    = "guestinfo.netmask"
-	KeyGateway    = "guestinfo.gateway"
-	KeyDNS        = "guestinfo.dns"
-	KeyNTP        = "guestinfo.ntp"
-	KeyPassword   = "guestinfo.admin_password" //nolint:gosec // G101: a property name, not a credential
-	KeyHostnames  = "guestinfo.registry_hostnames"
-	KeyTLSCert    = "guestinfo.tls_cert"
-	KeyTLSKey     = "guestinfo.tls_key"
-	KeyCACert     = "guestinfo.ca_cert"
-	KeyCAKey      = "guestinfo.ca_key"
-	KeyMode       = "guestinfo.mode"
-	categoryNet   = "1. Network"
-	categoryAdmin = "2. Administration"
-	categoryTLS   = "3. Certificates"
+	KeyHostname     = "guestinfo.hostname"
+	KeyIP           = "guestinfo.ip"
+	KeyNetmask      = "guestinfo.netmask"
+	KeyGateway      = "guestinfo.gateway"
+	KeyDNS          = "guestinfo.dns"
+	KeyNTP          = "guestinfo.ntp"
+	KeyPassword     = "guestinfo.admin_password" //nolint:gosec // G101: a property name, not a credential
+	KeyHostnames    = "guestinfo.registry_hostnames"
+	KeyTLSCert      = "guestinfo.tls_cert"
+	KeyTLSKey       = "guestinfo.tls_key"
+	KeyCACert       = "guestinfo.ca_cert"
+	KeyCAKey        = "guestinfo.ca_key"
+	KeyMode         = "guestinfo.mode"
+	KeyPrimary      = "guestinfo.primary_url"
+	KeyPrimaryCA    = "guestinfo.primary_ca"
+	KeyPrimaryUser  = "guestinfo.primary_username"
+	KeyPrimaryPass  = "guestinfo.primary_password" //nolint:gosec // G101: a property name, not a credential
+	categoryNet     = "1. Network"
+	categoryAdmin   = "2. Administration"
+	categoryTLS     = "3. Certificates"
+	categoryStandby = "4. Standby"
 )
 
 // Property is one vApp property as the OVF descriptor declares it.
@@ -65,9 +70,9 @@ func Properties() []Property {
 		{Key: KeyHostnames, Type: "string", Category: categoryAdmin,
 			Label:       "Registry host names",
 			Description: "Comma-separated extra DNS names and IP addresses the registry's certificate carries, besides the host name and the address."},
-		{Key: KeyMode, Type: "string", Qualifiers: `ValueMap{"bootstrap"}`, Default: "bootstrap", Category: categoryAdmin,
+		{Key: KeyMode, Type: "string", Qualifiers: `ValueMap{"bootstrap","standby"}`, Default: "bootstrap", Category: categoryAdmin,
 			Label:       "Initial mode",
-			Description: "bootstrap: the enclave's first, writable registry. (A standby is made later with `appliance standby`, once production Harbor runs.)"},
+			Description: "bootstrap: the enclave's first, writable registry. standby: a read-only standby that follows the primary below (production Harbor) from its first boot."},
 		{Key: KeyTLSCert, Type: "string", Category: categoryTLS,
 			Label:       "TLS certificate (PEM or base64 of PEM)",
 			Description: "Optional server certificate chain for the registry, leaf first. Give its key too. Empty: the appliance issues its own from its private CA."},
@@ -80,5 +85,17 @@ func Properties() []Property {
 		{Key: KeyCAKey, Type: "string", Category: categoryTLS, Password: true,
 			Label:       "CA private key (PEM or base64 of PEM)",
 			Description: "The private key of the CA above."},
+		{Key: KeyPrimary, Type: "string", Category: categoryStandby,
+			Label:       "Primary registry URL",
+			Description: "With the standby mode: the https:// URL of the registry to follow (production Harbor)."},
+		{Key: KeyPrimaryUser, Type: "string", Category: categoryStandby,
+			Label:       "Primary user name",
+			Description: "With the standby mode: the account the standby pulls with (a Harbor robot account). Empty: anonymous."},
+		{Key: KeyPrimaryPass, Type: "string", Category: categoryStandby, Password: true,
+			Label:       "Primary password",
+			Description: "The password or secret of that account."},
+		{Key: KeyPrimaryCA, Type: "string", Category: categoryStandby,
+			Label:       "Primary CA certificate (PEM or base64 of PEM)",
+			Description: "With the standby mode: the CA the primary's certificate chains to, if not a public one."},
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -41,8 +42,17 @@ type Settings struct {
 	TLSCert, TLSKey []byte
 	// CACert and CAKey are a supplied CA to sign with (PEM), or both empty.
 	CACert, CAKey []byte
-	// Mode is the initial lifecycle mode.
+	// Mode is the initial lifecycle mode: bootstrap or standby.
 	Mode string
+	// Primary is what a standby follows (Mode standby only).
+	Primary Primary
+}
+
+// Primary is the registry a standby follows.
+type Primary struct {
+	URL                string
+	Username, Password string
+	CAPEM              []byte
 }
 
 // DHCP tells whether the network is configured by DHCP.
@@ -179,11 +189,35 @@ func Validate(props map[string]string) (Settings, error) {
 		}
 	}
 
+	primaryCA := decodePEMProp(props, KeyPrimaryCA, bad)
 	switch m := get(KeyMode); m {
 	case "", "bootstrap":
 		s.Mode = "bootstrap"
+		for _, k := range []string{KeyPrimary, KeyPrimaryUser, KeyPrimaryPass, KeyPrimaryCA} {
+			if get(k) != "" {
+				bad(k, "set, but the mode is bootstrap: the primary is for the standby mode")
+			}
+		}
+	case "standby":
+		s.Mode = "standby"
+		s.Primary = Primary{URL: strings.TrimRight(get(KeyPrimary), "/"), Username: get(KeyPrimaryUser), Password: props[KeyPrimaryPass], CAPEM: primaryCA}
+		if u, err := url.Parse(s.Primary.URL); s.Primary.URL == "" {
+			bad(KeyPrimary, "empty: the standby mode needs the primary's URL")
+		} else if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") {
+			bad(KeyPrimary, "%q is not an https:// URL of a registry (https://harbor.example)", s.Primary.URL)
+		}
+		if (s.Primary.Username == "") != (s.Primary.Password == "") {
+			bad(KeyPrimaryUser, "give the primary's user name and password together, or neither")
+		}
+		if primaryCA != nil {
+			if block, _ := pem.Decode(primaryCA); block.Type != "CERTIFICATE" {
+				bad(KeyPrimaryCA, "the PEM block is %q, want CERTIFICATE", block.Type)
+			} else if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+				bad(KeyPrimaryCA, "parse the certificate: %v", err)
+			}
+		}
 	default:
-		bad(KeyMode, "%q is not a mode the appliance starts in (bootstrap)", m)
+		bad(KeyMode, "%q is not a mode the appliance starts in (bootstrap or standby)", m)
 	}
 
 	tlsCert, tlsKey := decodePEMProp(props, KeyTLSCert, bad), decodePEMProp(props, KeyTLSKey, bad)
