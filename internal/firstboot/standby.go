@@ -40,7 +40,7 @@ func (o *Options) writePending(s ovfenv.Settings) error {
 		}
 		return nil
 	}
-	data, err := json.Marshal(PendingStandby{URL: s.Primary.URL, Username: s.Primary.Username, Password: s.Primary.Password,
+	data, err := json.Marshal(PendingStandby{URL: s.Primary.URL, Username: s.Primary.Username, Password: s.Primary.Password, //nolint:gosec // G117: the pending switch holds the passwords it needs, in a 0600 file deleted once done
 		CAPEM: string(s.Primary.CAPEM), AdminPassword: s.AdminPassword})
 	if err != nil {
 		return fmt.Errorf("first boot: %w", err)
