@@ -95,8 +95,8 @@ func TestBootOVA(t *testing.T) {
 		return res
 	}
 	res := build2("dist")
-	// Reproducible: the same tree and binary make the same OVA, byte for
-	// byte (debootstrap itself is not: a new tree differs).
+	// Reproducible: the same cached tree and binary make the same OVA,
+	// byte for byte (debootstrap itself is not: a new tree differs).
 	if again := build2("dist-again"); fileSHA256(t, again.OVA) != fileSHA256(t, res.OVA) {
 		t.Errorf("two builds from the same debootstrap tree and binary differ")
 	}

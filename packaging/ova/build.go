@@ -192,7 +192,19 @@ func (b *builder) debootstrap(ctx context.Context) error {
 	if err := b.run(ctx, nil, "tar", "--numeric-owner", "-cpf", tmp, "-C", b.root, "."); err != nil {
 		return err
 	}
-	return os.Rename(tmp, cached)
+	if err := os.Rename(tmp, cached); err != nil {
+		return err
+	}
+	// Build from the cache's extraction, as every later build does: file
+	// systems list a folder's files in the order they were made, and
+	// mkfs.ext4 -d copies that order.
+	if err := os.RemoveAll(b.root); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(b.root, 0o755); err != nil { //nolint:gosec // G301: the image's root folder
+		return err
+	}
+	return b.run(ctx, nil, "tar", "--numeric-owner", "-xpf", cached, "-C", b.root)
 }
 
 // removeContents empties dir, keeping it.
