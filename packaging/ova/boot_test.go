@@ -162,7 +162,17 @@ func TestBootOVA(t *testing.T) {
 	b.waitConsole(t, 3*time.Minute, bootHost+" ttyS0")
 	b.powerOff(t)
 
-	journal := readJournal(t, vm)
+	journal, files := readDisk(t, vm, firstboot.ChronyFile, firstboot.NetworkFile, firstboot.HostnameFile)
+	// What the good boot wrote, unchanged by the bad one.
+	for rel, want := range map[string]string{
+		firstboot.ChronyFile:   "server 10.0.2.2 iburst\n",
+		firstboot.NetworkFile:  "Address=" + guestIP + "/24\nGateway=10.0.2.2\nDNS=10.0.2.3\n",
+		firstboot.HostnameFile: bootHost + "\n",
+	} {
+		if !strings.Contains(files[rel], want) {
+			t.Errorf("/%s on the system disk is %q, want it to hold %q", rel, files[rel], want)
+		}
+	}
 	for _, want := range []string{
 		`msg="invalid vApp property; nothing applied, the previous configuration is kept" property=guestinfo.ip problem="\"10.0.2.300\" is not an IPv4 or IPv6 address"`,
 		`property=guestinfo.admin_password problem="empty`,
@@ -471,10 +481,10 @@ func (g *guest) powerOff(t *testing.T) {
 	}
 }
 
-// readJournal reads the appliance's units' journal from the system disk's
-// overlay: the root partition, copied out of a raw image of the disk,
-// then debugfs (no mount) and journalctl --directory.
-func readJournal(t *testing.T, vm string) string {
+// readDisk reads the appliance's units' journal and the files rels from
+// the system disk's overlay: the root partition, copied out of a raw image
+// of the disk, then debugfs (no mount) and journalctl --directory.
+func readDisk(t *testing.T, vm string, rels ...string) (string, map[string]string) {
 	t.Helper()
 	raw := filepath.Join(vm, "system.raw")
 	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", filepath.Join(vm, "system.qcow2"), raw).CombinedOutput(); err != nil {
@@ -491,10 +501,18 @@ func readJournal(t *testing.T, vm string) string {
 	if out, err := exec.Command("debugfs", "-R", "rdump /var/log/journal "+jdir, rootImg).CombinedOutput(); err != nil {
 		t.Fatalf("debugfs: %v\n%s", err, out)
 	}
+	files := map[string]string{}
+	for _, rel := range rels {
+		out, err := exec.Command("debugfs", "-R", "cat /"+rel, rootImg).Output()
+		if err != nil {
+			t.Fatalf("debugfs cat /%s: %v", rel, err)
+		}
+		files[rel] = string(out)
+	}
 	out, err := exec.Command("journalctl", "--directory", filepath.Join(jdir, "journal"), "--no-pager", "-o", "cat",
 		"-u", "appliance-firstboot.service", "-u", "appliance.service", "-u", "appliance-banner.service").CombinedOutput()
 	if err != nil {
 		t.Fatalf("journalctl: %v\n%s", err, out)
 	}
-	return string(out)
+	return string(out), files
 }
