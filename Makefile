@@ -26,6 +26,10 @@ run: build ## Run the appliance on its embedded defaults (data in ./data, HTTPS 
 test: ## Run every test (unit, in-process and end-to-end with real clients)
 	$(GO) test -race -count=1 -timeout 30m ./...
 
+.PHONY: ova
+ova: build ## Build dist/appliance-$(VERSION).ova, as root (debootstrap; see docs/ova.md)
+	$(GO) run ./packaging/ova/mkova -binary $(BIN) -version $(VERSION) -out dist -work dist/ova-work
+
 .PHONY: bench
 bench: build ## Run the registry benchmark against Debian's docker-registry (see docs/performance.md)
 	bench/registry.sh
@@ -38,4 +42,4 @@ lint: ## go vet, gofmt and golangci-lint
 
 .PHONY: clean
 clean: ## Remove build output (not ./data)
-	rm -rf bin
+	rm -rf bin dist

@@ -40,6 +40,7 @@ commands act on a running appliance through its API.`,
 		c.keyCmd(),
 		c.bundleCmd(),
 		c.receiptCmd(),
+		c.firstbootCmd(),
 	)
 	root.AddCommand(opscmd.Commands(base)...)
 	root.AddCommand(validatecmd.Commands(base)...)

@@ -52,6 +52,9 @@ type Config struct {
 	Audit Audit `mapstructure:"audit"`
 	// Validation controls the validation gate (docs/validation.md).
 	Validation Validation `mapstructure:"validation"`
+	// TLS names a supplied server certificate instead of one issued by
+	// the appliance's CA.
+	TLS TLS `mapstructure:"tls"`
 }
 
 // Validation is the validation gate section.
@@ -62,6 +65,15 @@ type Validation struct {
 	// MaxAge is the age after which an artifact whose inventory names a
 	// refresh trigger is reported stale.
 	MaxAge time.Duration `mapstructure:"max_age"`
+}
+
+// TLS is the server certificate section. Both files or neither: without
+// them the appliance issues its own certificate from its private CA.
+type TLS struct {
+	// CertFile is a PEM certificate chain, the server's certificate first.
+	CertFile string `mapstructure:"cert_file"`
+	// KeyFile is its PEM private key.
+	KeyFile string `mapstructure:"key_file"`
 }
 
 // Audit is the audit trail section.
@@ -186,6 +198,8 @@ func Load(fs *pflag.FlagSet, env []string) (Config, error) {
 	v.SetDefault("audit.trusted_proxies", []string{})
 	v.SetDefault("validation.schedule", d.Validation.Schedule)
 	v.SetDefault("validation.max_age", d.Validation.MaxAge)
+	v.SetDefault("tls.cert_file", "")
+	v.SetDefault("tls.key_file", "")
 
 	envMap := map[string]string{}
 	for _, kv := range env {
@@ -332,6 +346,9 @@ func (c Config) Validate() error {
 	}
 	if c.Validation.MaxAge < time.Hour {
 		bad("validation.max_age: must be at least 1h, got %s", c.Validation.MaxAge)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls.cert_file and tls.key_file: give both or neither (got %q and %q)", c.TLS.CertFile, c.TLS.KeyFile)
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Projects {

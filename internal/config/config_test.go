@@ -373,6 +373,10 @@ func TestValidate(t *testing.T) {
 		{"validation schedule too short", func(c *config.Config) { c.Validation.Schedule = 30 * time.Second }, "validation.schedule"},
 		{"validation schedule daily", func(c *config.Config) { c.Validation.Schedule = 24 * time.Hour }, ""},
 		{"validation max_age too short", func(c *config.Config) { c.Validation.MaxAge = time.Minute }, "validation.max_age"},
+		{"supplied certificate", func(c *config.Config) {
+			c.TLS = config.TLS{CertFile: "/etc/appliance/tls/server.crt", KeyFile: "/etc/appliance/tls/server.key"}
+		}, ""},
+		{"certificate without key", func(c *config.Config) { c.TLS.CertFile = "/etc/appliance/tls/server.crt" }, "tls.cert_file and tls.key_file"},
 		{"trusted proxies", func(c *config.Config) {
 			c.Audit.TrustedProxies = []string{"10.0.0.5", "fd00::/8"}
 			c.Audit.KeepSegments = 10

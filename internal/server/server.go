@@ -116,6 +116,16 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 	if s.pki, err = pki.Ensure(dir, cfg.Hostnames, time.Now()); err != nil {
 		return nil, err
 	}
+	if cfg.TLS.CertFile != "" {
+		// A supplied certificate (the OVA's guestinfo.tls_cert) serves
+		// instead of the one the private CA issued; the CA stays for
+		// /ca.crt and what else it signs.
+		supplied, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file %s and tls.key_file %s: %w", cfg.TLS.CertFile, cfg.TLS.KeyFile, err)
+		}
+		s.pki.ServerTLS = supplied
+	}
 	sum := sha256.Sum256(s.pki.CACert.Raw)
 	s.caFingerprint = hex.EncodeToString(sum[:])
 	if s.users, err = auth.OpenUsers(filepath.Join(dir, auth.UsersFile)); err != nil {

@@ -33,6 +33,17 @@ var debianPackages = map[string]string{ //nolint:gosec // G101: package names, n
 	"htpasswd":        "apache2-utils",
 	"nginx":           "nginx-light",
 	"imgpkg":          "none: ../shared/tools/imgpkg",
+	// The OVA's build and boot test (packaging/ova).
+	"qemu-system-x86_64": "qemu-system-x86",
+	"qemu-img":           "qemu-utils",
+	"mkfs.vfat":          "dosfstools",
+	"mkfs.ext4":          "e2fsprogs",
+	"debugfs":            "e2fsprogs",
+	"mmd":                "mtools",
+	"mcopy":              "mtools",
+	"sfdisk":             "fdisk",
+	"xorriso":            "xorriso",
+	"journalctl":         "systemd",
 }
 
 // Need skips the test when one of tools is not on $PATH, naming the
