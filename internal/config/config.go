@@ -404,9 +404,7 @@ func (c Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls.cert_file and tls.key_file: give both or neither (got %q and %q)", c.TLS.CertFile, c.TLS.KeyFile)
 	}
-	for _, e := range c.Storage.problems() {
-		errs = append(errs, e)
-	}
+	errs = append(errs, c.Storage.problems()...)
 	seen := map[string]bool{}
 	for i, p := range c.Projects {
 		switch {

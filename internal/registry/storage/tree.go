@@ -14,7 +14,7 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 )
 
-// ErrNotOnObjectStore: an operation that needs the layout on a local
+// ErrNotOnObjectStore is returned for an operation that needs the layout on a local
 // filesystem (gc's and repair's removals, which take gc's grace period
 // from file times and remove folders in a crash-safe order) asked of a
 // store kept in an object store.
