@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -55,6 +57,8 @@ type Config struct {
 	// TLS names a supplied server certificate instead of one issued by
 	// the appliance's CA.
 	TLS TLS `mapstructure:"tls"`
+	// Storage chooses where registry content is kept.
+	Storage Storage `mapstructure:"storage"`
 }
 
 // Validation is the validation gate section.
@@ -74,6 +78,44 @@ type TLS struct {
 	CertFile string `mapstructure:"cert_file"`
 	// KeyFile is its PEM private key.
 	KeyFile string `mapstructure:"key_file"`
+}
+
+// Storage backends.
+const (
+	BackendFilesystem = "filesystem"
+	BackendS3         = "s3"
+)
+
+// Storage is the storage section: registry content on the local
+// filesystem (under data_dir) or in an S3-compatible object store.
+type Storage struct {
+	// Backend is "filesystem" (the default) or "s3".
+	Backend string `mapstructure:"backend"`
+	// S3 is read when Backend is "s3".
+	S3 S3 `mapstructure:"s3"`
+}
+
+// S3 is an S3-compatible object store (Ceph's RADOS Gateway, MinIO, AWS).
+type S3 struct {
+	// Endpoint is the object store's URL, http:// or https://.
+	Endpoint string `mapstructure:"endpoint"`
+	// Region is the signing region (us-east-1 for Ceph RGW by default).
+	Region string `mapstructure:"region"`
+	// Bucket must exist; the appliance never creates it.
+	Bucket string `mapstructure:"bucket"`
+	// Prefix is the key prefix everything of this appliance is kept under.
+	Prefix string `mapstructure:"prefix"`
+	// AccessKeyFile and SecretKeyFile hold the credentials. When both are
+	// empty, the environment's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+	// are used. The values are never logged.
+	AccessKeyFile string `mapstructure:"access_key_file"`
+	SecretKeyFile string `mapstructure:"secret_key_file"`
+	// CAFile is a PEM bundle that verifies the object store's TLS
+	// certificate, for a store under the enclave's own CA.
+	CAFile string `mapstructure:"ca_file"`
+	// PathStyle addresses the bucket as ENDPOINT/BUCKET rather than
+	// BUCKET.ENDPOINT (Ceph RGW and MinIO usually want true).
+	PathStyle bool `mapstructure:"path_style"`
 }
 
 // Audit is the audit trail section.
@@ -141,6 +183,7 @@ func Defaults() Config {
 		Apt:             Apt{KeepSnapshots: 10},
 		Audit:           Audit{MaxSegmentBytes: 64 << 20},
 		Validation:      Validation{MaxAge: 90 * 24 * time.Hour},
+		Storage:         Storage{Backend: BackendFilesystem, S3: S3{Region: "us-east-1", PathStyle: true}},
 	}
 }
 
@@ -157,6 +200,7 @@ var flagKeys = map[string]string{
 	"log-level":        "log.level",
 	"log-format":       "log.format",
 	"trusted-key":      "trust.keys",
+	"storage-backend":  "storage.backend",
 }
 
 // RegisterFlags adds serve's configuration flags to fs, with the embedded
@@ -172,6 +216,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String("log-level", d.Log.Level, "log level: debug, info, warn, error")
 	fs.String("log-format", d.Log.Format, "log format: text or json")
 	fs.StringArray("trusted-key", nil, "public key file whose signed bundles are imported (repeatable; overrides trust.keys)")
+	fs.String("storage-backend", d.Storage.Backend, "where registry content is kept: filesystem or s3 (storage.s3.* in the config file)")
 }
 
 // Load reads the configuration: defaults, then the file named by --config (or
@@ -200,6 +245,15 @@ func Load(fs *pflag.FlagSet, env []string) (Config, error) {
 	v.SetDefault("validation.max_age", d.Validation.MaxAge)
 	v.SetDefault("tls.cert_file", "")
 	v.SetDefault("tls.key_file", "")
+	v.SetDefault("storage.backend", d.Storage.Backend)
+	v.SetDefault("storage.s3.endpoint", "")
+	v.SetDefault("storage.s3.region", d.Storage.S3.Region)
+	v.SetDefault("storage.s3.bucket", "")
+	v.SetDefault("storage.s3.prefix", "")
+	v.SetDefault("storage.s3.access_key_file", "")
+	v.SetDefault("storage.s3.secret_key_file", "")
+	v.SetDefault("storage.s3.ca_file", "")
+	v.SetDefault("storage.s3.path_style", d.Storage.S3.PathStyle)
 
 	envMap := map[string]string{}
 	for _, kv := range env {
@@ -350,6 +404,7 @@ func (c Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls.cert_file and tls.key_file: give both or neither (got %q and %q)", c.TLS.CertFile, c.TLS.KeyFile)
 	}
+	errs = append(errs, c.Storage.problems()...)
 	seen := map[string]bool{}
 	for i, p := range c.Projects {
 		switch {
@@ -365,6 +420,46 @@ func (c Config) Validate() error {
 	}
 	return fmt.Errorf("%w:\n  %w", ErrInvalid, joinIndented(errs))
 }
+
+// problems checks the storage section's own settings (whether the store
+// answers is checked at start-up).
+func (s Storage) problems() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	switch s.Backend {
+	case BackendFilesystem:
+		return nil
+	case BackendS3:
+	default:
+		bad("storage.backend %q: want filesystem or s3", s.Backend)
+		return errs
+	}
+	u, err := url.Parse(s.S3.Endpoint)
+	switch {
+	case s.S3.Endpoint == "":
+		bad("storage.s3.endpoint: required with storage.backend s3 (for example http://127.0.0.1:7480)")
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.User != nil:
+		bad("storage.s3.endpoint %q: want http(s)://host[:port], no path and no credentials", s.S3.Endpoint)
+	}
+	if strings.TrimSpace(s.S3.Region) == "" {
+		bad("storage.s3.region: must not be empty (us-east-1 for Ceph RGW)")
+	}
+	if !bucketRE.MatchString(s.S3.Bucket) {
+		bad("storage.s3.bucket %q: want 3 to 63 lower-case letters, digits, '.' and '-'", s.S3.Bucket)
+	}
+	if p := s.S3.Prefix; p != "" && (strings.HasPrefix(p, "/") || strings.Contains(p, "//") || strings.Contains(p, "..") || strings.ContainsAny(p, " \\")) {
+		bad("storage.s3.prefix %q: want a relative key prefix such as appliance/site-a", p)
+	}
+	if (s.S3.AccessKeyFile == "") != (s.S3.SecretKeyFile == "") {
+		bad("storage.s3: set both access_key_file and secret_key_file, or neither (then AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+	}
+	if s.S3.CAFile != "" && u != nil && u.Scheme != "https" {
+		bad("storage.s3.ca_file: set, but the endpoint %q is not https", s.S3.Endpoint)
+	}
+	return errs
+}
+
+var bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 
 func checkAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
@@ -413,4 +508,36 @@ func (l Log) NewLogger(w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Credentials returns the object store's access and secret key: read from
+// AccessKeyFile and SecretKeyFile (surrounding white space trimmed), or,
+// when both are empty, from getenv's AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY. Errors name the file or variable, never a value.
+func (s S3) Credentials(getenv func(string) string) (accessKey, secretKey string, err error) {
+	if s.AccessKeyFile == "" && s.SecretKeyFile == "" {
+		accessKey, secretKey = getenv("AWS_ACCESS_KEY_ID"), getenv("AWS_SECRET_ACCESS_KEY")
+		if accessKey == "" || secretKey == "" {
+			return "", "", errors.New("s3 credentials: set storage.s3.access_key_file and secret_key_file, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+		}
+		return accessKey, secretKey, nil
+	}
+	read := func(key, file string) (string, error) {
+		data, err := os.ReadFile(file) //nolint:gosec // G304: the operator's configured credential file
+		if err != nil {
+			return "", fmt.Errorf("s3 credentials: storage.s3.%s: %w", key, err)
+		}
+		v := strings.TrimSpace(string(data))
+		if v == "" {
+			return "", fmt.Errorf("s3 credentials: storage.s3.%s %s: empty", key, file)
+		}
+		return v, nil
+	}
+	if accessKey, err = read("access_key_file", s.AccessKeyFile); err != nil {
+		return "", "", err
+	}
+	if secretKey, err = read("secret_key_file", s.SecretKeyFile); err != nil {
+		return "", "", err
+	}
+	return accessKey, secretKey, nil
 }

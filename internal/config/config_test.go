@@ -377,6 +377,17 @@ func TestValidate(t *testing.T) {
 			c.TLS = config.TLS{CertFile: "/etc/appliance/tls/server.crt", KeyFile: "/etc/appliance/tls/server.key"}
 		}, ""},
 		{"certificate without key", func(c *config.Config) { c.TLS.CertFile = "/etc/appliance/tls/server.crt" }, "tls.cert_file and tls.key_file"},
+		{"unknown storage backend", func(c *config.Config) { c.Storage.Backend = "nfs" }, "storage.backend"},
+		{"s3 without endpoint", func(c *config.Config) { c.Storage.Backend = "s3"; c.Storage.S3.Bucket = "reg" }, "storage.s3.endpoint"},
+		{"s3 endpoint with a path", func(c *config.Config) { s3ok(c); c.Storage.S3.Endpoint = "http://rgw:7480/reg" }, "storage.s3.endpoint"},
+		{"s3 endpoint not http", func(c *config.Config) { s3ok(c); c.Storage.S3.Endpoint = "ftp://rgw" }, "storage.s3.endpoint"},
+		{"s3 without bucket", func(c *config.Config) { s3ok(c); c.Storage.S3.Bucket = "" }, "storage.s3.bucket"},
+		{"s3 bad bucket", func(c *config.Config) { s3ok(c); c.Storage.S3.Bucket = "My_Bucket" }, "storage.s3.bucket"},
+		{"s3 absolute prefix", func(c *config.Config) { s3ok(c); c.Storage.S3.Prefix = "/a" }, "storage.s3.prefix"},
+		{"s3 one key file", func(c *config.Config) { s3ok(c); c.Storage.S3.AccessKeyFile = "/k" }, "secret_key_file"},
+		{"s3 empty region", func(c *config.Config) { s3ok(c); c.Storage.S3.Region = "" }, "storage.s3.region"},
+		{"s3 ca without https", func(c *config.Config) { s3ok(c); c.Storage.S3.CAFile = "/ca.pem" }, "storage.s3.ca_file"},
+		{"s3", s3ok, ""},
 		{"trusted proxies", func(c *config.Config) {
 			c.Audit.TrustedProxies = []string{"10.0.0.5", "fd00::/8"}
 			c.Audit.KeepSegments = 10
@@ -407,6 +418,34 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+func s3ok(c *config.Config) {
+	c.Storage.Backend = "s3"
+	c.Storage.S3.Endpoint = "http://127.0.0.1:7480"
+	c.Storage.S3.Bucket = "registry"
+}
+
+// TestLoadStorageFromEnv proves every storage key is read from APPLIANCE_*.
+func TestLoadStorageFromEnv(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(newFlags(t), []string{
+		"APPLIANCE_STORAGE_BACKEND=s3", "APPLIANCE_STORAGE_S3_ENDPOINT=https://rgw.enclave:443",
+		"APPLIANCE_STORAGE_S3_BUCKET=reg", "APPLIANCE_STORAGE_S3_PREFIX=site-a", "APPLIANCE_STORAGE_S3_REGION=eu-1",
+		"APPLIANCE_STORAGE_S3_ACCESS_KEY_FILE=/run/ak", "APPLIANCE_STORAGE_S3_SECRET_KEY_FILE=/run/sk",
+		"APPLIANCE_STORAGE_S3_CA_FILE=/etc/ca.pem", "APPLIANCE_STORAGE_S3_PATH_STYLE=false",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.S3{Endpoint: "https://rgw.enclave:443", Region: "eu-1", Bucket: "reg", Prefix: "site-a",
+		AccessKeyFile: "/run/ak", SecretKeyFile: "/run/sk", CAFile: "/etc/ca.pem", PathStyle: false}
+	if c.Storage.Backend != "s3" || c.Storage.S3 != want {
+		t.Fatalf("storage = %+v, want s3 %+v", c.Storage, want)
+	}
+	if d := config.Defaults().Storage; d.Backend != "filesystem" || !d.S3.PathStyle || d.S3.Region != "us-east-1" {
+		t.Fatalf("defaults = %+v", d)
+	}
+}
+
 // TestLoadInvalidEnvAndFlags proves invalid values from the environment and
 // flags are validated too, not only those of the file.
 func TestLoadInvalidEnvAndFlags(t *testing.T) {
@@ -423,6 +462,8 @@ func TestLoadInvalidEnvAndFlags(t *testing.T) {
 		{"env trusted proxies", "audit.trusted_proxies[1]", nil, []string{"APPLIANCE_AUDIT_TRUSTED_PROXIES=10.0.0.5,nowhere"}},
 		{"env audit segment size", "audit.max_segment_bytes", nil, []string{"APPLIANCE_AUDIT_MAX_SEGMENT_BYTES=10"}},
 		{"env validation schedule", "validation.schedule", nil, []string{"APPLIANCE_VALIDATION_SCHEDULE=10s"}},
+		{"env storage backend", "storage.s3.bucket", nil, []string{"APPLIANCE_STORAGE_BACKEND=s3", "APPLIANCE_STORAGE_S3_ENDPOINT=http://127.0.0.1:7480"}},
+		{"flag storage backend", "storage.backend", []string{"--storage-backend", "ceph"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -477,5 +518,35 @@ func TestRepositoryExampleConfig(t *testing.T) {
 	}
 	if _, err := config.Load(newFlags(t, "--config", path), nil); err != nil {
 		t.Fatalf("Load(%s): %v", path, err)
+	}
+}
+
+// TestS3Credentials proves credentials come from the files, or else the
+// environment, and that a missing one is named.
+func TestS3Credentials(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ak, sk := dir+"/ak", dir+"/sk"
+	if err := os.WriteFile(ak, []byte("AKID\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sk, []byte(" SECRET \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"AWS_ACCESS_KEY_ID": "envak", "AWS_SECRET_ACCESS_KEY": "envsk"}
+	a, s, err := config.S3{AccessKeyFile: ak, SecretKeyFile: sk}.Credentials(func(k string) string { return env[k] })
+	if err != nil || a != "AKID" || s != "SECRET" {
+		t.Fatalf("from files: %q %q %v", a, s, err)
+	}
+	a, s, err = config.S3{}.Credentials(func(k string) string { return env[k] })
+	if err != nil || a != "envak" || s != "envsk" {
+		t.Fatalf("from env: %q %q %v", a, s, err)
+	}
+	if _, _, err := (config.S3{}).Credentials(func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "AWS_ACCESS_KEY_ID") {
+		t.Fatalf("no credentials: %v", err)
+	}
+	_, _, err = config.S3{AccessKeyFile: ak, SecretKeyFile: dir + "/none"}.Credentials(os.Getenv)
+	if err == nil || !strings.Contains(err.Error(), "secret_key_file") || strings.Contains(err.Error(), "AKID") {
+		t.Fatalf("missing secret file: %v", err)
 	}
 }

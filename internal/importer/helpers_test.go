@@ -53,12 +53,17 @@ func mustEnvAt(dir string) *env {
 	return e
 }
 
-func envAt(dir string) (*env, error) {
+func envAt(dir string) (*env, error) { return envWith(dir, nil) }
+
+// envWith is envAt with the registry's content in an object store when s3
+// is set.
+func envWith(dir string, s3 *registry.S3) (*env, error) {
 	reg, err := registry.New(context.Background(), registry.Options{
 		RootDir:    filepath.Join(dir, "registry"),
 		SecretFile: filepath.Join(dir, "http.secret"),
 		StateFile:  filepath.Join(dir, "state.json"),
 		Authorizer: allowAll{},
+		S3:         s3,
 	})
 	if err != nil {
 		return nil, err

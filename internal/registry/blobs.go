@@ -27,7 +27,7 @@ import (
 // would name the sha256.
 func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request) bool {
 	repo, ref, ok := blobPath(req.URL.Path)
-	if !ok {
+	if !ok || r.onS3 { // in an object store, distribution reads through its driver
 		return false
 	}
 	d, err := digest.Parse(ref)

@@ -48,7 +48,11 @@ func (r *Registry) adoptBlob(ctx context.Context, repo string, want, canonical d
 	if want == canonical {
 		return nil
 	}
-	if err := r.store.LinkData(want, canonical); err != nil {
+	link := r.store.LinkData
+	if r.onS3 {
+		link = func(want, canonical digest.Digest) error { return r.copyData(ctx, want, canonical) }
+	}
+	if err := link(want, canonical); err != nil {
 		return fmt.Errorf("keep blob %s under its own digest: %w", want, err)
 	}
 	if err := r.driver.PutContent(ctx, storage.LayerLinkKey(repo, want), []byte(want.String())); err != nil {

@@ -24,6 +24,11 @@ const DefaultGrace = storage.DefaultGrace
 // visible, and what a refused or killed import left in them is garbage.
 const StagingProject = storage.StagingProject
 
+// ErrNotOnObjectStore is returned when gc and repair are refused while the content is in
+// an object store (S3): they remove in a crash-safe order measured on a
+// local filesystem's file times.
+var ErrNotOnObjectStore = storage.ErrNotOnObjectStore
+
 // IsStaging tells whether repo is a staging repository of the importer.
 func IsStaging(repo string) bool { return storage.IsStaging(repo) }
 

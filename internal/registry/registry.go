@@ -85,6 +85,10 @@ type Options struct {
 	StateFile string
 	// Logger receives distribution's warnings and errors.
 	Logger *slog.Logger
+	// S3, when set, keeps the content in an object store instead of
+	// under RootDir (s3.go); RootDir is then unused. fsck reads through
+	// the driver; gc and repair are refused (storage.ErrNotOnObjectStore).
+	S3 *S3
 }
 
 // Registry is the embedded registry.
@@ -93,6 +97,8 @@ type Registry struct {
 	handler   http.Handler
 	namespace distribution.Namespace
 	driver    storagedriver.StorageDriver
+	rootDir   string
+	onS3      bool           // content in an object store: no fast paths on local files
 	store     *storage.Store // the layout on disk: fsck, gc, the visible set
 	stateFile string
 	log       *slog.Logger
@@ -131,14 +137,34 @@ func registerController() error {
 // New builds the registry. It validates the configuration it builds and
 // turns distribution's panics on bad configuration into errors.
 func New(ctx context.Context, opts Options) (_ *Registry, err error) {
-	if opts.RootDir == "" || opts.Authorizer == nil || opts.SecretFile == "" || opts.StateFile == "" {
-		return nil, errors.New("new registry: RootDir, SecretFile, StateFile and Authorizer are required")
+	if (opts.RootDir == "" && opts.S3 == nil) || opts.Authorizer == nil || opts.SecretFile == "" || opts.StateFile == "" {
+		return nil, errors.New("new registry: RootDir (or S3), SecretFile, StateFile and Authorizer are required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(opts.RootDir, 0o750); err != nil {
-		return nil, fmt.Errorf("new registry: %w", err)
+	var (
+		driver   storagedriver.StorageDriver
+		storeCfg = configuration.Parameters{"rootdirectory": opts.RootDir}
+		backend  = "filesystem"
+	)
+	if opts.S3 != nil {
+		// Checked before anything else: an unusable store is named at
+		// start-up, and nothing is written to it but the lock object.
+		d, params, err := openS3(ctx, opts.S3)
+		if err != nil {
+			return nil, fmt.Errorf("new registry: %w", err)
+		}
+		driver, storeCfg, backend = d, configuration.Parameters(params), "s3"
+	} else {
+		if err := os.MkdirAll(opts.RootDir, 0o750); err != nil {
+			return nil, fmt.Errorf("new registry: %w", err)
+		}
+		d, err := filesystem.FromParameters(map[string]any{"rootdirectory": opts.RootDir})
+		if err != nil {
+			return nil, fmt.Errorf("new registry: storage: %w", err)
+		}
+		driver = d
 	}
 	secret, err := loadSecret(opts.SecretFile)
 	if err != nil {
@@ -151,9 +177,9 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 
 	cfg := &configuration.Configuration{}
 	cfg.Storage = configuration.Storage{
-		"filesystem": configuration.Parameters{"rootdirectory": opts.RootDir},
-		"delete":     configuration.Parameters{"enabled": true},
-		"redirect":   configuration.Parameters{"disable": true},
+		backend:    storeCfg,
+		"delete":   configuration.Parameters{"enabled": true},
+		"redirect": configuration.Parameters{"disable": true},
 		// No blob descriptor cache: it answers "present" for a blob that
 		// gc or fsck --repair removed, without reading the link, so a
 		// HEAD would say 200 and a manifest naming the blob would be
@@ -176,10 +202,6 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 	if err != nil {
 		return nil, err
 	}
-	driver, err := filesystem.FromParameters(map[string]any{"rootdirectory": opts.RootDir})
-	if err != nil {
-		return nil, fmt.Errorf("new registry: storage: %w", err)
-	}
 	ns, err := dstorage.NewRegistry(ctx, driver, dstorage.EnableDelete)
 	if err != nil {
 		return nil, fmt.Errorf("new registry: storage: %w", err)
@@ -189,8 +211,12 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		_ = app.Shutdown()
 		return nil, fmt.Errorf("new registry: %w", err)
 	}
-	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), refs: newReferrersCache(), turns: newTurns(), stateFile: opts.StateFile, log: opts.Logger}
-	r.store, err = storage.New(opts.RootDir, storage.Options{Turns: r.turns, Changes: r.cache, Asked: &r.asked, Logger: opts.Logger})
+	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), refs: newReferrersCache(), turns: newTurns(), stateFile: opts.StateFile, log: opts.Logger, onS3: opts.S3 != nil, rootDir: opts.RootDir}
+	so := storage.Options{Turns: r.turns, Changes: r.cache, Asked: &r.asked, Logger: opts.Logger}
+	if r.onS3 {
+		so.Driver = driver
+	}
+	r.store, err = storage.New(opts.RootDir, so)
 	if err != nil {
 		_ = app.Shutdown()
 		return nil, fmt.Errorf("new registry: %w", err)

@@ -148,12 +148,17 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 	if s.logins, err = auth.NewLoginLimiter(cfg.Auth.LoginFailures, cfg.Auth.LoginWindow); err != nil {
 		return nil, err
 	}
+	s3, err := objectStore(cfg, dir)
+	if err != nil {
+		return nil, err
+	}
 	s.reg, err = registry.New(ctx, registry.Options{
 		RootDir:    filepath.Join(dir, registryDir),
 		SecretFile: filepath.Join(dir, secretFile),
 		StateFile:  filepath.Join(dir, stateFile),
 		Authorizer: registryAuth{s: s},
 		Logger:     log,
+		S3:         s3,
 	})
 	if err != nil {
 		return nil, err
@@ -405,7 +410,7 @@ func (s *Server) readyz(c echo.Context) error {
 	if err := checkDataDir(s.cfg.DataDir); err != nil {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
 	}
-	if _, err := os.Stat(filepath.Join(s.cfg.DataDir, registryDir)); err != nil {
+	if err := s.reg.Ready(c.Request().Context()); err != nil {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
 	}
 	return c.JSON(http.StatusOK, map[string]any{"status": "ready", "read_only": s.reg.Mode().ReadOnly})

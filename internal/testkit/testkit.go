@@ -3,7 +3,8 @@
 // to while a test reads it, Debian's docker-registry as a stand-in for a
 // remote registry (restartable, read-only on demand), the appliance's own
 // registry served over TLS in-process (Node), the real Harbor of
-// ../shared/harbor, and a cosign signature check. It is an ordinary package
+// ../shared/harbor, a real Ceph object store (S3) from ../shared/ceph, and
+// a cosign signature check. It is an ordinary package
 // so that tests of several packages can import it; only tests import it,
 // and the appliance itself never does.
 package testkit
@@ -44,6 +45,12 @@ var debianPackages = map[string]string{ //nolint:gosec // G101: package names, n
 	"sfdisk":             "fdisk",
 	"xorriso":            "xorriso",
 	"journalctl":         "systemd",
+	// The storage.backend s3 tests (../shared/ceph).
+	"ceph-mon": "ceph-mon",
+	"ceph-mgr": "ceph-mgr",
+	"ceph-osd": "ceph-osd",
+	"radosgw":  "radosgw",
+	"ceph":     "ceph-common",
 }
 
 // Need skips the test when one of tools is not on $PATH, naming the

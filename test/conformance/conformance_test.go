@@ -44,8 +44,40 @@ var suites = []suite{
 // each suite against it, in its own empty folder and namespace.
 func TestConformance(t *testing.T) {
 	tools := toolsDir(t)
-	a := startAppliance(t)
-	for _, s := range suites {
+	runSuites(t, tools, startAppliance(t), suites...)
+}
+
+// One Ceph for the package (TestConformanceS3).
+var ceph testkit.SharedCeph
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	ceph.Stop()
+	os.Exit(code)
+}
+
+// TestConformanceS3 runs the v1.1.1 suite against an appliance whose
+// registry content is in a real Ceph object store (storage.backend s3).
+// The main suite is not run here yet: its sha512 blob pushes fail in
+// distribution's blob writer over the S3 driver ("canonical digest does
+// match provided digest"), and the suite then hangs on its next streamed
+// upload (issue 16 names it as remaining work).
+func TestConformanceS3(t *testing.T) {
+	tools := toolsDir(t)
+	c := ceph.Get(t)
+	c.CreateBucket(t, "conformance")
+	ak, sk := c.CredentialFiles(t, t.TempDir())
+	a := startAppliance(t, "APPLIANCE_STORAGE_BACKEND=s3", "APPLIANCE_STORAGE_S3_ENDPOINT="+c.URL,
+		"APPLIANCE_STORAGE_S3_BUCKET=conformance", "APPLIANCE_STORAGE_S3_PREFIX=appliance",
+		"APPLIANCE_STORAGE_S3_ACCESS_KEY_FILE="+ak, "APPLIANCE_STORAGE_S3_SECRET_KEY_FILE="+sk)
+	runSuites(t, tools, a, suites[0])
+	if !c.ObjectExists(t, "conformance", "appliance/appliance/writer.lock") {
+		t.Error("the appliance on s3 left no lock object in the bucket")
+	}
+}
+
+func runSuites(t *testing.T, tools string, a *appliance, which ...suite) {
+	for _, s := range which {
 		t.Run(s.name, func(t *testing.T) {
 			cases, out, runErr := s.run(t, a, filepath.Join(tools, s.tool))
 			var passed, skipped int
@@ -111,8 +143,9 @@ type appliance struct {
 }
 
 // startAppliance builds the appliance and serves it on loopback ports
-// from a fresh data directory until the test ends.
-func startAppliance(t *testing.T) *appliance {
+// from a fresh data directory until the test ends, with env (APPLIANCE_*
+// settings) added to its environment.
+func startAppliance(t *testing.T, env ...string) *appliance {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "appliance")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -124,7 +157,7 @@ func startAppliance(t *testing.T) *appliance {
 	httpsAddr, httpAddr := freeAddr(t), freeAddr(t)
 	a := &appliance{url: "https://" + httpsAddr, caFile: filepath.Join(data, "ca.crt"), log: &testkit.SyncBuffer{}}
 	cmd := exec.Command(bin, "serve", "--data-dir", data, "--https-addr", httpsAddr, "--http-addr", httpAddr, "--log-level", "warn") //nolint:gosec // G204: the binary this test built
-	cmd.Env = environ("APPLIANCE_")
+	cmd.Env = append(environ("APPLIANCE_", "AWS_"), env...)
 	cmd.Stdout, cmd.Stderr = a.log, a.log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start the appliance: %v", err)

@@ -124,11 +124,11 @@ func (s *Store) Check(ctx context.Context, opts CheckOptions) (CheckReport, erro
 		if d.Validate() != nil {
 			return storedBlob{}, false
 		}
-		info, err := os.Stat(s.BlobDataPath(d))
+		info, err := s.tree.stat(ctx, s.BlobDataPath(d))
 		if err != nil {
 			return storedBlob{}, false
 		}
-		b := storedBlob{size: info.Size(), mtime: info.ModTime(), path: s.BlobDataPath(d)}
+		b := storedBlob{size: info.size, mtime: info.mtime, path: s.BlobDataPath(d)}
 		blobs[d] = b
 		return b, true
 	}
@@ -177,7 +177,7 @@ func (s *Store) checkRepo(ctx context.Context, repo string, stored func(digest.D
 	hasRevision := func(d digest.Digest) bool {
 		l, ok := sr.revisions[d]
 		if !ok {
-			l = readLink(s.repoPath(repo, "_manifests", "revisions", d.Algorithm().String(), d.Encoded()))
+			l = s.readLink(ctx, s.repoPath(repo, "_manifests", "revisions", d.Algorithm().String(), d.Encoded()))
 			if l.bad != nil || l.target != d {
 				return false
 			}
@@ -205,7 +205,7 @@ func (s *Store) checkRepo(ctx context.Context, repo string, stored func(digest.D
 				continue
 			}
 			// Written or removed since the listing?
-			now := readLink(l.dir)
+			now := s.readLink(ctx, l.dir)
 			if now.bad == nil && now.target == d {
 				if _, ok := stored(d); ok {
 					continue
@@ -225,7 +225,7 @@ func (s *Store) checkRepo(ctx context.Context, repo string, stored func(digest.D
 				continue // a corrupt manifest is the blob's problem
 			}
 		}
-		now := readLink(filepath.Join(l.dir, "current"))
+		now := s.readLink(ctx, filepath.Join(l.dir, "current"))
 		if errors.Is(now.bad, fs.ErrNotExist) {
 			continue // removed since the listing
 		}
@@ -250,7 +250,7 @@ func (s *Store) checkRepo(ctx context.Context, repo string, stored func(digest.D
 		if _, ok := stored(d); !ok {
 			continue // a dangling link, reported above
 		}
-		rf, err := s.manifestRefs(d)
+		rf, err := s.manifestRefs(ctx, d)
 		switch {
 		case errors.Is(err, ErrDigestMismatch):
 			if _, known := bad[d]; !known {
@@ -277,7 +277,7 @@ func (s *Store) checkRepo(ctx context.Context, repo string, stored func(digest.D
 				continue
 			}
 			if ll, linked := sr.layers[b.digest]; !linked || ll.bad != nil {
-				if now := readLink(s.repoPath(repo, "_layers", b.digest.Algorithm().String(), b.digest.Encoded())); now.bad != nil || now.target != b.digest {
+				if now := s.readLink(ctx, s.repoPath(repo, "_layers", b.digest.Algorithm().String(), b.digest.Encoded())); now.bad != nil || now.target != b.digest {
 					add(Problem{Kind: ProblemMissingBlob, Digest: d.String(), Detail: fmt.Sprintf("its %s %s is stored but not linked into %s (a pull gets 404)", b.kind, b.digest, repo)})
 					continue
 				}
@@ -312,7 +312,7 @@ func (s *Store) hashAll(ctx context.Context, blobs map[digest.Digest]storedBlob)
 			defer wg.Done()
 			buf := make([]byte, 1<<20)
 			for d := range work {
-				p, ok := verifyBlob(ctx, d, blobs[d].path, buf)
+				p, ok := s.verifyBlob(ctx, d, blobs[d].path, buf)
 				if !ok {
 					mu.Lock()
 					bad[d] = p
@@ -343,8 +343,8 @@ feed:
 
 // verifyBlob hashes one blob file. It is sound when it hashes to d, or
 // when it is gone (removed since the listing: nothing to report).
-func verifyBlob(ctx context.Context, d digest.Digest, path string, buf []byte) (Problem, bool) {
-	f, err := os.Open(path)
+func (s *Store) verifyBlob(ctx context.Context, d digest.Digest, path string, buf []byte) (Problem, bool) {
+	f, err := s.tree.open(ctx, path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Problem{}, true
 	}
@@ -423,6 +423,9 @@ type Removal struct {
 // returns every removal. Content it removes is gone: Check afterwards
 // names the manifests that lack it, to be imported again.
 func (s *Store) Repair(ctx context.Context, problems []Problem) ([]Removal, error) {
+	if !s.tree.local() {
+		return nil, fmt.Errorf("repair: %w", ErrNotOnObjectStore)
+	}
 	release, err := s.turns.Exclusive(ctx)
 	if err != nil {
 		return nil, err
@@ -446,7 +449,7 @@ func (s *Store) Repair(ctx context.Context, problems []Problem) ([]Removal, erro
 		if err != nil {
 			continue
 		}
-		again, sound := verifyBlob(ctx, d, s.BlobDataPath(d), buf)
+		again, sound := s.verifyBlob(ctx, d, s.BlobDataPath(d), buf)
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}

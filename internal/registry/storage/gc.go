@@ -72,6 +72,9 @@ type GCReport struct {
 // its links and last its data, so a blob is only removed once no
 // remaining manifest can reference it. The next gc finishes the work.
 func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
+	if !s.tree.local() {
+		return GCReport{}, fmt.Errorf("gc: %w", ErrNotOnObjectStore)
+	}
 	if opts.Grace <= 0 {
 		opts.Grace = DefaultGrace
 	}
@@ -122,7 +125,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 				protected[d] = true
 			}
 		}
-		g := s.graphOf(sr)
+		g := s.graphOf(ctx, sr)
 		roots := g.tagRoots()
 		for d, l := range sr.revisions {
 			if l.bad == nil && l.mtime.After(cutoff) {

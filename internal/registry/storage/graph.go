@@ -1,13 +1,13 @@
 package storage
 
 import (
+	"context"
 	_ "crypto/sha512" // sha512 digests (go-digest needs the hash linked in)
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"strings"
 	"sync"
 
@@ -121,7 +121,7 @@ const maxCachedRefs = 200000
 // manifestRefs reads (or recalls) what the manifest stored as blob d
 // references. The error wraps fs.ErrNotExist when the blob is gone and
 // errNotManifest when its bytes do not parse.
-func (s *Store) manifestRefs(d digest.Digest) (*references, error) {
+func (s *Store) manifestRefs(ctx context.Context, d digest.Digest) (*references, error) {
 	c := &s.parsed
 	c.mu.Lock()
 	if rf, ok := c.m[d]; ok {
@@ -129,7 +129,7 @@ func (s *Store) manifestRefs(d digest.Digest) (*references, error) {
 		return rf, nil
 	}
 	c.mu.Unlock()
-	payload, err := s.readBlobFile(d, maxManifestBytes)
+	payload, err := s.readBlobFile(ctx, d, maxManifestBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -152,11 +152,11 @@ func (s *Store) manifestRefs(d digest.Digest) (*references, error) {
 }
 
 // readBlobFile reads a whole (small) blob from disk.
-func (s *Store) readBlobFile(d digest.Digest, limit int64) ([]byte, error) {
+func (s *Store) readBlobFile(ctx context.Context, d digest.Digest, limit int64) ([]byte, error) {
 	if d.Validate() != nil {
 		return nil, fmt.Errorf("read blob %q: %w", d, fs.ErrInvalid)
 	}
-	f, err := os.Open(s.BlobDataPath(d))
+	f, err := s.tree.open(ctx, s.BlobDataPath(d))
 	if err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", d, err)
 	}
@@ -180,14 +180,14 @@ type repoGraph struct {
 }
 
 // graphOf reads the references of every manifest revision of a repository.
-func (s *Store) graphOf(sr *storedRepo) *repoGraph {
+func (s *Store) graphOf(ctx context.Context, sr *storedRepo) *repoGraph {
 	g := &repoGraph{repo: sr, refs: map[digest.Digest]*references{}, unread: map[digest.Digest]error{}, referrers: map[digest.Digest][]digest.Digest{}}
 	for d, l := range sr.revisions {
 		if l.bad != nil {
 			g.unread[d] = l.bad
 			continue
 		}
-		rf, err := s.manifestRefs(d)
+		rf, err := s.manifestRefs(ctx, d)
 		if err != nil {
 			g.unread[d] = err
 			continue

@@ -95,7 +95,7 @@ func (s *Store) Revisions(ctx context.Context, repo string) ([]digest.Digest, er
 		return nil, fmt.Errorf("%w: repository %q: %w", ErrInvalidName, repo, err)
 	}
 	dir := s.repoPath(repo, "_manifests", "revisions")
-	algs, err := os.ReadDir(dir)
+	algs, err := s.tree.readDir(ctx, dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -104,7 +104,7 @@ func (s *Store) Revisions(ctx context.Context, repo string) ([]digest.Digest, er
 	}
 	var out []digest.Digest
 	for _, a := range algs {
-		ents, err := os.ReadDir(filepath.Join(dir, a.Name()))
+		ents, err := s.tree.readDir(ctx, filepath.Join(dir, a.name))
 		if err != nil {
 			return nil, fmt.Errorf("list manifests of %s: %w", repo, err)
 		}
@@ -112,11 +112,11 @@ func (s *Store) Revisions(ctx context.Context, repo string) ([]digest.Digest, er
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			d := digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), e.Name())
-			if !e.IsDir() || d.Validate() != nil {
+			d := digest.NewDigestFromEncoded(digest.Algorithm(a.name), e.name)
+			if !e.dir || d.Validate() != nil {
 				continue
 			}
-			_, err := os.Stat(filepath.Join(dir, a.Name(), e.Name(), "link")) //nolint:gosec // G703: a valid repository name, and names read from that folder
+			_, err := s.tree.stat(ctx, filepath.Join(dir, a.name, e.name, "link")) //nolint:gosec // G703: a valid repository name, and names read from that folder
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // deleted
 			}
@@ -172,7 +172,7 @@ func (s *Store) listRepos(ctx context.Context) ([]string, error) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		ents, err := os.ReadDir(dir)
+		ents, err := s.tree.readDir(ctx, dir)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -181,10 +181,10 @@ func (s *Store) listRepos(ctx context.Context) ([]string, error) {
 		}
 		isRepo := false
 		for _, e := range ents {
-			if !e.IsDir() {
+			if !e.dir {
 				continue
 			}
-			switch n := e.Name(); {
+			switch n := e.name; {
 			case n == "_manifests" || n == "_layers" || n == "_uploads":
 				isRepo = true
 			case strings.HasPrefix(n, "_") || depth > 32:
@@ -214,40 +214,40 @@ func (s *Store) listRepos(ctx context.Context) ([]string, error) {
 func (s *Store) readRepo(ctx context.Context, repo string) (*storedRepo, error) {
 	sr := &storedRepo{name: repo, tags: map[string]link{}}
 	var err error
-	if sr.revisions, err = readLinkTree(ctx, s.repoPath(repo, "_manifests", "revisions")); err != nil {
+	if sr.revisions, err = s.readLinkTree(ctx, s.repoPath(repo, "_manifests", "revisions")); err != nil {
 		return nil, fmt.Errorf("read repository %s: %w", repo, err)
 	}
-	if sr.layers, err = readLinkTree(ctx, s.repoPath(repo, "_layers")); err != nil {
+	if sr.layers, err = s.readLinkTree(ctx, s.repoPath(repo, "_layers")); err != nil {
 		return nil, fmt.Errorf("read repository %s: %w", repo, err)
 	}
 	tagsDir := s.repoPath(repo, "_manifests", "tags")
-	ents, err := os.ReadDir(tagsDir)
+	ents, err := s.tree.readDir(ctx, tagsDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read tags of %s: %w", repo, err)
 	}
 	for _, e := range ents {
-		if !e.IsDir() {
+		if !e.dir {
 			continue
 		}
-		dir := filepath.Join(tagsDir, e.Name())
-		l := readLink(filepath.Join(dir, "current"))
+		dir := filepath.Join(tagsDir, e.name)
+		l := s.readLink(ctx, filepath.Join(dir, "current"))
 		if errors.Is(l.bad, fs.ErrNotExist) {
 			// A tag folder without a current link: distribution answers
 			// "unknown tag" and lists nothing; it is leftover, not a tag.
-			if _, serr := os.Stat(filepath.Join(dir, "current")); errors.Is(serr, fs.ErrNotExist) {
+			if _, serr := s.tree.stat(ctx, filepath.Join(dir, "current")); errors.Is(serr, fs.ErrNotExist) {
 				continue
 			}
 		}
 		l.dir = dir // removing a tag removes its whole folder, index included
-		sr.tags[e.Name()] = l
+		sr.tags[e.name] = l
 	}
 	return sr, nil
 }
 
 // readLinkTree reads <dir>/<alg>/<hex>/link for every algorithm folder.
-func readLinkTree(ctx context.Context, dir string) (map[digest.Digest]link, error) {
+func (s *Store) readLinkTree(ctx context.Context, dir string) (map[digest.Digest]link, error) {
 	out := map[digest.Digest]link{}
-	algs, err := os.ReadDir(dir)
+	algs, err := s.tree.readDir(ctx, dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return out, nil
 	}
@@ -255,10 +255,10 @@ func readLinkTree(ctx context.Context, dir string) (map[digest.Digest]link, erro
 		return nil, err
 	}
 	for _, a := range algs {
-		if !a.IsDir() {
+		if !a.dir {
 			continue
 		}
-		ents, err := os.ReadDir(filepath.Join(dir, a.Name()))
+		ents, err := s.tree.readDir(ctx, filepath.Join(dir, a.name))
 		if err != nil {
 			return nil, err
 		}
@@ -266,11 +266,11 @@ func readLinkTree(ctx context.Context, dir string) (map[digest.Digest]link, erro
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			if !e.IsDir() {
+			if !e.dir {
 				continue
 			}
-			d := digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), e.Name())
-			l := readLink(filepath.Join(dir, a.Name(), e.Name()))
+			d := digest.NewDigestFromEncoded(digest.Algorithm(a.name), e.name)
+			l := s.readLink(ctx, filepath.Join(dir, a.name, e.name))
 			if l.bad == nil && l.target != d {
 				l.bad = fmt.Errorf("the link names %s", l.target)
 			}
@@ -281,20 +281,20 @@ func readLinkTree(ctx context.Context, dir string) (map[digest.Digest]link, erro
 }
 
 // readLink reads dir/link.
-func readLink(dir string) link {
+func (s *Store) readLink(ctx context.Context, dir string) link {
 	l := link{dir: dir}
 	p := filepath.Join(dir, "link")
-	info, err := os.Stat(p)
+	info, err := s.tree.stat(ctx, p)
 	if err != nil {
 		l.bad = err
 		return l
 	}
-	l.mtime = info.ModTime()
-	if info.Size() > 256 {
-		l.bad = fmt.Errorf("%s: %d bytes, not a digest", p, info.Size())
+	l.mtime = info.mtime
+	if info.size > 256 {
+		l.bad = fmt.Errorf("%s: %d bytes, not a digest", p, info.size)
 		return l
 	}
-	data, err := os.ReadFile(p)
+	data, err := s.readFile(ctx, p, 256)
 	if err != nil {
 		l.bad = err
 		return l
@@ -320,7 +320,7 @@ type storedBlob struct {
 func (s *Store) listBlobs(ctx context.Context) (blobs map[digest.Digest]storedBlob, odd []string, err error) {
 	blobs = map[digest.Digest]storedBlob{}
 	root := s.v2Path("blobs")
-	algs, err := os.ReadDir(root)
+	algs, err := s.tree.readDir(ctx, root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return blobs, nil, nil
 	}
@@ -328,18 +328,18 @@ func (s *Store) listBlobs(ctx context.Context) (blobs map[digest.Digest]storedBl
 		return nil, nil, fmt.Errorf("list blobs: %w", err)
 	}
 	for _, a := range algs {
-		if !a.IsDir() {
+		if !a.dir {
 			continue
 		}
-		prefixes, err := os.ReadDir(filepath.Join(root, a.Name()))
+		prefixes, err := s.tree.readDir(ctx, filepath.Join(root, a.name))
 		if err != nil {
 			return nil, nil, fmt.Errorf("list blobs: %w", err)
 		}
 		for _, p := range prefixes {
-			if !p.IsDir() {
+			if !p.dir {
 				continue
 			}
-			ents, err := os.ReadDir(filepath.Join(root, a.Name(), p.Name()))
+			ents, err := s.tree.readDir(ctx, filepath.Join(root, a.name, p.name))
 			if err != nil {
 				return nil, nil, fmt.Errorf("list blobs: %w", err)
 			}
@@ -347,20 +347,20 @@ func (s *Store) listBlobs(ctx context.Context) (blobs map[digest.Digest]storedBl
 				if err := ctx.Err(); err != nil {
 					return nil, nil, err
 				}
-				dir := filepath.Join(root, a.Name(), p.Name(), e.Name())
-				d := digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), e.Name())
-				if d.Validate() != nil || !strings.HasPrefix(e.Name(), p.Name()) {
+				dir := filepath.Join(root, a.name, p.name, e.name)
+				d := digest.NewDigestFromEncoded(digest.Algorithm(a.name), e.name)
+				if d.Validate() != nil || !strings.HasPrefix(e.name, p.name) {
 					odd = append(odd, dir)
 					continue
 				}
-				info, err := os.Stat(filepath.Join(dir, "data"))
+				info, err := s.tree.stat(ctx, filepath.Join(dir, "data"))
 				if errors.Is(err, fs.ErrNotExist) {
 					continue // a folder without data is no blob: distribution says unknown
 				}
 				if err != nil {
 					return nil, nil, fmt.Errorf("list blobs: %w", err)
 				}
-				blobs[d] = storedBlob{size: info.Size(), mtime: info.ModTime(), path: filepath.Join(dir, "data")}
+				blobs[d] = storedBlob{size: info.size, mtime: info.mtime, path: filepath.Join(dir, "data")}
 			}
 		}
 	}

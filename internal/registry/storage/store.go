@@ -10,7 +10,10 @@
 //
 // It reads the layout straight from disk rather than through
 // distribution's storage driver (a stat per file, and no modification
-// times, which gc's grace period is measured on). Of distribution it
+// times, which gc's grace period is measured on), save when the content
+// is in an object store (Options.Driver; tree.go): then it reads through
+// the driver, and gc and repair, which remove in a crash-safe order on a
+// local filesystem, are refused with ErrNotOnObjectStore. Of distribution it
 // needs only the layout and its rule for repository names (the
 // reference module); its tests write content through distribution's own
 // storage. Writing content (uploads, manifests, tags) is the registry's,
@@ -33,12 +36,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"time"
 
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -92,12 +94,17 @@ type Options struct {
 	Asked Asked
 	// Logger receives what gc and repair removed; discarded when nil.
 	Logger *slog.Logger
+	// Driver, when set, is where the layout is read from (an object
+	// store): root is then ignored, and gc and repair are refused with
+	// ErrNotOnObjectStore. Unset, the layout is read from disk under root.
+	Driver storagedriver.StorageDriver
 }
 
 // Store is the registry's storage under one root folder (the root of
 // distribution's filesystem driver).
 type Store struct {
 	root    string
+	tree    tree // the local filesystem, or the driver (tree.go)
 	log     *slog.Logger
 	turns   Turns
 	changes Changes
@@ -118,8 +125,12 @@ type Store struct {
 
 // New returns the store of the storage under root.
 func New(root string, opts Options) (*Store, error) {
-	if root == "" || opts.Turns == nil || opts.Changes == nil {
-		return nil, errors.New("new storage: root, Turns and Changes are required")
+	if (root == "" && opts.Driver == nil) || opts.Turns == nil || opts.Changes == nil {
+		return nil, errors.New("new storage: root (or a Driver), Turns and Changes are required")
+	}
+	var t tree = osTree{}
+	if opts.Driver != nil {
+		root, t = "/", driverTree{opts.Driver}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -127,7 +138,7 @@ func New(root string, opts Options) (*Store, error) {
 	if opts.Asked == nil {
 		opts.Asked = askedNothing{}
 	}
-	return &Store{root: root, log: opts.Logger, turns: opts.Turns, changes: opts.Changes, asked: opts.Asked}, nil
+	return &Store{root: root, tree: t, log: opts.Logger, turns: opts.Turns, changes: opts.Changes, asked: opts.Asked}, nil
 }
 
 type askedNothing struct{}
@@ -153,21 +164,7 @@ func (s *Store) Used() (int64, error) {
 	if time.Since(s.usageTime) < usageTTL {
 		return s.usage, nil
 	}
-	var total int64
-	err := filepath.WalkDir(s.root, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if d.Type().IsRegular() {
-			if info, err := d.Info(); err == nil {
-				total += info.Size()
-			}
-		}
-		return nil
-	})
+	total, err := s.tree.used(context.Background(), s.root)
 	if err != nil {
 		return 0, fmt.Errorf("storage used: %w", err)
 	}

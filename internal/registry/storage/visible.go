@@ -102,7 +102,7 @@ func (s *Store) visibleIn(ctx context.Context, repo string) (map[digest.Digest]b
 	if err != nil {
 		return nil, err
 	}
-	g := s.graphOf(sr)
+	g := s.graphOf(ctx, sr)
 	set := map[digest.Digest]bool{}
 	g.referenced(g.reach(g.tagRoots()), set)
 	return set, nil
