@@ -44,12 +44,15 @@ type appliance struct {
 	certDir  string
 }
 
-func startAppliance(t *testing.T) *appliance {
+func startAppliance(t *testing.T, mutate ...func(*config.Config)) *appliance {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPSAddr, cfg.HTTPAddr = "127.0.0.1:0", ""
 	cfg.ShutdownTimeout = 5 * time.Second
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := server.Open(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {

@@ -55,7 +55,12 @@ func (c *Console) repository(e echo.Context) error {
 	}
 	tags, err := c.tags(e, name)
 	if err != nil {
-		return c.message(e, statusOf(err), "Repository "+name, problem("Repository "+name, err))
+		status := statusOf(err)
+		if status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound {
+			// As the API does for a private project: nothing named.
+			return c.message(e, http.StatusNotFound, "No such repository", fmt.Sprintf("There is no repository %q that you may see.", name))
+		}
+		return c.message(e, status, "Repository "+name, problem("Repository "+name, err))
 	}
 	q := strings.TrimSpace(e.QueryParam("q"))
 	set := map[string]bool{}
