@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -273,6 +274,19 @@ func (b *browser) screenshot(t *testing.T, name string) {
 	}
 }
 
+// dark switches the emulated prefers-color-scheme to dark, or back.
+func (b *browser) dark(t *testing.T, on bool) {
+	t.Helper()
+	scheme := "light"
+	if on {
+		scheme = "dark"
+	}
+	if _, err := chromedp.Call(b.ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}}); err != nil {
+		t.Fatalf("emulate %s: %v", scheme, err)
+	}
+}
+
 // outside lists the requests to anything but the appliance.
 func (b *browser) outside(base string) []string {
 	b.mu.Lock()
@@ -349,11 +363,14 @@ func TestConsoleInChromium(t *testing.T) {
 	b.screenshot(t, "project")
 	b.do(t, "repository", chromedp.Click(chromedp.CSS(`a[href="/repositories/team/app"]`)), chromedp.WaitVisible(chromedp.CSS("#tag-1\\.0")))
 	text := b.text(t)
-	wantText(t, "repository", text, "1.0", digest.String(), "signed")
+	wantText(t, "repository", text, "1.0", digest.String(), "signed", "app-1.0.tar")
 	if strings.Contains(text, ".sig") {
 		t.Fatalf("the signature's tag is listed as a tag of its own:\n%s", text)
 	}
 	b.screenshot(t, "repository")
+	b.dark(t, true)
+	b.screenshot(t, "repository-dark")
+	b.dark(t, false)
 	b.do(t, "search for a tag that is not there", chromedp.SendKeys(chromedp.CSS("#q"), "nomatch"), chromedp.Submit(chromedp.CSS("#q")),
 		chromedp.WaitVisible(chromedp.CSS("#no-tags")))
 	wantText(t, "repository search", b.text(t), "0 tags match", "No tags.")

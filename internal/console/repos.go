@@ -33,6 +33,9 @@ type tagRow struct {
 	Signed                 bool
 	Attached               []string // .att, .sbom tags and referrers' artifact types
 	Problem                string
+	// ImportID and ImportSource name the newest import that set the tag
+	// to this digest (shown to those who may read the import history).
+	ImportID, ImportSource string
 }
 
 // repoView is the repository page's data.
@@ -89,8 +92,13 @@ func (c *Console) repository(e echo.Context) error {
 		v.NextURL = link(v.Page + 1)
 	}
 	from := (v.Page - 1) * pageSize
+	brought := c.importsOf(e, name)
 	for _, t := range plain[from:min(from+pageSize, len(plain))] {
-		v.Tags = append(v.Tags, c.tagRow(e, name, t, set))
+		row := c.tagRow(e, name, t, set)
+		if imp, ok := brought[t+"@"+row.Digest]; ok {
+			row.ImportID, row.ImportSource = imp[0], imp[1]
+		}
+		v.Tags = append(v.Tags, row)
 	}
 	return c.render(e, http.StatusOK, "repository", view{Title: "Repository " + name, Nav: "projects", Data: v})
 }
@@ -202,6 +210,32 @@ func (c *Console) tagRow(e echo.Context, repo, tag string, tags map[string]bool)
 		}
 	}
 	return row
+}
+
+// importsOf maps "tag@digest" of repo to the newest import that applied
+// it ([id, source]), from GET /api/v1/imports; empty for those the
+// history is not shown to.
+func (c *Console) importsOf(e echo.Context, repo string) map[string][2]string {
+	var recs []struct {
+		ID     string `json:"id"`
+		Source string `json:"source"`
+		Tags   []struct {
+			Repository, Tag, Digest string
+		} `json:"tags"`
+	}
+	out := map[string][2]string{}
+	if err := c.get(e, "/api/v1/imports", &recs); err != nil {
+		return out
+	}
+	for _, r := range recs { // newest first
+		for _, t := range r.Tags {
+			k := t.Tag + "@" + t.Digest
+			if _, seen := out[k]; t.Repository == repo && !seen {
+				out[k] = [2]string{r.ID, r.Source}
+			}
+		}
+	}
+	return out
 }
 
 // get2 is get that also returns the headers.
