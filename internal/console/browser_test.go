@@ -107,7 +107,7 @@ func (a *appliance) importTar(t *testing.T, source, toRepo string, data []byte) 
 // signedLayout is an OCI layout tar of a random image tagged tag and a
 // cosign-style signature of it (tag sha256-<hex>.sig); tamper damages the
 // image's layer bytes (keeping their name) when set.
-func signedLayout(t *testing.T, tag string, tamper bool) ([]byte, v1.Hash) {
+func signedLayout(t *testing.T, tag string, tamper bool, more ...string) ([]byte, v1.Hash) {
 	t.Helper()
 	img, err := random.Image(2048, 1)
 	if err != nil {
@@ -131,6 +131,11 @@ func signedLayout(t *testing.T, tag string, tamper bool) ([]byte, v1.Hash) {
 	}
 	if err := p.AppendImage(img, ref(tag)); err != nil {
 		t.Fatal(err)
+	}
+	for _, m := range more {
+		if err := p.AppendImage(img, ref(m)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := p.AppendImage(sig, ref("sha256-"+d.Hex+".sig")); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package console_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -309,4 +310,39 @@ func TestConsoleMember(t *testing.T) {
 		t.Fatalf("a developer's visibility change = %d:\n%s", resp.StatusCode, body)
 	}
 	wantIn(t, "the refused change", body, "Nothing changed", "not an admin")
+}
+
+// TestConsoleTagPaging: 60 tags are shown 50 a page with links between
+// the pages, and a search narrows them.
+func TestConsoleTagPaging(t *testing.T) {
+	t.Parallel()
+	a := startAppliance(t)
+	var more []string
+	for i := 1; i < 60; i++ {
+		more = append(more, fmt.Sprintf("v%03d", i))
+	}
+	img, _ := signedLayout(t, "v000", false, more...)
+	if code := a.importTar(t, "many.tar", "team/many", img); code >= 300 {
+		t.Fatalf("import = %d", code)
+	}
+	v := newVisitor(t, a)
+	v.signIn(t, "admin", a.password)
+	rows := regexp.MustCompile(`<tr id="tag-`)
+	_, body := v.do(t, http.MethodGet, "/repositories/team/many", nil)
+	if n := len(rows.FindAllString(body, -1)); n != 50 {
+		t.Fatalf("page 1 shows %d tags, want 50:\n%s", n, body)
+	}
+	wantIn(t, "page 1", body, "page 1 of 2", `href="/repositories/team/many?page=2"`, `id="tag-v000"`)
+	_, body = v.do(t, http.MethodGet, "/repositories/team/many?page=2", nil)
+	if n := len(rows.FindAllString(body, -1)); n != 10 {
+		t.Fatalf("page 2 shows %d tags, want 10", n)
+	}
+	wantIn(t, "page 2", body, "page 2 of 2", `rel="prev"`, `id="tag-v059"`)
+	_, body = v.do(t, http.MethodGet, "/repositories/team/many?q=v05", nil)
+	if n := len(rows.FindAllString(body, -1)); n != 10 {
+		t.Fatalf("the search shows %d tags, want 10", n)
+	}
+	wantIn(t, "the search", body, "10 tags match", "page 1 of 1")
+	_, body = v.do(t, http.MethodGet, "/repositories/team/many?page=99", nil)
+	wantIn(t, "a page past the end", body, "page 2 of 2")
 }
