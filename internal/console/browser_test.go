@@ -380,6 +380,11 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#no-tags")))
 	wantText(t, "repository search", b.text(t), "0 tags match", "No tags.")
 
+	// Copy-ready lines to consume it.
+	b.do(t, "consume", chromedp.Click(chromedp.CSS(`nav a[href="/consume"]`)), chromedp.WaitVisible(chromedp.CSS("#pull-lines")))
+	wantText(t, "consume", b.text(t), "podman pull "+a.HTTPSAddr()+"/team/app:TAG", "BEGIN CERTIFICATE", "hosts.toml")
+	b.screenshot(t, "consume")
+
 	// A form without its CSRF token is refused, and changes nothing.
 	b.do(t, "projects", chromedp.Navigate(a.base+"/projects"), chromedp.WaitVisible(chromedp.CSS("#make-private-team")))
 	if _, err := chromedp.Run(b.ctx, chromedp.Evaluate[any](`document.querySelector('#project-team input[name=csrf]').remove()`)); err != nil {

@@ -243,3 +243,39 @@ func (c *Console) importPage(e echo.Context) error {
 	}
 	return c.render(e, http.StatusOK, "import", view{Title: "Import " + id, Nav: "imports", Data: rec})
 }
+
+// consumeView is the consume page's data: the address the browser used,
+// the CA, the Supervisor's state.
+type consumeView struct {
+	Registry      string
+	CAFingerprint string
+	CAPEM         string
+	Repositories  []string
+	Supervisor    map[string]any
+	Problems      []string
+}
+
+func (c *Console) consume(e echo.Context) error {
+	d := consumeView{Registry: e.Request().Host}
+	var st struct {
+		CAFingerprint string `json:"ca_sha256"`
+	}
+	if err := c.get(e, "/api/v1/status", &st); err != nil {
+		d.Problems = append(d.Problems, problem("The status", err))
+	}
+	d.CAFingerprint = st.CAFingerprint
+	var pem []byte
+	if err := c.get(e, "/ca.crt", &pem); err != nil {
+		d.Problems = append(d.Problems, problem("The CA certificate", err))
+	}
+	d.CAPEM = string(pem)
+	repos, err := c.catalog(e)
+	if err != nil {
+		d.Problems = append(d.Problems, problem("The repositories", err))
+	}
+	d.Repositories = repos[:min(len(repos), 20)]
+	if err := c.get(e, "/api/v1/supervisor", &d.Supervisor); err != nil {
+		d.Problems = append(d.Problems, problem("The Supervisor's registration", err))
+	}
+	return c.render(e, http.StatusOK, "consume", view{Title: "Consume", Nav: "consume", Data: d})
+}
