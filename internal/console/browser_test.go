@@ -357,7 +357,10 @@ func TestConsoleInChromium(t *testing.T) {
 	b.screenshot(t, "login-wrong-password")
 	b.do(t, "sign in", chromedp.SendKeys(chromedp.CSS("#username"), "admin"), chromedp.SendKeys(chromedp.CSS("#password"), a.password),
 		chromedp.Submit(chromedp.CSS("#password")), chromedp.WaitVisible(chromedp.CSS("#mode-value")))
-	wantText(t, "overview", b.text(t), "Mode", "bootstrap", "Storage used", "Last import", "tampered.tar", "failed")
+	wantText(t, "overview", b.text(t), "Mode", "bootstrap", "Storage used", "Storage free", "No validation has run yet.", "Last import", "tampered.tar", "failed")
+	if free, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS("#storage-free"))); err != nil || free == "0 B" || free == "" {
+		t.Fatalf("storage free = %q (%v)", free, err)
+	}
 	b.screenshot(t, "overview")
 
 	// The repository, its tag, digest and signature.

@@ -104,6 +104,7 @@ func (c *Console) overview(e echo.Context) error {
 		Status     map[string]any
 		Ready      map[string]any
 		LastImport map[string]any
+		Validation map[string]any
 		Problems   []string
 	}
 	if err := c.get(e, "/api/v1/status", &d.Status); err != nil {
@@ -111,6 +112,9 @@ func (c *Console) overview(e echo.Context) error {
 	}
 	if err := c.get(e, "/readyz", &d.Ready); err != nil {
 		d.Problems = append(d.Problems, problem("Readiness", err))
+	}
+	if err := c.get(e, "/api/v1/validation", &d.Validation); err != nil && statusOf(err) != http.StatusNotFound {
+		d.Problems = append(d.Problems, problem("The last validation", err))
 	}
 	var recs []map[string]any
 	if err := c.get(e, "/api/v1/imports", &recs); err != nil {
