@@ -383,6 +383,9 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#no-tags")))
 	wantText(t, "repository search", b.text(t), "0 tags match", "No tags.")
 
+	b.do(t, "files", chromedp.Click(chromedp.CSS(`nav a[href="/files-store"]`)), chromedp.WaitVisible(chromedp.CSS("#no-files")))
+	b.screenshot(t, "files")
+
 	// Copy-ready lines to consume it.
 	b.do(t, "consume", chromedp.Click(chromedp.CSS(`nav a[href="/consume"]`)), chromedp.WaitVisible(chromedp.CSS("#pull-lines")))
 	wantText(t, "consume", b.text(t), "podman pull "+a.HTTPSAddr()+"/team/app:TAG", "BEGIN CERTIFICATE", "hosts.toml")

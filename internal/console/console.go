@@ -79,7 +79,7 @@ func New(deps Deps) (*Console, error) {
 		deps.MaxSessions = 10000
 	}
 	c := &Console{deps: deps, sessions: newSessions(deps.SessionTTL, deps.MaxSessions), pages: map[string]*template.Template{}}
-	for _, name := range []string{"login", "message", "overview", "projects", "project", "repository", "imports", "import", "consume"} {
+	for _, name := range []string{"login", "message", "overview", "projects", "project", "repository", "imports", "import", "consume", "files"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("new console: template %s: %w", name, err)
@@ -109,6 +109,7 @@ func (c *Console) Mount(e *echo.Echo) {
 	e.GET("/imports", c.imports, c.signedIn)
 	e.GET("/imports/:id", c.importPage, c.signedIn)
 	e.GET("/consume", c.consume, c.signedIn)
+	e.GET("/files-store", c.filesPage, c.signedIn)
 	e.Any("/*", c.notFound)
 }
 

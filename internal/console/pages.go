@@ -283,3 +283,11 @@ func (c *Console) consume(e echo.Context) error {
 	}
 	return c.render(e, http.StatusOK, "consume", view{Title: "Consume", Nav: "consume", Data: d})
 }
+
+func (c *Console) filesPage(e echo.Context) error {
+	var d struct {
+		Files []map[string]any `json:"files"`
+	}
+	err := c.get(e, "/api/v1/files", &d)
+	return c.render(e, http.StatusOK, "files", view{Title: "Files and model profiles", Nav: "files", Data: d.Files, Problem: problem("The file store", err)})
+}
