@@ -24,7 +24,8 @@ run: build ## Run the appliance on its embedded defaults (data in ./data, HTTPS 
 
 .PHONY: test
 test: ## Run every test (unit, in-process and end-to-end with real clients)
-	$(GO) test -race -count=1 -timeout 30m ./...
+	mkdir -p $(CURDIR)/test-output
+	$(GO) test -race -count=1 -timeout 30m -artifacts -outputdir $(CURDIR)/test-output ./...
 
 .PHONY: ova
 ova: build ## Build dist/appliance-$(VERSION).ova, as root (debootstrap; see docs/ova.md)

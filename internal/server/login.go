@@ -27,6 +27,9 @@ func clientAddr(r *http.Request) string {
 // a wrong password against r's address and refusing a locked-out address
 // before its credentials are checked.
 func (s *Server) login(r *http.Request, header string) (auth.Principal, error) {
+	if p, ok, err := s.consolePrincipal(r); ok {
+		return p, err
+	}
 	if !auth.HasPassword(header) {
 		return s.authz.Authenticate(header)
 	}

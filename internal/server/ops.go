@@ -63,7 +63,7 @@ func (s *Server) opsRoutes(api *echo.Group) error {
 		Lifecycle: s.life, Promoter: s.promoter, Follower: s.follower, Handover: s.handover, Maintainer: s.maint,
 		Registry: s.reg, Log: s.log,
 		Appliance: opsapi.Appliance{Hostnames: s.cfg.Hostnames, CertNames: s.pki.Names, CAPEM: s.pki.CAPEM,
-			CAFingerprint: s.caFingerprint, HTTPSPort: port, Started: s.started},
+			CAFingerprint: s.caFingerprint, HTTPSPort: port, Started: s.started, DataDir: s.cfg.DataDir},
 		Principal: principal,
 		Bind:      bind,
 		Note:      func(c echo.Context, target string, kv ...string) { auditNote(c, target, kv...) },

@@ -354,9 +354,13 @@ func (s *Server) httpsHandler() (http.Handler, error) {
 	if err := s.routes(e); err != nil {
 		return nil, err
 	}
+	var inner http.Handler
+	if err := s.mountConsole(e, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { inner.ServeHTTP(w, r) })); err != nil {
+		return nil, err
+	}
 	api := s.metrics.instrument(s.log, func(r *http.Request) string { return apiRoute(e, r) }, e)
 	v2 := s.metrics.instrument(s.log, registryRoute, s.auditRegistry(s.memberCatalog(s.reg.Handler())))
-	return hsts(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	inner = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
 			if s.refuseLockedOut(w, r) {
 				return
@@ -365,7 +369,8 @@ func (s *Server) httpsHandler() (http.Handler, error) {
 			return
 		}
 		api.ServeHTTP(w, r)
-	})), nil
+	})
+	return hsts(inner), nil
 }
 
 // httpHandler serves /ca.crt, health and metrics in the clear and sends

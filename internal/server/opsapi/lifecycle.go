@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"golang.org/x/sys/unix"
 
 	"github.com/appliance-dev/appliance/internal/audit"
 	"github.com/appliance-dev/appliance/internal/bootstrap"
@@ -35,7 +36,10 @@ type Status struct {
 	Hostnames        []string              `json:"hostnames"`
 	CAFingerprint    string                `json:"ca_sha256"`
 	StorageUsedBytes int64                 `json:"storage_used_bytes"`
-	Started          time.Time             `json:"started"`
+	// StorageFreeBytes is what the data directory's file system has left
+	// for the appliance (0 when it cannot be read).
+	StorageFreeBytes int64     `json:"storage_free_bytes"`
+	Started          time.Time `json:"started"`
 }
 
 // PromotionSummary is the last promotion, in brief.
@@ -57,7 +61,7 @@ func (a *api) getStatus(c echo.Context) error {
 	ls := a.Lifecycle.State()
 	st := Status{Mode: ls.Mode, Since: ls.Since, ReadOnly: a.Registry.Mode(), Primary: ls.Primary, History: ls.History,
 		Version: version.Get(), Hostnames: a.Appliance.CertNames, CAFingerprint: a.Appliance.CAFingerprint,
-		StorageUsedBytes: used, Started: a.Appliance.Started}
+		StorageUsedBytes: used, StorageFreeBytes: freeBytes(a.Appliance.DataDir), Started: a.Appliance.Started}
 	if ls.Primary != nil {
 		sync := a.visibleSync(c, a.Follower.Status())
 		st.Standby = &sync
@@ -292,4 +296,14 @@ func (a *api) postActivate(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, st)
+}
+
+// freeBytes is the space an unprivileged writer has left on dir's file
+// system, 0 when it cannot be read.
+func freeBytes(dir string) int64 {
+	var st unix.Statfs_t
+	if dir == "" || unix.Statfs(dir, &st) != nil {
+		return 0
+	}
+	return int64(st.Bavail) * st.Bsize //nolint:gosec // G115: a block count fits int64
 }

@@ -114,6 +114,9 @@ type Appliance struct {
 	// HTTPSPort is the TLS listener's port.
 	HTTPSPort int
 	Started   time.Time
+	// DataDir is the data directory, whose file system's free space the
+	// status reports.
+	DataDir string
 }
 
 // Deps is what the routes need. Every field is required.
