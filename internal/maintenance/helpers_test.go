@@ -3,7 +3,6 @@ package maintenance_test
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -32,6 +31,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/maintenance"
 	"github.com/appliance-dev/appliance/internal/registry"
+	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
 type allowAll struct{}
@@ -288,49 +288,10 @@ func (s *stack) addFile(t *testing.T, name string, content []byte) filestore.Ent
 func (s *stack) addDeb(t *testing.T, pkg, version string) {
 	t.Helper()
 	control := fmt.Sprintf("Package: %s\nVersion: %s\nArchitecture: amd64\nMaintainer: Tests <t@example.com>\nDescription: test package\n a test\n", pkg, version)
-	deb := arArchive([][2][]byte{
-		{[]byte("debian-binary"), []byte("2.0\n")},
-		{[]byte("control.tar.gz"), tarGz(t, map[string]string{"./control": control})},
-		{[]byte("data.tar.gz"), tarGz(t, map[string]string{"./usr/share/doc/" + pkg: "payload of " + pkg})},
-	})
+	deb := testkit.GoDeb(t, control, "payload of "+pkg)
 	if _, err := s.apt.Add(context.Background(), "ubuntu", "noble", "main", []aptrepo.Deb{aptrepo.DebBytes(pkg+"_"+version+"_amd64.deb", deb)}, "tester"); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func tarGz(t *testing.T, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	for n, body := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body)), ModTime: time.Unix(0, 0)}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func arArchive(members [][2][]byte) []byte {
-	var buf bytes.Buffer
-	buf.WriteString("!<arch>\n")
-	for _, m := range members {
-		fmt.Fprintf(&buf, "%-16s%-12d%-6d%-6d%-8s%-10d`\n", m[0], 0, 0, 0, "100644", len(m[1]))
-		buf.Write(m[1])
-		if len(m[1])%2 == 1 {
-			buf.WriteByte('\n')
-		}
-	}
-	return buf.Bytes()
 }
 
 // tarOf builds an uncompressed tar of (name, body) pairs.
