@@ -99,6 +99,7 @@ func TestBootOVA(t *testing.T) {
 	// byte for byte (debootstrap itself is not: a new tree differs).
 	if again := build2("dist-again"); fileSHA256(t, again.OVA) != fileSHA256(t, res.OVA) {
 		t.Errorf("two builds from the same debootstrap tree and binary differ")
+		explainDifference(t, res.OVA, again.OVA)
 	}
 	CheckOVA(t, res.OVA)
 	ImportIntoSimulator(t, res.OVA)

@@ -11,9 +11,11 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -119,6 +121,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	}{
 		{"debootstrap", b.debootstrap},
 		{"install the appliance", b.customize},
+		{"order the tree", b.normalize},
 		{"make the system disk", b.systemDisk},
 		{"make the data disk", b.dataDisk},
 		{"write the OVA", b.writeOVA},
@@ -262,20 +265,24 @@ func (b *builder) customize(ctx context.Context) error {
 	if err := b.write("usr/local/bin/appliance", bin, 0o755); err != nil {
 		return err
 	}
-	if err := b.run(ctx, nil, "chroot", b.root, "useradd", "--system", "--user-group", "--home-dir", "/var/lib/appliance",
+	if err := b.run(ctx, b.epochEnv(), "chroot", b.root, "useradd", "--system", "--user-group", "--home-dir", "/var/lib/appliance",
 		"--no-create-home", "--shell", "/usr/sbin/nologin", "--comment", "appliance registry", "appliance"); err != nil {
 		return err
 	}
 	if b.uid, b.gid, err = lookupUser(filepath.Join(b.root, "etc", "passwd"), "appliance"); err != nil {
 		return err
 	}
-	for src, dst := range map[string]string{
+	units := map[string]string{
 		"files/appliance.service":           "etc/systemd/system/appliance.service",
 		"files/appliance-firstboot.service": "etc/systemd/system/appliance-firstboot.service",
 		"files/appliance-banner.service":    "etc/systemd/system/appliance-banner.service",
 		"files/wait-online.conf":            "etc/systemd/system/systemd-networkd-wait-online.service.d/appliance.conf",
 		"files/chrony.conf":                 "etc/chrony/chrony.conf",
-	} {
+	}
+	// In name order, as everything the build does: some file systems list
+	// a folder in the order its files were made (normalize).
+	for _, src := range slices.Sorted(maps.Keys(units)) {
+		dst := units[src]
 		data, err := files.ReadFile(src)
 		if err != nil {
 			return err
@@ -285,7 +292,7 @@ func (b *builder) customize(ctx context.Context) error {
 		}
 	}
 	factory := ovfenv.Settings{}
-	for rel, data := range map[string]string{
+	written := map[string]string{
 		"etc/fstab": "# The system disk is replaced on upgrade; the data disk stays (docs/ova.md).\n" +
 			"UUID=" + RootUUID + "\t/\text4\tdefaults,noatime,errors=remount-ro\t0\t1\n" +
 			"LABEL=" + DataLabel + "\t/var/lib/appliance\text4\tdefaults,noatime,nodev,nosuid,x-systemd.growfs\t0\t2\n",
@@ -297,8 +304,9 @@ func (b *builder) customize(ctx context.Context) error {
 		firstboot.ConfigFile:             string(firstboot.ConfigYAML(factory, "/var/lib/appliance")),
 		"etc/issue":                      "Debian GNU/Linux 12 \\n \\l: the appliance (docs/ova.md)\n\n",
 		"usr/share/doc/appliance/README": "The appliance: see docs/ova.md of its source, and `appliance --help`.\n",
-	} {
-		if err := b.write(rel, []byte(data), 0o644); err != nil {
+	}
+	for _, rel := range slices.Sorted(maps.Keys(written)) {
+		if err := b.write(rel, []byte(written[rel]), 0o644); err != nil {
 			return err
 		}
 	}
@@ -312,7 +320,7 @@ func (b *builder) customize(ctx context.Context) error {
 	if err := b.symlink("/dev/null", "etc/systemd/system/systemd-firstboot.service"); err != nil {
 		return err
 	}
-	if err := b.run(ctx, nil, "chroot", b.root, "systemctl", "enable", "systemd-networkd.service", "systemd-networkd-wait-online.service",
+	if err := b.run(ctx, b.epochEnv(), "chroot", b.root, "systemctl", "enable", "systemd-networkd.service", "systemd-networkd-wait-online.service",
 		"systemd-resolved.service", "chrony.service", "appliance-firstboot.service", "appliance.service", "appliance-banner.service"); err != nil {
 		return err
 	}
@@ -328,7 +336,37 @@ func (b *builder) customize(ctx context.Context) error {
 			return err
 		}
 	}
-	return b.run(ctx, nil, "chroot", b.root, "depmod", kver)
+	return b.run(ctx, b.epochEnv(), "chroot", b.root, "depmod", kver)
+}
+
+// epochEnv makes tools that stamp what they write (useradd's last
+// password change, for one) use the build's time.
+func (b *builder) epochEnv() []string {
+	return []string{"SOURCE_DATE_EPOCH=" + strconv.FormatInt(b.o.Epoch.Unix(), 10)}
+}
+
+// normalize makes the tree again, every folder's files made in name
+// order, so that mkfs.ext4 -d (which copies a folder in the order the host
+// lists it) writes the same image on every file system: ext4 lists a
+// folder in hash order, but tmpfs, btrfs and XFS list files in the order
+// they were made, or in the room deleted names left, and the steps before
+// (debootstrap, useradd's lock files named after its process id, systemctl)
+// do not make them in a fixed order.
+func (b *builder) normalize(ctx context.Context) error {
+	archive := b.work("rootfs-sorted.tar")
+	if err := b.run(ctx, nil, "tar", "--sort=name", "--numeric-owner", "-cpf", archive, "-C", b.root, "."); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(b.root); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(b.root, 0o755); err != nil { //nolint:gosec // G301: the image's root folder
+		return err
+	}
+	if err := b.run(ctx, nil, "tar", "--numeric-owner", "-xpf", archive, "-C", b.root); err != nil {
+		return err
+	}
+	return os.Remove(archive)
 }
 
 // lookupUser reads a user's ids from a passwd file.
