@@ -18,6 +18,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/cli"
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 	"github.com/appliance-dev/appliance/internal/server"
 )
 
@@ -109,7 +110,7 @@ func (c cmds) upload(ctx context.Context, cl *apiclient.Client, path string, o u
 	}
 	if info.IsDir() {
 		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(importer.TarFolder(ctx, path, pw)) }()
+		go func() { pw.CloseWithError(tarstream.TarFolder(ctx, path, pw)) }()
 		defer pr.Close()
 		body = pr
 	} else {

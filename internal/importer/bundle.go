@@ -12,6 +12,7 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/filestore"
+	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 )
 
 // FormatBundle is the appliance's own transfer bundle (package bundle).
@@ -58,48 +59,48 @@ type bundleState struct {
 }
 
 // bundleEntry handles one entry of a bundle archive.
-func (s *session) bundleEntry(e *entry) error {
+func (s *session) bundleEntry(e *tarstream.Entry) error {
 	b := s.bundle
-	if e.isLink {
-		return s.fail("read", e.name, fmt.Errorf("%w: a link in a bundle (points to %s)", ErrUnsafeLink, e.link))
+	if e.IsLink {
+		return s.fail("read", e.Name, fmt.Errorf("%w: a link in a bundle (points to %s)", ErrUnsafeLink, e.Link))
 	}
-	s.order = append(s.order, e.name)
-	if bundle.IsMeta(e.name) {
-		if e.size > bundle.MetaLimit {
-			return s.fail("read", e.name, fmt.Errorf("%w: %d bytes of metadata", ErrAbsurdSize, e.size))
+	s.order = append(s.order, e.Name)
+	if bundle.IsMeta(e.Name) {
+		if e.Size > bundle.MetaLimit {
+			return s.fail("read", e.Name, fmt.Errorf("%w: %d bytes of metadata", ErrAbsurdSize, e.Size))
 		}
-		data, err := readAllExact(e.r, e.size)
+		data, err := readAllExact(e.R, e.Size)
 		if err != nil {
-			return s.fail("read", e.name, err)
+			return s.fail("read", e.Name, err)
 		}
-		if err := b.check.Meta(e.name, data); err != nil {
-			return s.bundleFail(e.name, err)
+		if err := b.check.Meta(e.Name, data); err != nil {
+			return s.bundleFail(e.Name, err)
 		}
 		return s.bundleReady()
 	}
-	d, err := b.check.Blob(e.name, e.size)
+	d, err := b.check.Blob(e.Name, e.Size)
 	if err != nil {
-		return s.bundleFail(e.name, err)
+		return s.bundleFail(e.Name, err)
 	}
 	if err := s.bundleReady(); err != nil {
 		return err
 	}
 	if _, side := b.side[d]; side {
-		if err := b.stage.Write(s.ctx, d, e.size, e.r); err != nil {
+		if err := b.stage.Write(s.ctx, d, e.Size, e.R); err != nil {
 			if errors.Is(err, filestore.ErrDigestMismatch) || errors.Is(err, filestore.ErrSizeMismatch) {
-				return s.fail("verify", e.name, fmt.Errorf("%w: %w", ErrDigestMismatch, truncated(err)))
+				return s.fail("verify", e.Name, fmt.Errorf("%w: %w", ErrDigestMismatch, truncated(err)))
 			}
-			return s.fail("store", e.name, truncated(err))
+			return s.fail("store", e.Name, truncated(err))
 		}
 		s.rec.BlobsNew++
-		s.rec.BytesNew += e.size
+		s.rec.BytesNew += e.Size
 		return nil
 	}
 	ref, err := s.storeBlob(e, digest.Digest(d))
 	if err != nil {
 		return err
 	}
-	s.files[e.name] = ref
+	s.files[e.Name] = ref
 	return nil
 }
 

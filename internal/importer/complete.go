@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -193,7 +194,7 @@ func (s *session) imgpkgTags(p *plan, repo string, d digest.Digest, tag string) 
 
 const (
 	annotationRefName        = "org.opencontainers.image.ref.name"
-	annotationContainerdName = "io.containerd.image.name"
+	annotationContainerdName = "io.containerd.image.Name"
 )
 
 func (s *session) planOCI() (*plan, error) {
@@ -389,7 +390,7 @@ func (s *session) planDockerSave() (*plan, error) {
 }
 
 func (s *session) planDockerImage(p *plan, e dockerSaveEntry) error {
-	cname, err := cleanName(e.Config)
+	cname, err := tarstream.CleanName(e.Config)
 	if err != nil {
 		return s.fail("parse", "manifest.json", err)
 	}
@@ -424,7 +425,7 @@ func (s *session) planDockerImage(p *plan, e dockerSaveEntry) error {
 		Layers        []dl   `json:"layers"`
 	}{SchemaVersion: 2, MediaType: mtDockerManifest, Config: dl{mtDockerConfig, cfg.size, cfg.digest.String()}}
 	for i, l := range e.Layers {
-		lname, err := cleanName(l)
+		lname, err := tarstream.CleanName(l)
 		if err != nil {
 			return s.fail("parse", "manifest.json", err)
 		}

@@ -3,18 +3,20 @@ package importer
 import (
 	"errors"
 	"fmt"
+
+	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 )
 
 // Errors callers test with errors.Is. Every refusal wraps one of them in an
 // *Error that names the source and the entry.
 var (
-	ErrEmpty          = errors.New("the input is empty")
-	ErrNotArchive     = errors.New("not a tar archive")
-	ErrTruncated      = errors.New("the archive is truncated")
-	ErrUnsafePath     = errors.New("unsafe path")
+	ErrEmpty          = tarstream.ErrEmpty
+	ErrNotArchive     = tarstream.ErrNotArchive
+	ErrTruncated      = tarstream.ErrTruncated
+	ErrUnsafePath     = tarstream.ErrUnsafePath
 	ErrUnsafeLink     = errors.New("link not allowed here")
-	ErrUnsupported    = errors.New("unsupported entry type")
-	ErrAbsurdSize     = errors.New("entry claims an absurd size")
+	ErrUnsupported    = tarstream.ErrUnsupported
+	ErrAbsurdSize     = tarstream.ErrAbsurdSize
 	ErrDuplicate      = errors.New("the same entry appears twice with different content")
 	ErrDigestMismatch = errors.New("content does not match its digest")
 	ErrMissingBlob    = errors.New("a manifest references a blob that is neither in the archive nor in the registry")

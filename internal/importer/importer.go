@@ -27,6 +27,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
 
@@ -182,17 +183,17 @@ func (imp *Importer) Import(ctx context.Context, req Request) (*Record, error) {
 		return imp.finish(rec, err)
 	}
 	defer s.cleanup()
-	counting := newAsyncHash(req.Reader)
+	counting := tarstream.NewHashingReader(req.Reader, chunkSize)
 	hashed := false
 	sourceSum := func() {
 		if !hashed {
 			hashed = true
-			rec.SourceSHA256, rec.SourceBytes = counting.sum()
+			rec.SourceSHA256, rec.SourceBytes = counting.Sum()
 		}
 	}
 	defer sourceSum()
 	br := bufio.NewReaderSize(counting, 1<<20)
-	plain, compression, closeFn, err := decompress(br)
+	plain, compression, closeFn, err := tarstream.Decompress(br)
 	if err != nil {
 		sourceSum()
 		return imp.finish(rec, &Error{Op: "read", Source: req.Source, Err: err})
@@ -203,7 +204,7 @@ func (imp *Importer) Import(ctx context.Context, req Request) (*Record, error) {
 	if compression == "" && req.Size > 0 {
 		limit = min(limit, req.Size)
 	}
-	err = s.consume(newTarEntries(plain, limit))
+	err = s.consume(tarstream.NewReader(plain, limit))
 	if err == nil {
 		// Read to the very end so the recorded sha256 covers the whole file.
 		if _, derr := io.Copy(io.Discard, br); derr != nil {

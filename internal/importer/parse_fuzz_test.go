@@ -1,34 +1,12 @@
 package importer
 
 import (
-	"bytes"
 	"errors"
-	"io"
 	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 )
-
-// FuzzCleanName: no name that cleanName accepts may be absolute or climb
-// out of the archive.
-func FuzzCleanName(f *testing.F) {
-	for _, s := range []string{"manifest.json", "./blobs/sha256/ab", "../x", "/etc/passwd", "a/../../b", "a//b/./c", ".", "a\\b"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, name string) {
-		clean, err := cleanName(name)
-		if err != nil {
-			if !errors.Is(err, ErrUnsafePath) {
-				t.Fatalf("cleanName(%q) error %v is not ErrUnsafePath", name, err)
-			}
-			return
-		}
-		if strings.HasPrefix(clean, "/") || clean == ".." || strings.HasPrefix(clean, "../") || strings.Contains(clean, "/../") || clean == "" {
-			t.Fatalf("cleanName(%q) = %q escapes the archive", name, clean)
-		}
-	})
-}
 
 // FuzzParseManifest: parsing a manifest never panics, and an accepted one
 // has well-formed digests throughout.
@@ -75,34 +53,5 @@ func FuzzImgpkgManifest(f *testing.F) {
 				t.Fatalf("accepted an entry with %v image and %v index", e.Image != nil, e.ImageIndex != nil)
 			}
 		}
-	})
-}
-
-// FuzzTarEntries: the safe tar reader never panics, never yields an unsafe
-// name, and always stops.
-func FuzzTarEntries(f *testing.F) {
-	f.Add([]byte{})
-	f.Add(bytes.Repeat([]byte{0}, 1024))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		tr := newTarEntries(bytes.NewReader(data), 1<<20)
-		for range 10000 {
-			e, err := tr.next()
-			if err != nil {
-				return
-			}
-			if _, cerr := cleanName(e.name); cerr != nil {
-				t.Fatalf("yielded unsafe name %q", e.name)
-			}
-			if e.isLink {
-				if _, cerr := cleanName(e.link); cerr != nil {
-					t.Fatalf("yielded unsafe link target %q", e.link)
-				}
-				continue
-			}
-			if _, err := io.Copy(io.Discard, e.r); err != nil {
-				return
-			}
-		}
-		t.Fatal("more than 10000 entries from a fuzz input")
 	})
 }

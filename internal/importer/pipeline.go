@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
 
@@ -61,18 +62,18 @@ func (c *chanReader) Read(p []byte) (int, error) {
 
 // writeAsync starts writing entry e as blob want into staging and returns
 // once its bytes have been handed over; the result is collected by wait.
-func (s *session) writeAsync(e *entry, want digest.Digest) error {
+func (s *session) writeAsync(e *tarstream.Entry, want digest.Digest) error {
 	if err := s.wait(maxInFlight - 1); err != nil {
 		return err
 	}
 	ch := make(chan *[]byte, chunksAhead)
 	sizes := make(chan int, chunksAhead)
 	var aborted atomic.Bool
-	p := &pendingWrite{entry: e.name, done: make(chan error, 1)}
+	p := &pendingWrite{entry: e.Name, done: make(chan error, 1)}
 	s.pending = append(s.pending, p)
 	go func() {
 		cr := &chanReader{ch: ch, sizes: sizes, aborted: &aborted}
-		_, err := s.store.WriteBlob(s.ctx, s.staging, registry.Descriptor{Digest: want, Size: e.size}, cr)
+		_, err := s.store.WriteBlob(s.ctx, s.staging, registry.Descriptor{Digest: want, Size: e.Size}, cr)
 		for b := range ch { // unblock the feeder if the write stopped early
 			<-sizes
 			chunkPool.Put(b)
@@ -87,7 +88,7 @@ func (s *session) writeAsync(e *entry, want digest.Digest) error {
 	)
 	for {
 		buf := chunkPool.Get().(*[]byte)
-		n, err := io.ReadFull(e.r, *buf)
+		n, err := io.ReadFull(e.R, *buf)
 		total += int64(n)
 		if n > 0 {
 			ch <- buf
@@ -98,7 +99,7 @@ func (s *session) writeAsync(e *entry, want digest.Digest) error {
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 				feedErr = truncated(err)
-			} else if total != e.size {
+			} else if total != e.Size {
 				feedErr = ErrTruncated
 			}
 			break
@@ -110,7 +111,7 @@ func (s *session) writeAsync(e *entry, want digest.Digest) error {
 	close(ch)
 	if feedErr != nil {
 		_ = s.wait(0)
-		return s.fail("read", e.name, feedErr)
+		return s.fail("read", e.Name, feedErr)
 	}
 	return nil
 }

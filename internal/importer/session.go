@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
 
@@ -83,20 +84,20 @@ func (s *session) cleanup() {
 }
 
 func (s *session) fail(op, entry string, err error) error {
-	var ee *entryError
+	var ee *tarstream.EntryError
 	if errors.As(err, &ee) {
-		entry, err = ee.name, ee.err
+		entry, err = ee.Name, ee.Err
 	}
 	return &Error{Op: op, Source: s.req.Source, Entry: entry, Err: err}
 }
 
 // consume reads every entry of the stream.
-func (s *session) consume(er entryReader) error {
+func (s *session) consume(er *tarstream.Reader) error {
 	for {
 		if err := s.ctx.Err(); err != nil {
 			return s.fail("read", "", err)
 		}
-		e, err := er.next()
+		e, err := er.Next()
 		if errors.Is(err, io.EOF) {
 			return s.wait(0)
 		}
@@ -123,9 +124,9 @@ func legacyDockerJunk(name string) bool {
 	return strings.HasSuffix(name, "/json") || strings.HasSuffix(name, "/VERSION")
 }
 
-func (s *session) entry(e *entry) error {
+func (s *session) entry(e *tarstream.Entry) error {
 	if len(s.order) == 0 && s.bundle == nil {
-		if bundle.IsBundleStart(e.name) && !e.isLink {
+		if bundle.IsBundleStart(e.Name) && !e.IsLink {
 			s.bundle = &bundleState{check: bundle.NewChecker(s.req.Trust)}
 		} else if s.req.ToRepo == "" && !s.req.KeepNames {
 			return s.fail("read", "", errNoDestination)
@@ -134,67 +135,67 @@ func (s *session) entry(e *entry) error {
 	if s.bundle != nil {
 		return s.bundleEntry(e)
 	}
-	if e.isLink {
+	if e.IsLink {
 		// Only docker-save's layer entries may legitimately be links (one
 		// layer linked to another inside the archive).
-		if !strings.HasSuffix(e.name, "/layer.tar") && !strings.HasSuffix(e.name, ".tar") {
-			return s.fail("read", e.name, fmt.Errorf("%w: a link where a regular file is expected (points to %s)", ErrUnsafeLink, e.link))
+		if !strings.HasSuffix(e.Name, "/layer.tar") && !strings.HasSuffix(e.Name, ".tar") {
+			return s.fail("read", e.Name, fmt.Errorf("%w: a link where a regular file is expected (points to %s)", ErrUnsafeLink, e.Link))
 		}
-		if old, ok := s.links[e.name]; ok && old != e.link {
-			return s.fail("read", e.name, ErrDuplicate)
+		if old, ok := s.links[e.Name]; ok && old != e.Link {
+			return s.fail("read", e.Name, ErrDuplicate)
 		}
-		s.links[e.name] = e.link
-		s.order = append(s.order, e.name)
+		s.links[e.Name] = e.Link
+		s.order = append(s.order, e.Name)
 		return nil
 	}
-	s.order = append(s.order, e.name)
+	s.order = append(s.order, e.Name)
 	switch {
-	case isMetaName(e.name):
-		if e.size > maxMetaSize {
-			return s.fail("read", e.name, fmt.Errorf("%w: %d bytes of metadata (limit %d)", ErrAbsurdSize, e.size, maxMetaSize))
+	case isMetaName(e.Name):
+		if e.Size > maxMetaSize {
+			return s.fail("read", e.Name, fmt.Errorf("%w: %d bytes of metadata (limit %d)", ErrAbsurdSize, e.Size, maxMetaSize))
 		}
-		data, err := readAllExact(e.r, e.size)
+		data, err := readAllExact(e.R, e.Size)
 		if err != nil {
-			return s.fail("read", e.name, err)
+			return s.fail("read", e.Name, err)
 		}
-		if old, ok := s.meta[e.name]; ok && !bytes.Equal(old, data) {
-			return s.fail("read", e.name, ErrDuplicate)
+		if old, ok := s.meta[e.Name]; ok && !bytes.Equal(old, data) {
+			return s.fail("read", e.Name, ErrDuplicate)
 		}
-		s.meta[e.name] = data
+		s.meta[e.Name] = data
 		return nil
-	case legacyDockerJunk(e.name):
-		_, err := io.Copy(io.Discard, e.r)
+	case legacyDockerJunk(e.Name):
+		_, err := io.Copy(io.Discard, e.R)
 		if err != nil {
-			return s.fail("read", e.name, truncated(err))
+			return s.fail("read", e.Name, truncated(err))
 		}
 		return nil
 	}
 	var want digest.Digest
-	if m := imgpkgBlobName.FindStringSubmatch(e.name); m != nil {
+	if m := imgpkgBlobName.FindStringSubmatch(e.Name); m != nil {
 		want = digest.NewDigestFromEncoded(digest.SHA256, m[1])
-	} else if m := ociBlobName.FindStringSubmatch(e.name); m != nil {
+	} else if m := ociBlobName.FindStringSubmatch(e.Name); m != nil {
 		want = digest.NewDigestFromEncoded(digest.SHA256, m[1])
 	}
 	ref, err := s.storeBlob(e, want)
 	if err != nil {
 		return err
 	}
-	if old, ok := s.files[e.name]; ok && old.digest != ref.digest {
-		return s.fail("read", e.name, ErrDuplicate)
+	if old, ok := s.files[e.Name]; ok && old.digest != ref.digest {
+		return s.fail("read", e.Name, ErrDuplicate)
 	}
-	s.files[e.name] = ref
+	s.files[e.Name] = ref
 	return nil
 }
 
 // storeBlob verifies an entry's bytes and makes them available in the
 // staging repository: written when new, linked when the registry already
 // holds them (still hashed, so every byte of the input is checked).
-func (s *session) storeBlob(e *entry, want digest.Digest) (fileRef, error) {
+func (s *session) storeBlob(e *tarstream.Entry, want digest.Digest) (fileRef, error) {
 	st := s.store
 	if want != "" {
 		if _, seen := s.have[want]; !seen {
 			if desc, ok, err := st.StatBlob(s.ctx, want); err != nil {
-				return fileRef{}, s.fail("store", e.name, err)
+				return fileRef{}, s.fail("store", e.Name, err)
 			} else if !ok {
 				// Written on a goroutine of its own (pipeline.go); a
 				// failure surfaces, naming this entry, before anything is
@@ -202,25 +203,25 @@ func (s *session) storeBlob(e *entry, want digest.Digest) (fileRef, error) {
 				if err := s.writeAsync(e, want); err != nil {
 					return fileRef{}, err
 				}
-				s.have[want], s.fresh[want] = e.size, struct{}{}
+				s.have[want], s.fresh[want] = e.Size, struct{}{}
 				s.rec.BlobsNew++
-				s.rec.BytesNew += e.size
-				return fileRef{digest: want, size: e.size}, nil
-			} else if desc.Size != e.size {
-				return fileRef{}, s.fail("verify", e.name, fmt.Errorf("%w: %d bytes, but the registry holds %s with %d", ErrDigestMismatch, e.size, want, desc.Size))
+				s.rec.BytesNew += e.Size
+				return fileRef{digest: want, size: e.Size}, nil
+			} else if desc.Size != e.Size {
+				return fileRef{}, s.fail("verify", e.Name, fmt.Errorf("%w: %d bytes, but the registry holds %s with %d", ErrDigestMismatch, e.Size, want, desc.Size))
 			}
 		}
 		// Present already: check the bytes all the same, then link.
-		got, n, err := hashAll(e.r)
+		got, n, err := hashAll(e.R)
 		if err != nil {
-			return fileRef{}, s.fail("read", e.name, err)
+			return fileRef{}, s.fail("read", e.Name, err)
 		}
-		if got != want || n != e.size {
-			return fileRef{}, s.fail("verify", e.name, fmt.Errorf("%w: named %s, hashes to %s", ErrDigestMismatch, want, got))
+		if got != want || n != e.Size {
+			return fileRef{}, s.fail("verify", e.Name, fmt.Errorf("%w: named %s, hashes to %s", ErrDigestMismatch, want, got))
 		}
 		if _, seen := s.have[want]; !seen {
 			if err := st.LinkBlob(s.ctx, s.staging, want); err != nil {
-				return fileRef{}, s.fail("store", e.name, err)
+				return fileRef{}, s.fail("store", e.Name, err)
 			}
 			s.have[want] = n
 			s.rec.BlobsExisting++
@@ -229,9 +230,9 @@ func (s *session) storeBlob(e *entry, want digest.Digest) (fileRef, error) {
 		return fileRef{digest: want, size: n}, nil
 	}
 	// Digest unknown (docker-save's legacy files): compute while writing.
-	got, err := st.WriteBlob(s.ctx, s.staging, registry.Descriptor{Size: e.size}, e.r)
+	got, err := st.WriteBlob(s.ctx, s.staging, registry.Descriptor{Size: e.Size}, e.R)
 	if err != nil {
-		return fileRef{}, s.fail("store", e.name, mapStoreErr(err))
+		return fileRef{}, s.fail("store", e.Name, mapStoreErr(err))
 	}
 	if _, seen := s.have[got.Digest]; !seen {
 		s.have[got.Digest], s.fresh[got.Digest] = got.Size, struct{}{}
