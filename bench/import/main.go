@@ -65,6 +65,7 @@ import (
 
 	"github.com/appliance-dev/appliance/bench/internal/benchkit"
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
 
@@ -638,7 +639,7 @@ func inProcessPhase(ctx context.Context, o options, ds *benchkit.ImageSet, work 
 		return r, err
 	}
 	defer reg.Close()
-	hist, err := importer.OpenHistory(filepath.Join(dir, "imports"))
+	hist, err := history.Open(filepath.Join(dir, "imports"))
 	if err != nil {
 		return r, err
 	}

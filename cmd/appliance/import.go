@@ -17,7 +17,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/apiclient"
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/cli"
-	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 	"github.com/appliance-dev/appliance/internal/server"
 )
@@ -54,7 +54,7 @@ appliance's own disk (mounted media) and nothing is uploaded.`,
 			}
 			failed := 0
 			for _, arg := range args {
-				var rec importer.Record
+				var rec history.Record
 				if onServer {
 					// As long as the import takes: a time-out here would
 					// cancel the import on the appliance.
@@ -89,7 +89,7 @@ type uploadOptions struct {
 	keepNames, allowUnsigned bool
 }
 
-func (c cmds) upload(ctx context.Context, cl *apiclient.Client, path string, o uploadOptions, rec *importer.Record) error {
+func (c cmds) upload(ctx context.Context, cl *apiclient.Client, path string, o uploadOptions, rec *history.Record) error {
 	var (
 		body io.Reader
 		size = int64(-1)
@@ -128,7 +128,7 @@ func (c cmds) upload(ctx context.Context, cl *apiclient.Client, path string, o u
 }
 
 // send streams one import body with progress.
-func (c cmds) send(ctx context.Context, cl *apiclient.Client, path string, body io.Reader, size int64, o uploadOptions, rec *importer.Record) error {
+func (c cmds) send(ctx context.Context, cl *apiclient.Client, path string, body io.Reader, size int64, o uploadOptions, rec *history.Record) error {
 	q := url.Values{"to_repo": {o.toRepo}, "source": {filepath.Base(path)}}
 	if o.keepNames {
 		q.Set("keep_names", "true")
@@ -143,7 +143,7 @@ func (c cmds) send(ctx context.Context, cl *apiclient.Client, path string, body 
 	return err
 }
 
-func printRecord(w io.Writer, r importer.Record) {
+func printRecord(w io.Writer, r history.Record) {
 	fmt.Fprintf(w, "imported %s (%s, sha256 %s) as import %s\n", r.Source, r.Format, r.SourceSHA256, r.ID)
 	fmt.Fprintf(w, "  blobs: %d new (%s), %d already present (%s)\n", r.BlobsNew, cli.HumanBytes(r.BytesNew), r.BlobsExisting, cli.HumanBytes(r.BytesExisting))
 	for _, t := range r.Tags {
@@ -184,7 +184,7 @@ func (c cmds) importsCmd() *cobra.Command {
 				return err
 			}
 			if len(args) == 1 {
-				var r importer.Record
+				var r history.Record
 				if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/imports/"+url.PathEscape(args[0]), nil, &r); err != nil {
 					return fmt.Errorf("show import %s: %w", args[0], err)
 				}
@@ -195,7 +195,7 @@ func (c cmds) importsCmd() *cobra.Command {
 				printRecord(c.Stdout, r)
 				return nil
 			}
-			var recs []importer.Record
+			var recs []history.Record
 			if err := cl.Do(cmd.Context(), http.MethodGet, "/api/v1/imports", nil, &recs); err != nil {
 				return fmt.Errorf("list imports: %w", err)
 			}

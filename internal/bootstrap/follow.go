@@ -22,13 +22,14 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/fsutil"
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/regclient"
 )
 
 // Importer is where the follower puts what it pulls: the appliance's
 // importer, which verifies every byte and records the import.
 type Importer interface {
-	Import(ctx context.Context, req importer.Request) (*importer.Record, error)
+	Import(ctx context.Context, req importer.Request) (*history.Record, error)
 }
 
 // StandbyStatusFile keeps the last sync's outcome.
@@ -440,7 +441,7 @@ func (f *Follower) compare(ctx context.Context, c *regclient.Client, repo string
 // streamed as it is read from the primary, imported with the importer's
 // checks and recorded in its history. Blobs the standby holds already are
 // left out of the stream.
-func (f *Follower) pull(ctx context.Context, c *regclient.Client, p *Primary, repo string, tags []pullTag) (*importer.Record, error) {
+func (f *Follower) pull(ctx context.Context, c *regclient.Client, p *Primary, repo string, tags []pullTag) (*history.Record, error) {
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/bootstrap"
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
@@ -19,7 +20,7 @@ func isStaging(repo string) bool { return strings.HasPrefix(repo, importer.Stagi
 type standbyOf struct {
 	*testkit.Node
 	life *bootstrap.Lifecycle
-	hist *importer.History
+	hist *history.History
 	f    *bootstrap.Follower
 }
 
@@ -30,7 +31,7 @@ func newStandby(t *testing.T, primary *testkit.Node, projects ...string) *standb
 	if err != nil {
 		t.Fatal(err)
 	}
-	hist, err := importer.OpenHistory(filepath.Join(n.Dir, "imports"))
+	hist, err := history.Open(filepath.Join(n.Dir, "imports"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 )
 
 // tarEntry is one entry of a hand-made archive.
@@ -156,7 +157,7 @@ func TestImportRejectsBadInput(t *testing.T) {
 			if tc.wantEntry != "" && ie.Entry != tc.wantEntry {
 				t.Fatalf("error names entry %q, want %q (%v)", ie.Entry, tc.wantEntry, err)
 			}
-			if rec.Outcome != importer.OutcomeFailed || rec.Error == "" || len(rec.Tags) != 0 {
+			if rec.Outcome != history.OutcomeFailed || rec.Error == "" || len(rec.Tags) != 0 {
 				t.Fatalf("record = %+v", rec)
 			}
 			if repos := e.leftovers(t); len(repos) != 0 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/filestore"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 )
 
@@ -33,21 +34,6 @@ type Apt interface {
 	// HeldDigests returns the sha256 (hex) of every package some
 	// repository holds.
 	HeldDigests(ctx context.Context) (map[string]bool, error)
-}
-
-// BundleRecord is what the history keeps of a bundle import: who signed it
-// and its whole inventory.
-type BundleRecord struct {
-	Name        string `json:"name,omitempty"`
-	Signed      bool   `json:"signed"`
-	SignedBy    string `json:"signed_by,omitempty"`
-	Fingerprint string `json:"fingerprint,omitempty"`
-	// AllowedUnsigned records that --allow-unsigned let an unsigned bundle in.
-	AllowedUnsigned bool            `json:"allowed_unsigned,omitempty"`
-	Since           string          `json:"since,omitempty"`
-	Files           []string        `json:"files,omitempty"`
-	Packages        []string        `json:"packages,omitempty"`
-	Inventory       json.RawMessage `json:"inventory"`
 }
 
 // bundleState is a bundle import in progress.
@@ -131,7 +117,7 @@ func (s *session) bundleReady() error {
 	}
 	b.ready = true
 	s.rec.Format = FormatBundle
-	s.rec.Bundle = &BundleRecord{Name: inv.Name, Signed: !b.check.Unsigned, SignedBy: b.check.SignedBy, Fingerprint: b.check.Fingerprint,
+	s.rec.Bundle = &history.BundleRecord{Name: inv.Name, Signed: !b.check.Unsigned, SignedBy: b.check.SignedBy, Fingerprint: b.check.Fingerprint,
 		AllowedUnsigned: b.check.Unsigned, Since: inv.Since, Inventory: json.RawMessage(b.check.InventoryBytes())}
 	b.side = map[string]string{}
 	for _, a := range inv.Artifacts {

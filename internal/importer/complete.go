@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 	"github.com/opencontainers/go-digest"
 )
@@ -554,7 +555,7 @@ func (s *session) apply(p *plan) error {
 		if _, err := s.store.PutManifest(s.ctx, m.repo, m.mediaType, m.payload); err != nil {
 			return s.fail("store", m.digest.String(), err)
 		}
-		s.rec.Manifests = append(s.rec.Manifests, ManifestRecord{Repository: m.repo, Digest: m.digest.String(), MediaType: m.mediaType})
+		s.rec.Manifests = append(s.rec.Manifests, history.ManifestRecord{Repository: m.repo, Digest: m.digest.String(), MediaType: m.mediaType})
 	}
 	for _, t := range p.tags {
 		prev, had, err := s.store.TagDigest(s.ctx, t.repo, t.tag)
@@ -564,7 +565,7 @@ func (s *session) apply(p *plan) error {
 		if err := s.store.Tag(s.ctx, t.repo, t.tag, t.digest); err != nil {
 			return s.fail("tag", t.repo+":"+t.tag, err)
 		}
-		tr := TagRecord{Repository: t.repo, Tag: t.tag, Digest: t.digest.String()}
+		tr := history.TagRecord{Repository: t.repo, Tag: t.tag, Digest: t.digest.String()}
 		if had && prev != t.digest {
 			tr.Previous = prev.String()
 		}

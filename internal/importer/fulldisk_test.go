@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 )
 
 // TestImportOnFullDisk runs the registry on a 3 MiB tmpfs and imports a
@@ -93,8 +94,8 @@ func TestImportRecordOnFullDisk(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
 		t.Fatalf("import onto a full disk = %v, want a no-space error", err)
 	}
-	if got := outcomeOf(t, e.hist, rec.ID); got != importer.OutcomeFailed {
-		t.Fatalf("the history lists the import %q, want %q", got, importer.OutcomeFailed)
+	if got := outcomeOf(t, e.hist, rec.ID); got != history.OutcomeFailed {
+		t.Fatalf("the history lists the import %q, want %q", got, history.OutcomeFailed)
 	}
 	rep, err := e.hist.Check()
 	if err != nil {
@@ -110,16 +111,16 @@ func TestImportRecordOnFullDisk(t *testing.T) {
 	if rep, err := e.hist.Check(); err != nil || len(rep.Problems) != 0 {
 		t.Fatalf("the check once there is room = %+v, %v", rep.Problems, err)
 	}
-	again, err := importer.OpenHistory(filepath.Join(dir, "imports"))
+	again, err := history.Open(filepath.Join(dir, "imports"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := outcomeOf(t, again, rec.ID); got != importer.OutcomeFailed {
-		t.Fatalf("the record on disk says %q, want %q", got, importer.OutcomeFailed)
+	if got := outcomeOf(t, again, rec.ID); got != history.OutcomeFailed {
+		t.Fatalf("the record on disk says %q, want %q", got, history.OutcomeFailed)
 	}
 }
 
-func outcomeOf(t *testing.T, h *importer.History, id string) string {
+func outcomeOf(t *testing.T, h *history.History, id string) string {
 	t.Helper()
 	rec, ok, err := h.Get(id)
 	if err != nil || !ok {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 )
 
 var (
@@ -42,7 +43,7 @@ func FuzzImport(f *testing.F) {
 			if !errors.As(err, &ie) || ie.Source != "fuzz.tar" {
 				t.Fatalf("error %v (%T) is not an *importer.Error naming the source", err, err)
 			}
-			if rec.Outcome != importer.OutcomeFailed || len(rec.Tags) != 0 {
+			if rec.Outcome != history.OutcomeFailed || len(rec.Tags) != 0 {
 				t.Fatalf("failed import recorded as %+v", rec)
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
 
@@ -29,7 +30,7 @@ func (allowAll) AuthorizeRegistry(*http.Request, []registry.Access) (string, err
 type env struct {
 	reg   *registry.Registry
 	imp   *importer.Importer
-	hist  *importer.History
+	hist  *history.History
 	host  string // 127.0.0.1:port
 	dir   string
 	close func()
@@ -68,7 +69,7 @@ func envWith(dir string, s3 *registry.S3) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	hist, err := importer.OpenHistory(filepath.Join(dir, "imports"))
+	hist, err := history.Open(filepath.Join(dir, "imports"))
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +83,7 @@ func envWith(dir string, s3 *registry.S3) (*env, error) {
 	return e, nil
 }
 
-func (e *env) importFile(t *testing.T, path, toRepo string) (*importer.Record, error) {
+func (e *env) importFile(t *testing.T, path, toRepo string) (*history.Record, error) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
@@ -34,7 +35,7 @@ func TestImportImgpkgBundle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("import: %v", err)
 	}
-	if rec.Format != importer.FormatImgpkg || rec.Outcome != importer.OutcomeSucceeded || len(rec.SourceSHA256) != 64 {
+	if rec.Format != importer.FormatImgpkg || rec.Outcome != history.OutcomeSucceeded || len(rec.SourceSHA256) != 64 {
 		t.Fatalf("record = %+v", rec)
 	}
 	tags := e.tags(t, "enclave/bundle")

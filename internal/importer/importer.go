@@ -27,6 +27,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
@@ -80,7 +81,7 @@ type Importer struct {
 	turns     GCTurns
 	files     Files
 	apt       Apt
-	history   *History
+	history   *history.History
 	log       *slog.Logger
 	maxSize   int64
 
@@ -109,7 +110,7 @@ func WithSyncStore(s Store) Option { return func(i *Importer) { i.syncStore = s 
 func WithMaxEntrySize(n int64) Option { return func(i *Importer) { i.maxSize = n } }
 
 // New builds an Importer.
-func New(store Store, history *History, opts ...Option) (*Importer, error) {
+func New(store Store, history *history.History, opts ...Option) (*Importer, error) {
 	if store == nil || history == nil {
 		return nil, errors.New("new importer: store and history are required")
 	}
@@ -166,8 +167,8 @@ func (r Request) validate() error {
 
 // Import reads one archive and imports it. The record is written to the
 // history whatever the outcome, and returned with the error, if any.
-func (imp *Importer) Import(ctx context.Context, req Request) (*Record, error) {
-	rec := imp.history.begin(req)
+func (imp *Importer) Import(ctx context.Context, req Request) (*history.Record, error) {
+	rec := imp.begin(req)
 	if err := req.validate(); err != nil {
 		return imp.finish(rec, &Error{Op: "request", Source: req.Source, Err: err})
 	}
@@ -218,17 +219,17 @@ func (imp *Importer) Import(ctx context.Context, req Request) (*Record, error) {
 	return imp.finish(rec, s.complete())
 }
 
-func (imp *Importer) finish(rec *Record, err error) (*Record, error) {
+func (imp *Importer) finish(rec *history.Record, err error) (*history.Record, error) {
 	rec.Finished = time.Now().UTC()
 	if err != nil {
-		rec.Outcome, rec.Error = OutcomeFailed, err.Error()
+		rec.Outcome, rec.Error = history.OutcomeFailed, err.Error()
 		imp.log.Warn("import failed", "id", rec.ID, "source", rec.Source, "error", err)
 	} else {
-		rec.Outcome = OutcomeSucceeded
+		rec.Outcome = history.OutcomeSucceeded
 		imp.log.Info("import succeeded", "id", rec.ID, "source", rec.Source, "format", rec.Format,
 			"manifests", len(rec.Manifests), "tags", len(rec.Tags), "bytes_new", rec.BytesNew, "bytes_existing", rec.BytesExisting)
 	}
-	if herr := imp.history.save(rec); herr != nil {
+	if herr := imp.history.Save(rec); herr != nil {
 		imp.log.Error("import history not saved", "id", rec.ID, "error", herr)
 		if err == nil {
 			err = herr
@@ -260,6 +261,14 @@ func (imp *Importer) lockRepos(repos []string) func() {
 			ms[i].Unlock()
 		}
 	}
+}
+
+// begin starts req's record in the history.
+func (imp *Importer) begin(req Request) *history.Record {
+	rec := &history.Record{ID: newID(), Source: req.Source, User: req.User, ToRepo: req.ToRepo, KeepNames: req.KeepNames,
+		Started: time.Now().UTC(), Outcome: history.OutcomeRunning}
+	_ = imp.history.Save(rec) // best effort: the final save reports errors
+	return rec
 }
 
 func newID() string {

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/v1"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -24,6 +24,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 )
 
 // ociFixture writes an OCI layout holding: an image named by a bare tag,
@@ -160,7 +161,7 @@ func TestImportOCILayout(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			req := importer.Request{Source: "layout-" + form, ToRepo: "enclave/mixed"}
-			var rec *importer.Record
+			var rec *history.Record
 			var err error
 			if form == "folder" {
 				rec, err = e.imp.ImportDir(context.Background(), f.dir, req)

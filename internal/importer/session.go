@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/importer/tarstream"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
@@ -29,7 +30,7 @@ type session struct {
 	store   Store // the importer's, or its sync store for a standby's follow
 	ctx     context.Context
 	req     Request
-	rec     *Record
+	rec     *history.Record
 	staging string
 
 	files map[string]fileRef         // regular entries by name
@@ -51,7 +52,7 @@ type fileRef struct {
 	size   int64
 }
 
-func (imp *Importer) newSession(ctx context.Context, req Request, rec *Record) (*session, error) {
+func (imp *Importer) newSession(ctx context.Context, req Request, rec *history.Record) (*session, error) {
 	store := imp.store
 	if req.Sync {
 		if imp.syncStore == nil {

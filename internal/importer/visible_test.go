@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 )
 
 // ociImage is a one-layer OCI image as the entries of a layout tar.
@@ -56,7 +57,7 @@ func TestImportCountsOnlyVisibleBlobs(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	img := newOCIImage("the layer a refused import leaves behind")
-	imp := func(data []byte, repo string) (*importer.Record, error) {
+	imp := func(data []byte, repo string) (*history.Record, error) {
 		return e.imp.Import(ctx, importer.Request{Source: "layout.tar", Reader: bytes.NewReader(data), ToRepo: repo})
 	}
 

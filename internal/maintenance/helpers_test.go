@@ -29,6 +29,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/aptrepo"
 	"github.com/appliance-dev/appliance/internal/filestore"
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/maintenance"
 	"github.com/appliance-dev/appliance/internal/registry"
 	"github.com/appliance-dev/appliance/internal/testkit"
@@ -44,7 +45,7 @@ func (allowAll) AuthorizeRegistry(*http.Request, []registry.Access) (string, err
 type stack struct {
 	dir   string
 	reg   *registry.Registry
-	hist  *importer.History
+	hist  *history.History
 	imp   *importer.Importer
 	files *filestore.Store
 	apt   *aptrepo.Repos
@@ -65,7 +66,7 @@ func newStack(t *testing.T, withApt bool, opts ...maintenance.Option) *stack {
 	srv := httptest.NewServer(reg.Handler())
 	t.Cleanup(func() { srv.Close(); _ = reg.Close() })
 	s := &stack{dir: dir, reg: reg, host: strings.TrimPrefix(srv.URL, "http://")}
-	if s.hist, err = importer.OpenHistory(filepath.Join(dir, "imports")); err != nil {
+	if s.hist, err = history.Open(filepath.Join(dir, "imports")); err != nil {
 		t.Fatal(err)
 	}
 	if s.files, err = filestore.Open(filepath.Join(dir, "files"), nil); err != nil {

@@ -5,7 +5,7 @@
 // broken in the registry, and nothing else. GC removes from the registry
 // what nothing visible references, taking turns with imports,
 // promotions and pushes. Each store checks itself (registry.Check,
-// filestore.Verify, aptrepo.VerifyPools, importer.History.Check); this
+// filestore.Verify, aptrepo.VerifyPools, history.History.Check); this
 // package runs them, one job at a time, and puts the answers together.
 package maintenance
 
@@ -19,7 +19,7 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/aptrepo"
 	"github.com/appliance-dev/appliance/internal/filestore"
-	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
 
@@ -42,7 +42,7 @@ type Apt interface {
 
 // History is the import history.
 type History interface {
-	Check() (importer.HistoryReport, error)
+	Check() (history.Report, error)
 }
 
 // ErrBusy is returned while another fsck or gc runs.

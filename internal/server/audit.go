@@ -17,6 +17,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/auth"
 	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 )
 
 // The audit trail (internal/audit does the work, see docs/audit.md): a
@@ -198,7 +199,7 @@ func (s *Server) auditToken(c echo.Context, scopes []string, err error) {
 }
 
 // auditImport notes an import's record in its entry.
-func auditImport(c echo.Context, rec *importer.Record, err error) {
+func auditImport(c echo.Context, rec *history.Record, err error) {
 	if rec == nil {
 		return
 	}
@@ -213,7 +214,7 @@ func auditImport(c echo.Context, rec *importer.Record, err error) {
 // import is one pulled repository, and one entry.
 type followImporter struct{ s *Server }
 
-func (f followImporter) Import(ctx context.Context, req importer.Request) (*importer.Record, error) {
+func (f followImporter) Import(ctx context.Context, req importer.Request) (*history.Record, error) {
 	rec, err := f.s.importer.Import(ctx, req)
 	repo, _, _ := strings.Cut(strings.TrimPrefix(req.Source, "standby sync of "), " from ")
 	e := audit.Entry{Actor: actorOf(req.User, false), Action: "standby.pull", Target: repo, Outcome: audit.OK, Details: map[string]string{}}

@@ -14,6 +14,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/auth"
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/registry"
 )
 
@@ -31,7 +32,7 @@ type ImportPathRequest struct {
 // and the record kept in the history.
 type ImportFailure struct {
 	APIError
-	Record *importer.Record `json:"record,omitempty"`
+	Record *history.Record `json:"record,omitempty"`
 }
 
 // postImport imports an archive streamed in the request body
@@ -50,7 +51,7 @@ func (s *Server) postImport(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	var (
-		rec *importer.Record
+		rec *history.Record
 		err error
 	)
 	if strings.HasPrefix(c.Request().Header.Get("Content-Type"), "application/json") {
@@ -128,7 +129,7 @@ func (s *Server) listImports(c echo.Context) error {
 		return err
 	}
 	if recs == nil {
-		recs = []importer.Record{}
+		recs = []history.Record{}
 	}
 	return c.JSON(http.StatusOK, recs)
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/config"
 	"github.com/appliance-dev/appliance/internal/filestore"
 	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/maintenance"
 	"github.com/appliance-dev/appliance/internal/pki"
 	"github.com/appliance-dev/appliance/internal/registry"
@@ -65,7 +66,7 @@ type Server struct {
 	reg           *registry.Registry
 	apt           *aptrepo.Repos
 	aptAPI        *aptapi.API
-	history       *importer.History
+	history       *history.History
 	importer      *importer.Importer
 	files         *filestore.Store
 	trust         []bundle.TrustedKey
@@ -171,7 +172,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		_ = s.reg.Close()
 		_ = s.apt.Close()
 	}
-	if s.history, err = importer.OpenHistory(filepath.Join(dir, importsDir)); err != nil {
+	if s.history, err = history.Open(filepath.Join(dir, importsDir)); err != nil {
 		closeStores()
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/maintenance"
 )
 
@@ -222,7 +222,7 @@ type cliResult struct {
 // there is none).
 func importOutcome(t *testing.T, a *appliance, source string) string {
 	t.Helper()
-	var recs []importer.Record
+	var recs []history.Record
 	if err := getJSON(a, "/api/v1/imports", &recs); err != nil {
 		t.Fatalf("the import history: %v", err)
 	}

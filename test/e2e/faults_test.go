@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
-	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/testkit"
 )
 
@@ -108,7 +108,7 @@ func (k *killedImport) interrupt(t *testing.T) {
 		done <- cliResult{out, err}
 	}()
 	waitFor(t, "the import to write 16 MiB", time.Minute, func() bool {
-		return importOutcome(t, a, filepath.Base(k.layout)) == importer.OutcomeRunning &&
+		return importOutcome(t, a, filepath.Base(k.layout)) == history.OutcomeRunning &&
 			treeBytes(t, filepath.Join(a.dataDir, "registry")) >= before+16<<20
 	})
 	t.Logf("killed with %d MiB of the import in storage", (treeBytes(t, filepath.Join(a.dataDir, "registry"))-before)>>20)
@@ -123,7 +123,7 @@ func (k *killedImport) nothingVisible(t *testing.T) {
 	if hasStaging(k.a.dataDir) {
 		t.Error("the killed import's staging repository survived the restart")
 	}
-	assertImportRecorded(t, k.a, filepath.Base(k.layout), importer.OutcomeInterrupted)
+	assertImportRecorded(t, k.a, filepath.Base(k.layout), history.OutcomeInterrupted)
 }
 
 func (k *killedImport) repeat(t *testing.T) {
@@ -415,7 +415,7 @@ func (f *fullImport) nothingVisible(t *testing.T) {
 	if hasStaging(f.a.dataDir) {
 		t.Error("the failed import left its staging repository")
 	}
-	assertImportRecorded(t, f.a, filepath.Base(f.layout), importer.OutcomeFailed)
+	assertImportRecorded(t, f.a, filepath.Base(f.layout), history.OutcomeFailed)
 }
 
 func (f *fullImport) repeat(t *testing.T) {

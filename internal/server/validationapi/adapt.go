@@ -6,7 +6,7 @@ import (
 
 	"github.com/appliance-dev/appliance/internal/bootstrap"
 	"github.com/appliance-dev/appliance/internal/bundle"
-	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/validate"
 )
 
@@ -35,7 +35,7 @@ func Advertised(hostnames []string, listen, bound string) (string, []string) {
 
 // FromHistory is the import history as the gate reads it: each record's
 // manifests and, for a bundle, its inventory and what it carried.
-func FromHistory(recs []importer.Record) []validate.ImportRecord {
+func FromHistory(recs []history.Record) []validate.ImportRecord {
 	out := make([]validate.ImportRecord, 0, len(recs))
 	for _, rec := range recs {
 		ir := validate.ImportRecord{ID: rec.ID, Source: rec.Source, Outcome: rec.Outcome, Finished: rec.Finished, User: rec.User}

@@ -1,4 +1,9 @@
-package importer
+// Package history keeps the import history: one JSON record per import,
+// written atomically, that says what came in, from whom, what it added and
+// how it ended. Records an interrupted process left "running" are marked
+// "interrupted" on open; a record a full disk kept from its file is held
+// in memory and written again once there is room.
+package history
 
 import (
 	"cmp"
@@ -54,6 +59,21 @@ type Record struct {
 	Bundle *BundleRecord `json:"bundle,omitempty"`
 }
 
+// BundleRecord is what the history keeps of a bundle import: who signed it
+// and its whole inventory.
+type BundleRecord struct {
+	Name        string `json:"name,omitempty"`
+	Signed      bool   `json:"signed"`
+	SignedBy    string `json:"signed_by,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// AllowedUnsigned records that --allow-unsigned let an unsigned bundle in.
+	AllowedUnsigned bool            `json:"allowed_unsigned,omitempty"`
+	Since           string          `json:"since,omitempty"`
+	Files           []string        `json:"files,omitempty"`
+	Packages        []string        `json:"packages,omitempty"`
+	Inventory       json.RawMessage `json:"inventory"`
+}
+
 // ManifestRecord is one manifest an import stored.
 type ManifestRecord struct {
 	Repository string `json:"repository"`
@@ -87,9 +107,9 @@ type unsavedRecord struct {
 	err error // of the last write
 }
 
-// OpenHistory opens (creating) the history folder. Records left "running"
+// Open opens (creating) the history folder. Records left "running"
 // by a process that died are marked "interrupted".
-func OpenHistory(dir string) (*History, error) {
+func Open(dir string) (*History, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open import history: %w", err)
 	}
@@ -102,7 +122,7 @@ func OpenHistory(dir string) (*History, error) {
 		if r.Outcome == OutcomeRunning {
 			r.Outcome = OutcomeInterrupted
 			r.Error = "the appliance stopped before this import finished; nothing of it became visible, run it again to complete it"
-			if err := h.save(&r); err != nil {
+			if err := h.Save(&r); err != nil {
 				return nil, err
 			}
 		}
@@ -110,18 +130,14 @@ func OpenHistory(dir string) (*History, error) {
 	return h, nil
 }
 
-func (h *History) begin(req Request) *Record {
-	rec := &Record{ID: newID(), Source: req.Source, User: req.User, ToRepo: req.ToRepo, KeepNames: req.KeepNames,
-		Started: time.Now().UTC(), Outcome: OutcomeRunning}
-	_ = h.save(rec) // best effort: the final save reports errors
-	return rec
-}
-
 func (h *History) path(rec *Record) string {
 	return filepath.Join(h.dir, rec.Started.Format("20060102T150405Z")+"-"+rec.ID+".json")
 }
 
-func (h *History) save(rec *Record) error {
+// Save writes rec, replacing what an earlier Save of the same record
+// wrote. A record that cannot be written (a full disk) is kept in memory,
+// answered by List, and written by a later Save, List or Check.
+func (h *History) Save(rec *Record) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.retryLocked()

@@ -1,4 +1,4 @@
-package importer
+package history
 
 import (
 	"encoding/json"
@@ -8,8 +8,8 @@ import (
 	"strings"
 )
 
-// HistoryProblem is one record of the import history that is not sound.
-type HistoryProblem struct {
+// Problem is one record of the import history that is not sound.
+type Problem struct {
 	// Kind: "unreadable-record", "invalid-record" or "left-running".
 	Kind   string `json:"kind"`
 	File   string `json:"file"`
@@ -17,19 +17,19 @@ type HistoryProblem struct {
 	Detail string `json:"detail"`
 }
 
-// HistoryReport is what Check read and found.
-type HistoryReport struct {
-	Records  int              `json:"records"`
-	Problems []HistoryProblem `json:"problems"`
+// Report is what Check read and found.
+type Report struct {
+	Records  int       `json:"records"`
+	Problems []Problem `json:"problems"`
 }
 
 // Check reads every record of the history: each must parse, carry an id
 // and a known outcome, and none may be left "running" unless this
-// process is running that import (OpenHistory marks those of a process
+// process is running that import (Open marks those of a process
 // that died "interrupted"). It changes nothing, but first writes the
 // records a full disk kept from their files, if there is room now.
-func (h *History) Check() (HistoryReport, error) {
-	rep := HistoryReport{Problems: []HistoryProblem{}}
+func (h *History) Check() (Report, error) {
+	rep := Report{Problems: []Problem{}}
 	h.mu.Lock()
 	h.retryLocked()
 	h.mu.Unlock()
@@ -43,7 +43,7 @@ func (h *History) Check() (HistoryReport, error) {
 		}
 		rep.Records++
 		fail := func(kind, id, format string, args ...any) {
-			rep.Problems = append(rep.Problems, HistoryProblem{Kind: kind, File: e.Name(), ID: id, Detail: fmt.Sprintf(format, args...)})
+			rep.Problems = append(rep.Problems, Problem{Kind: kind, File: e.Name(), ID: id, Detail: fmt.Sprintf(format, args...)})
 		}
 		data, err := os.ReadFile(filepath.Join(h.dir, e.Name()))
 		if err != nil {
