@@ -18,6 +18,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/importer/history"
+	"github.com/appliance-dev/appliance/internal/server/httpmetrics"
 )
 
 // The audit trail (internal/audit does the work, see docs/audit.md): a
@@ -87,7 +88,7 @@ func actorOf(name string, anonymous bool) string {
 
 // auditRegistry records the writes on /v2/.
 func (s *Server) auditRegistry(h http.Handler) http.Handler {
-	return audit.Registry(s.audit.log, h, audit.RegistryOptions{Who: s.who, Remote: s.remote, Route: registryRoute, Log: s.log,
+	return audit.Registry(s.audit.log, h, audit.RegistryOptions{Who: s.who, Remote: s.remote, Route: httpmetrics.RegistryRoute, Log: s.log,
 		TagDigest: func(ctx context.Context, repo, tag string) (string, bool) {
 			d, ok, err := s.reg.TagDigest(ctx, repo, tag)
 			return d.String(), ok && err == nil

@@ -39,6 +39,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/pki"
 	"github.com/appliance-dev/appliance/internal/registry"
 	"github.com/appliance-dev/appliance/internal/server/aptapi"
+	"github.com/appliance-dev/appliance/internal/server/httpmetrics"
 	"github.com/appliance-dev/appliance/internal/server/validationapi"
 )
 
@@ -75,7 +76,7 @@ type Server struct {
 	promoter      *promote.Promoter
 	follower      *bootstrap.Follower
 	handover      *bootstrap.Handover
-	metrics       *metrics
+	metrics       *httpmetrics.Metrics
 	maint         *maintenance.Maintainer
 	audit         *auditor
 	validation    *validationapi.API
@@ -217,7 +218,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		closeStores()
 		return nil, err
 	}
-	s.metrics = newMetrics(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly }, append(lifecycleMetrics(s.life, s.follower), s.validation.Collectors()...)...)
+	s.metrics = httpmetrics.New(s.reg.StorageUsed, func() bool { return s.reg.Mode().ReadOnly }, append(httpmetrics.Lifecycle(s.life, s.follower), s.validation.Collectors()...)...)
 	handler, err := s.httpsHandler()
 	if err != nil {
 		closeStores()
@@ -343,7 +344,7 @@ func (s *Server) newEcho() *echo.Echo {
 	e.GET("/readyz", s.readyz)
 	e.HEAD("/readyz", s.readyz)
 	e.GET("/ca.crt", s.caCert)
-	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()))
+	e.GET("/metrics", echo.WrapHandler(s.metrics.Handler()))
 	s.aptAPI.Mount(e)
 	s.filesRoutes(e)
 	return e
@@ -359,8 +360,8 @@ func (s *Server) httpsHandler() (http.Handler, error) {
 	if err := s.mountConsole(e, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { inner.ServeHTTP(w, r) })); err != nil {
 		return nil, err
 	}
-	api := s.metrics.instrument(s.log, func(r *http.Request) string { return apiRoute(e, r) }, e)
-	v2 := s.metrics.instrument(s.log, registryRoute, s.auditRegistry(s.memberCatalog(s.reg.Handler())))
+	api := s.metrics.Instrument(s.log, func(r *http.Request) string { return httpmetrics.EchoRoute(e, r) }, e)
+	v2 := s.metrics.Instrument(s.log, httpmetrics.RegistryRoute, s.auditRegistry(s.memberCatalog(s.reg.Handler())))
 	inner = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
 			if s.refuseLockedOut(w, r) {
@@ -393,17 +394,7 @@ func (s *Server) httpHandler() http.Handler {
 	}
 	e.Any("/*", redirect)
 	e.Any("/", redirect)
-	return s.metrics.instrument(s.log, func(r *http.Request) string { return "http_" + apiRoute(e, r) }, e)
-}
-
-// apiRoute is the route template echo matched, for metric labels.
-func apiRoute(e *echo.Echo, r *http.Request) string {
-	c := e.NewContext(r, nil)
-	e.Router().Find(r.Method, r.URL.Path, c)
-	if p := c.Path(); p != "" {
-		return p
-	}
-	return "other"
+	return s.metrics.Instrument(s.log, func(r *http.Request) string { return "http_" + httpmetrics.EchoRoute(e, r) }, e)
 }
 
 func (s *Server) healthz(c echo.Context) error {

@@ -1,4 +1,9 @@
-package server
+// Package httpmetrics is the appliance's Prometheus metrics: requests,
+// latency and bytes by route (the route template echo matched, or a
+// /v2/ route without its repository, so that label values stay few),
+// storage, read-only mode, the lifecycle's mode and the standby's lag.
+// They live on a registry of their own, served by Handler.
+package httpmetrics
 
 import (
 	"bufio"
@@ -15,20 +20,41 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/appliance-dev/appliance/internal/bootstrap"
 )
 
-// metrics are the appliance's Prometheus metrics, on a registry of their own
+// Moder is the lifecycle's mode (bootstrap.Lifecycle).
+type Moder interface{ Mode() bootstrap.Mode }
+
+// Syncer is a standby's sync state (bootstrap.Follower).
+type Syncer interface {
+	Lag() (time.Duration, bool)
+	Status() bootstrap.SyncStatus
+}
+
+// EchoRoute is the route template e matched for r ("other" for none).
+func EchoRoute(e *echo.Echo, r *http.Request) string {
+	c := e.NewContext(r, nil)
+	e.Router().Find(r.Method, r.URL.Path, c)
+	if p := c.Path(); p != "" {
+		return p
+	}
+	return "other"
+}
+
+// Metrics are the appliance's Prometheus metrics, on a registry of their own
 // (no package globals).
-type metrics struct {
+type Metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	bytes    *prometheus.CounterVec
 }
 
-func newMetrics(storageUsed func() (int64, error), readOnly func() bool, extra ...prometheus.Collector) *metrics {
-	m := &metrics{
+func New(storageUsed func() (int64, error), readOnly func() bool, extra ...prometheus.Collector) *Metrics {
+	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "appliance_http_requests_total",
@@ -71,13 +97,14 @@ func newMetrics(storageUsed func() (int64, error), readOnly func() bool, extra .
 	return m
 }
 
-func (m *metrics) handler() http.Handler {
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
-// instrument wraps h, labelling requests with route(r) and writing an
+// Instrument wraps h, labelling requests with route(r) and writing an
 // access log line at debug level.
-func (m *metrics) instrument(log *slog.Logger, route func(*http.Request) string, h http.Handler) http.Handler {
+func (m *Metrics) Instrument(log *slog.Logger, route func(*http.Request) string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := &recorder{ResponseWriter: w, status: http.StatusOK}
@@ -98,9 +125,9 @@ func (m *metrics) instrument(log *slog.Logger, route func(*http.Request) string,
 	})
 }
 
-// registryRoute names a /v2/ request's route without its repository, so
+// RegistryRoute names a /v2/ request's route without its repository, so
 // that label values stay few.
-func registryRoute(r *http.Request) string {
+func RegistryRoute(r *http.Request) string {
 	p := r.URL.Path
 	switch {
 	case p == "/v2/" || p == "/v2":
@@ -173,8 +200,8 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// lifecycleMetrics are the mode and the standby's lag.
-func lifecycleMetrics(life *bootstrap.Lifecycle, f *bootstrap.Follower) []prometheus.Collector {
+// Lifecycle is the mode and the standby's lag, as metrics.
+func Lifecycle(life Moder, f Syncer) []prometheus.Collector {
 	modes := prometheus.NewDesc("appliance_mode", "1 for the lifecycle mode the appliance is in (bootstrap, standby, active), 0 for the others.", []string{"mode"}, nil)
 	return []prometheus.Collector{
 		collectorFunc{desc: modes, collect: func(ch chan<- prometheus.Metric) {
