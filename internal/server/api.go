@@ -13,6 +13,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/auth"
 	"github.com/appliance-dev/appliance/internal/importer"
 	"github.com/appliance-dev/appliance/internal/registry"
+	"github.com/appliance-dev/appliance/internal/server/apidoc"
 	"github.com/appliance-dev/appliance/internal/version"
 )
 
@@ -129,6 +130,9 @@ func (s *Server) routes(e *echo.Echo) error {
 	api.GET("/imports/:id", s.getImport, s.requireWide)
 	api.GET("/receipt", s.getReceipt, s.requireWide)
 	api.GET("/files", s.listFiles)
+	if err := apidoc.Register(api); err != nil {
+		return err
+	}
 
 	s.aptAPI.Register(api)
 	s.auditRoutes(api)

@@ -82,6 +82,9 @@ type Server struct {
 	validation    *validationapi.API
 	started       time.Time
 
+	// mounted are the routes echo registered on each listener (the
+	// test that every one is documented walks them).
+	mounted         map[string][]*echo.Route
 	httpsLn, httpLn net.Listener
 	httpsSrv        *http.Server
 	httpSrv         *http.Server
@@ -360,6 +363,7 @@ func (s *Server) httpsHandler() (http.Handler, error) {
 	if err := s.mountConsole(e, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { inner.ServeHTTP(w, r) })); err != nil {
 		return nil, err
 	}
+	s.mounted = map[string][]*echo.Route{"https": e.Routes()}
 	api := s.metrics.Instrument(s.log, func(r *http.Request) string { return httpmetrics.EchoRoute(e, r) }, e)
 	v2 := s.metrics.Instrument(s.log, httpmetrics.RegistryRoute, s.auditRegistry(s.memberCatalog(s.reg.Handler())))
 	inner = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -394,6 +398,7 @@ func (s *Server) httpHandler() http.Handler {
 	}
 	e.Any("/*", redirect)
 	e.Any("/", redirect)
+	s.mounted["http"] = e.Routes()
 	return s.metrics.Instrument(s.log, func(r *http.Request) string { return "http_" + httpmetrics.EchoRoute(e, r) }, e)
 }
 
