@@ -18,6 +18,7 @@ type apiError struct {
 	Status  int
 	Code    string
 	Message string
+	Body    []byte // the whole answer (a refused import's record is in it)
 }
 
 func (e *apiError) Error() string {
@@ -94,7 +95,7 @@ func (c *Console) call(ctx context.Context, orig *http.Request, user, method, pa
 
 // errorOf reads the API's error body, or /v2/'s.
 func errorOf(status int, body []byte) *apiError {
-	e := &apiError{Status: status, Message: http.StatusText(status)}
+	e := &apiError{Status: status, Message: http.StatusText(status), Body: body}
 	var api struct {
 		Error struct {
 			Code    string `json:"code"`

@@ -1,6 +1,9 @@
 // Package console is the appliance's web console: server-rendered pages
-// at / on the HTTPS port (overview, projects and repositories, imports),
-// every asset embedded, and the admin actions behind a login. Sessions
+// at / on the HTTPS port (overview, projects and repositories, imports,
+// apt, files, consume, promotion and drift, validation, users), every
+// asset embedded, and the admin actions behind a login (visibility,
+// standby and activate, an import from a path, a validation run, a new
+// user). Sessions
 // live on the server (random ids in Secure, HttpOnly, SameSite=Strict
 // cookies that expire); every form carries a CSRF token. The console holds
 // no model of its own: each page is what the JSON API and /v2/ answer the
@@ -79,7 +82,7 @@ func New(deps Deps) (*Console, error) {
 		deps.MaxSessions = 10000
 	}
 	c := &Console{deps: deps, sessions: newSessions(deps.SessionTTL, deps.MaxSessions), pages: map[string]*template.Template{}}
-	for _, name := range []string{"login", "message", "overview", "projects", "project", "repository", "imports", "import", "consume", "files"} {
+	for _, name := range []string{"login", "message", "overview", "projects", "project", "repository", "imports", "import", "consume", "files", "apt", "aptdist", "lifecycle", "validation", "users"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("new console: template %s: %w", name, err)
@@ -108,6 +111,16 @@ func (c *Console) Mount(e *echo.Echo) {
 	e.GET("/repositories/*", c.repository, c.signedIn)
 	e.GET("/imports", c.imports, c.signedIn)
 	e.GET("/imports/:id", c.importPage, c.signedIn)
+	e.POST("/imports/start", c.startImport, c.signedIn, c.checkCSRF)
+	e.GET("/apt-repos", c.aptPage, c.signedIn)
+	e.GET("/apt-repos/:repo/:dist", c.aptDistPage, c.signedIn)
+	e.GET("/lifecycle", c.lifecyclePage, c.signedIn)
+	e.POST("/lifecycle/standby", c.standby, c.signedIn, c.checkCSRF)
+	e.POST("/lifecycle/activate", c.activate, c.signedIn, c.checkCSRF)
+	e.GET("/validation", c.validationPage, c.signedIn)
+	e.POST("/validation/run", c.runValidation, c.signedIn, c.checkCSRF)
+	e.GET("/users", c.usersPage, c.signedIn)
+	e.POST("/users", c.addUser, c.signedIn, c.checkCSRF)
 	e.GET("/consume", c.consume, c.signedIn)
 	e.GET("/files-store", c.filesPage, c.signedIn)
 	e.Any("/*", c.notFound)

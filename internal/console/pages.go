@@ -245,7 +245,15 @@ func (c *Console) importPage(e echo.Context) error {
 	if err := c.get(e, "/api/v1/imports/"+pathEscape(id), &rec); err != nil {
 		return c.message(e, statusOf(err), "Import "+id, problem("Import "+id, err))
 	}
-	return c.render(e, http.StatusOK, "import", view{Title: "Import " + id, Nav: "imports", Data: rec})
+	v := view{Title: "Import " + id, Nav: "imports", Data: rec}
+	if e.QueryParam("started") != "" {
+		if rec["outcome"] == "succeeded" {
+			v.Notice = "Imported: every blob was verified before it became visible."
+		} else {
+			v.Notice = "The import was refused, and nothing it carried became visible: the reason is below."
+		}
+	}
+	return c.render(e, http.StatusOK, "import", v)
 }
 
 // consumeView is the consume page's data: the address the browser used,
