@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -311,4 +312,108 @@ func auditSeen(t *testing.T, a *appliance) map[string]bool {
 		seen[strings.Join([]string{e.Action, e.Actor, e.Outcome}, " ")] = true
 	}
 	return seen
+}
+
+// TestConsoleActionRefusals: every new action's form, posted without the
+// session's token, with a forged one, with an ended session, or by a
+// developer, is refused in words and changes nothing; the developer sees
+// none of the admin forms.
+func TestConsoleActionRefusals(t *testing.T) {
+	t.Parallel()
+	a := startAppliance(t)
+	const pw = "a-long-enough-password-1"
+	if code := a.api(t, http.MethodPost, "/api/v1/users", map[string]any{"name": "dev1", "password": pw, "role": "developer"}); code != http.StatusCreated {
+		t.Fatalf("add developer = %d", code)
+	}
+	dir := t.TempDir()
+	good, _ := signedLayout(t, "1.0", false)
+	layout := filepath.Join(dir, "good.tar")
+	if err := os.WriteFile(layout, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	forms := []struct {
+		path string
+		form url.Values
+	}{
+		{"/users", url.Values{"name": {"mallory"}, "password": {pw}, "password2": {pw}, "role": {"admin"}}},
+		{"/imports/start", url.Values{"path": {layout}, "to_repo": {"team/app"}}},
+		{"/validation/run", url.Values{"kind": {"images"}, "data": {a.HTTPSAddr() + "/team/app:1.0\n"}}},
+		{"/lifecycle/standby", url.Values{"primary": {"https://127.0.0.1:1"}}},
+		{"/lifecycle/activate", url.Values{"reason": {"forged"}}},
+	}
+	unchanged := func(when string) {
+		t.Helper()
+		var st struct {
+			Mode string `json:"mode"`
+		}
+		var recs []any
+		if a.getJSON(t, "/api/v1/users/mallory", nil) != http.StatusNotFound || a.getJSON(t, "/api/v1/imports", &recs) != http.StatusOK || len(recs) != 0 ||
+			a.getJSON(t, "/api/v1/validation", nil) != http.StatusNotFound || a.getJSON(t, "/api/v1/status", &st) != http.StatusOK || st.Mode != "bootstrap" {
+			t.Fatalf("%s changed something: imports %v, mode %q", when, recs, st.Mode)
+		}
+	}
+	admin := newVisitor(t, a)
+	csrf := admin.signIn(t, "admin", a.password)
+	for _, f := range forms {
+		resp, body := admin.do(t, http.MethodPost, f.path, f.form)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("POST %s without the token = %d", f.path, resp.StatusCode)
+		}
+		wantIn(t, "POST "+f.path+" without the token", body, "Form refused", "nothing was changed")
+		forged := url.Values{"csrf": {csrf + "x"}}
+		for k, v := range f.form {
+			forged[k] = v
+		}
+		if resp, _ := admin.do(t, http.MethodPost, f.path, forged); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("POST %s with a forged token = %d", f.path, resp.StatusCode)
+		}
+	}
+	unchanged("a form without its token")
+
+	dev := newVisitor(t, a)
+	devCSRF := dev.signIn(t, "dev1", pw)
+	for _, page := range []string{"/users", "/imports", "/validation", "/lifecycle"} {
+		resp, body := dev.do(t, http.MethodGet, page, nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("the developer's GET %s = %d", page, resp.StatusCode)
+		}
+		if strings.Contains(body, `class="action"`) {
+			t.Fatalf("the developer is shown an admin form on %s:\n%s", page, body)
+		}
+	}
+	_, body := dev.do(t, http.MethodGet, "/users", nil)
+	wantIn(t, "the developer's users page", body, "The user list is not shown to you", "not an admin")
+	for _, f := range forms {
+		form := url.Values{"csrf": {devCSRF}}
+		for k, v := range f.form {
+			form[k] = v
+		}
+		resp, body := dev.do(t, http.MethodPost, f.path, form)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("the developer's POST %s = %d:\n%s", f.path, resp.StatusCode, body)
+		}
+		wantIn(t, "the developer's POST "+f.path, body, "Nothing changed", "403")
+	}
+	unchanged("a developer's forms")
+
+	// An ended session's forms change nothing.
+	if resp, _ := dev.do(t, http.MethodPost, "/logout", url.Values{"csrf": {devCSRF}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign out = %d", resp.StatusCode)
+	}
+	resp, _ := admin.do(t, http.MethodPost, "/logout", url.Values{"csrf": {csrf}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign out = %d", resp.StatusCode)
+	}
+	for _, f := range forms {
+		form := url.Values{"csrf": {csrf}}
+		for k, v := range f.form {
+			form[k] = v
+		}
+		resp, body := admin.do(t, http.MethodPost, f.path, form)
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("POST %s with an ended session = %d", f.path, resp.StatusCode)
+		}
+		wantIn(t, "POST "+f.path+" with an ended session", body, "expired or ended", "nothing was changed")
+	}
+	unchanged("an ended session's forms")
 }

@@ -40,7 +40,7 @@ func queryEscape(s string) string { return url.QueryEscape(s) }
 func (c *Console) usersPage(e echo.Context) error {
 	var users []map[string]any
 	err := c.get(e, "/api/v1/users", &users)
-	v := view{Title: "Users", Nav: "users", Data: users, Problem: problem("The users", err)}
+	v := view{Title: "Users", Nav: "users", Data: users, Problem: problem("The user list", err)}
 	if name := e.QueryParam("added"); name != "" {
 		v.Notice = "User " + name + " was added with the role " + e.QueryParam("role") + "."
 	}
