@@ -53,6 +53,8 @@ type Metrics struct {
 	bytes    *prometheus.CounterVec
 }
 
+// New registers the metrics: storageUsed and readOnly are read on each
+// scrape, extra are the other parts' collectors.
 func New(storageUsed func() (int64, error), readOnly func() bool, extra ...prometheus.Collector) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
