@@ -21,7 +21,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/bootstrap/promote"
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/filestore"
-	"github.com/appliance-dev/appliance/internal/importer"
+	"github.com/appliance-dev/appliance/internal/importer/history"
 	"github.com/appliance-dev/appliance/internal/maintenance"
 	"github.com/appliance-dev/appliance/internal/registry"
 	"github.com/appliance-dev/appliance/internal/server/apidoc"
@@ -84,9 +84,9 @@ var apiOps = []apiOp{
 	{method: "DELETE", path: "/api/v1/users/:name", who: admin, summary: "remove a user", status: 204},
 	{method: "POST", path: "/api/v1/imports", who: dev + " (a path on the appliance's disk: admin)",
 		summary: "import an archive streamed in the body (?to_repo, keep_names, source, allow_unsigned), or with a JSON body a path on the appliance's disk",
-		in:      ImportPathRequest{}, status: 201, out: importer.Record{}},
-	{method: "GET", path: "/api/v1/imports", who: wide, summary: "the import history, newest first", out: []importer.Record{}},
-	{method: "GET", path: "/api/v1/imports/:id", who: wide, summary: "one import", out: importer.Record{}},
+		in:      ImportPathRequest{}, status: 201, out: history.Record{}},
+	{method: "GET", path: "/api/v1/imports", who: wide, summary: "the import history, newest first", out: []history.Record{}},
+	{method: "GET", path: "/api/v1/imports/:id", who: wide, summary: "one import", out: history.Record{}},
 	{method: "GET", path: "/api/v1/receipt", who: wide, summary: "the signed receipt of what the appliance holds", out: bundle.SignedReceipt{}},
 	{method: "GET", path: "/api/v1/files", who: anyone, summary: "the file store's entries", out: filesAnswer{}},
 	{method: "GET", path: "/api/v1/apt/repos", who: anyone, summary: "apt repositories and their distributions", out: []aptrepo.RepoInfo{}},
