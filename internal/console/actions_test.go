@@ -217,7 +217,10 @@ func TestConsoleActionsInChromium(t *testing.T) {
 			chromedp.Click(chromedp.CSS("#standby")), chromedp.WaitVisible(chromedp.CSS(".notice, .problem")))
 	}
 	switchStandby("https://127.0.0.1:1", "")
-	wantText(t, "refused standby", b.text(t), "Nothing changed", "The appliance did not become a standby", "127.0.0.1:1")
+	wantText(t, "refused standby", b.text(t), "Nothing changed", "The appliance did not become a standby", "127.0.0.1:1", "Back to the form")
+	if href, err := chromedp.Run(b.ctx, chromedp.AttributeValue(chromedp.CSS("#back"), "href")); err != nil || href.Value != "/lifecycle" {
+		t.Fatalf("the refusal's way back = %q (%v), want /lifecycle", href.Value, err)
+	}
 	b.screenshot(t, "standby-refused")
 	var st struct {
 		Mode string `json:"mode"`

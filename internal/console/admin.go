@@ -32,7 +32,22 @@ func (c *Console) refused(e echo.Context, what string, err error) error {
 	if errors.As(err, &ae) {
 		msg = fmt.Sprintf("%s (%d %s)", ae.Message, ae.Status, http.StatusText(ae.Status))
 	}
-	return c.message(e, statusOf(err), "Nothing changed", what+": "+msg)
+	return c.render(e, statusOf(err), "message", view{Title: "Nothing changed", Problem: what + ": " + msg, Data: formPage(e.Request().URL.Path)})
+}
+
+// formPage is the page an action's form is on, for the way back.
+func formPage(action string) string {
+	switch action {
+	case "/imports/start":
+		return "/imports"
+	case "/lifecycle/standby", "/lifecycle/activate":
+		return "/lifecycle"
+	case "/validation/run":
+		return "/validation"
+	case "/users":
+		return "/users"
+	}
+	return ""
 }
 
 func queryEscape(s string) string { return url.QueryEscape(s) }
