@@ -34,10 +34,7 @@ type Publisher struct {
 	now      func() time.Time
 	kick     chan struct{}
 
-	mu      sync.Mutex // one publish at a time
-	loaded  bool
-	version uint64
-	content string
+	mu sync.Mutex // one publish at a time
 }
 
 // NewPublisher publishes what source returns (without version and time)
@@ -63,21 +60,15 @@ func (p *Publisher) Kick() {
 }
 
 // Publish writes the state if it differs from the one published last
-// (also by an earlier process: the pointer says what that was) and
-// reports whether it wrote.
+// and reports whether it wrote. What was published last is what the
+// pointer says (one small read), so a restarted writer goes on from the
+// version its predecessor reached.
 func (p *Publisher) Publish(ctx context.Context) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.loaded {
-		cur, err := readPointer(ctx, p.objects)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-		case err != nil:
-			return false, fmt.Errorf("publish state: %w", err)
-		default:
-			p.version, p.content = cur.Version, cur.Content
-		}
-		p.loaded = true
+	cur, err := readPointer(ctx, p.objects)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("publish state: %w", err)
 	}
 	s, err := p.source()
 	if err != nil {
@@ -88,10 +79,10 @@ func (p *Publisher) Publish(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("publish state: %w", err)
 	}
-	if content == p.content {
+	if content == cur.Content {
 		return false, nil
 	}
-	s.Version, s.Published = p.version+1, p.now().UTC()
+	s.Version, s.Published = cur.Version+1, p.now().UTC()
 	data, err := json.Marshal(s)
 	if err != nil {
 		return false, fmt.Errorf("publish state: %w", err)
@@ -109,7 +100,6 @@ func (p *Publisher) Publish(ctx context.Context) (bool, error) {
 	if err := p.objects.Put(ctx, CurrentObject, ptr); err != nil {
 		return false, fmt.Errorf("publish state version %d: %w", s.Version, err)
 	}
-	p.version, p.content = s.Version, content
 	if s.Version > keptVersions {
 		if err := p.objects.Delete(ctx, objectName(s.Version-keptVersions-1)); err != nil {
 			p.log.Warn("could not remove an old state version", "version", s.Version-keptVersions-1, "error", err)
