@@ -12,8 +12,9 @@
 // the manifest cache, which every write invalidates; the fast paths for
 // blob and manifest reads; what distribution-spec 1.1 needs beyond
 // distribution (the referrers API, sha512 content kept under its own
-// digest, non-distributable layers); and the direct-storage writes of the
-// importer and a standby's follow. Package storage, beneath it, is the
+// digest, non-distributable layers); the direct-storage writes of the
+// importer and a standby's follow; and, on a read-only replica of an
+// object store, the refusal of every write, naming the writer (replica.go). Package storage, beneath it, is the
 // layout on disk as the appliance reads and maintains it: the content
 // graph and the visible set, fsck and gc. It owns three small interfaces
 // the registry provides (Turns, Changes, Asked) and knows nothing of

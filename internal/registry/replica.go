@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
-	"path"
-	"strings"
 	"sync"
 
+	"github.com/appliance-dev/appliance/internal/registry/storage"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
@@ -23,8 +21,24 @@ import (
 // GET, HEAD and OPTIONS with an OCI DENIED that names the writer.
 
 // ErrReplica marks a write refused because this appliance is a read-only
-// replica; the error's message names the writer.
-var ErrReplica = errors.New("read-only replica")
+// replica; the error's message names the writer (or, from the driver,
+// the refused key).
+var ErrReplica = storage.ErrReplica
+
+// StateKey is the driver key of the folder of the state's objects.
+const StateKey = storage.StateKey
+
+// Objects are the small objects of the state (storage.Objects).
+type Objects = storage.Objects
+
+// StateObjects returns the state's objects, and false on the filesystem
+// backend (which has no replicas).
+func (r *Registry) StateObjects() (Objects, bool) {
+	if !r.onS3 {
+		return Objects{}, false
+	}
+	return storage.NewObjects(r.driver), true
+}
 
 // ErrNoWriter marks a replica started on a bucket no writer holds.
 var ErrNoWriter = errors.New("no writer holds this bucket")
@@ -94,94 +108,6 @@ func (r *Registry) ReplicaTick(ctx context.Context) error {
 	return nil
 }
 
-// readOnlyDriver is a replica's storage driver: reads go to the object
-// store, writes are refused.
-type readOnlyDriver struct{ storagedriver.StorageDriver }
-
-func refusedWrite(op, p string) error {
-	return fmt.Errorf("%w: %s %s refused: a replica never writes the bucket", ErrReplica, op, p)
-}
-
-func (readOnlyDriver) PutContent(_ context.Context, p string, _ []byte) error {
-	return refusedWrite("put", p)
-}
-
-func (readOnlyDriver) Writer(_ context.Context, p string, _ bool) (storagedriver.FileWriter, error) {
-	return nil, refusedWrite("write", p)
-}
-
-func (readOnlyDriver) Move(_ context.Context, src, _ string) error { return refusedWrite("move", src) }
-
-func (readOnlyDriver) Delete(_ context.Context, p string) error { return refusedWrite("delete", p) }
-
-// StateKey is the driver key of the folder of small objects through which
-// a writer publishes its state to its replicas (under the prefix).
-const StateKey = "/appliance/state"
-
-// Objects are the small objects under StateKey in the object store.
-// Get of a missing object is an error matching fs.ErrNotExist. On a
-// replica every Put and Delete is refused.
-type Objects struct{ d storagedriver.StorageDriver }
-
-// StateObjects returns the state's objects, and false on the filesystem
-// backend (which has no replicas).
-func (r *Registry) StateObjects() (Objects, bool) {
-	if !r.onS3 {
-		return Objects{}, false
-	}
-	return Objects{d: r.driver}, true
-}
-
-func objectKey(name string) (string, error) {
-	if name == "" || strings.Contains(name, "/") || strings.HasPrefix(name, ".") {
-		return "", fmt.Errorf("state object %q: want a plain name", name)
-	}
-	return path.Join(StateKey, name), nil
-}
-
-// Get reads one object.
-func (o Objects) Get(ctx context.Context, name string) ([]byte, error) {
-	k, err := objectKey(name)
-	if err != nil {
-		return nil, err
-	}
-	data, err := o.d.GetContent(ctx, k)
-	var nf storagedriver.PathNotFoundError
-	if errors.As(err, &nf) {
-		return nil, fmt.Errorf("state object %s: %w", name, fs.ErrNotExist)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("state object %s: %w", name, err)
-	}
-	return data, nil
-}
-
-// Put writes one object whole (an S3 PUT appears whole or not at all).
-func (o Objects) Put(ctx context.Context, name string, data []byte) error {
-	k, err := objectKey(name)
-	if err != nil {
-		return err
-	}
-	if err := o.d.PutContent(ctx, k, data); err != nil {
-		return fmt.Errorf("state object %s: %w", name, err)
-	}
-	return nil
-}
-
-// Delete removes one object; a missing one is no error.
-func (o Objects) Delete(ctx context.Context, name string) error {
-	k, err := objectKey(name)
-	if err != nil {
-		return err
-	}
-	err = o.d.Delete(ctx, k)
-	var nf storagedriver.PathNotFoundError
-	if err != nil && !errors.As(err, &nf) {
-		return fmt.Errorf("state object %s: %w", name, err)
-	}
-	return nil
-}
-
 // replicaDriverName is the storage driver distribution's App is built
 // with on a replica: the S3 driver behind readOnlyDriver, so that the
 // App, whose driver is its own, cannot write the bucket either.
@@ -203,5 +129,5 @@ func (replicaFactory) Create(ctx context.Context, params map[string]any) (storag
 	if err != nil {
 		return nil, err
 	}
-	return readOnlyDriver{d}, nil
+	return storage.ReadOnlyDriver{StorageDriver: d}, nil
 }

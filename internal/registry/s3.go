@@ -136,7 +136,7 @@ func openS3(ctx context.Context, o *S3) (_ storagedriver.StorageDriver, _ map[st
 			return nil, nil, "", fmt.Errorf("%w: %s has no lock object %s: start its writer first (role writer), then the replicas",
 				ErrNoWriter, storeName(o), lockObject(o))
 		}
-		return readOnlyDriver{d}, params, l.describe(), nil
+		return storage.ReadOnlyDriver{StorageDriver: d}, params, l.describe(), nil
 	}
 	if err := takeLock(ctx, d, o); err != nil {
 		return nil, nil, "", err

@@ -40,6 +40,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/registry"
 	"github.com/appliance-dev/appliance/internal/replica"
 	"github.com/appliance-dev/appliance/internal/server/aptapi"
+	"github.com/appliance-dev/appliance/internal/server/replicaapi"
 	"github.com/appliance-dev/appliance/internal/server/validationapi"
 )
 
@@ -81,9 +82,7 @@ type Server struct {
 	audit         *auditor
 	validation    *validationapi.API
 	started       time.Time
-	replication   interface{ Run(context.Context) error } // replica.go
-	publisher     interface{ Kick() }
-	replicaStatus func() replica.Status
+	replication   *replicaapi.API
 
 	httpsLn, httpLn net.Listener
 	httpsSrv        *http.Server
@@ -215,7 +214,11 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		closeStores()
 		return nil, err
 	}
-	if err := s.openReplication(ctx); err != nil {
+	if s.replication, err = replicaapi.New(ctx, replicaapi.Deps{Registry: s.reg, Users: s.users, Projects: s.projects, Tokens: s.tokens,
+		Mode: func() replica.Mode {
+			m := s.reg.Mode()
+			return replica.Mode{Lifecycle: string(s.life.Mode()), ReadOnly: m.ReadOnly, Reason: m.Reason}
+		}, DataDir: dir, TokenTTL: cfg.Auth.TokenTTL, Interval: cfg.Replica.PollInterval, Role: cfg.Role, Logger: log}); err != nil {
 		closeStores()
 		return nil, err
 	}
@@ -454,12 +457,7 @@ func (s *Server) Run(ctx context.Context) error {
 	followDone := make(chan struct{})
 	go func() { defer close(followDone); _ = s.follower.Run(followCtx) }()
 	replicationDone := make(chan struct{})
-	go func() {
-		defer close(replicationDone)
-		if s.replication != nil {
-			_ = s.replication.Run(followCtx)
-		}
-	}()
+	go func() { defer close(replicationDone); _ = s.replication.Run(followCtx) }()
 	validateDone := make(chan struct{})
 	go func() {
 		defer close(validateDone)
