@@ -72,11 +72,11 @@ func OpenProjects(path string, configured map[string]bool) (*Projects, error) {
 
 // IsPublic tells whether anonymous callers may pull from project.
 func (p *Projects) IsPublic(project string) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
 	if pub, ok := p.configured[project]; ok {
 		return pub
 	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
 	if pub, ok := p.stored[project]; ok {
 		return pub
 	}
@@ -85,11 +85,11 @@ func (p *Projects) IsPublic(project string) bool {
 
 // Get returns a project's visibility and where it comes from.
 func (p *Projects) Get(name string) Project {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
 	if pub, ok := p.configured[name]; ok {
 		return Project{Name: name, Public: pub, Source: "config"}
 	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
 	if pub, ok := p.stored[name]; ok {
 		return Project{Name: name, Public: pub, Source: "api"}
 	}
@@ -100,10 +100,10 @@ func (p *Projects) Get(name string) Project {
 // the projects that hold repositories), sorted by name.
 func (p *Projects) List(extra ...string) []Project {
 	names := map[string]bool{}
+	p.mu.RLock()
 	for n := range p.configured {
 		names[n] = true
 	}
-	p.mu.RLock()
 	for n := range p.stored {
 		names[n] = true
 	}
@@ -125,11 +125,11 @@ func (p *Projects) Set(name string, public bool) (Project, error) {
 	if !config.ValidProjectName(name) {
 		return Project{}, fmt.Errorf("set project %q: %w: use lower-case letters, digits and separators (. _ -)", name, ErrInvalidProject)
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if _, ok := p.configured[name]; ok {
 		return Project{}, fmt.Errorf("set project %q: %w; change it there", name, ErrProjectConfigured)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	old, had := p.stored[name]
 	p.stored[name] = public
 	if err := p.saveLocked(); err != nil {
@@ -154,4 +154,29 @@ func (p *Projects) saveLocked() error {
 		return err
 	}
 	return fsutil.WriteFileAtomic(p.path, data, 0o644)
+}
+
+// Replace makes list the projects, in memory only: a read-only replica
+// follows its writer's projects so, those of the writer's configuration
+// file (Source "config") as fixed ones. Every name is checked first; on
+// an error nothing changes.
+func (p *Projects) Replace(list []Project) error {
+	configured, stored := map[string]bool{}, map[string]bool{}
+	for _, pr := range list {
+		if !config.ValidProjectName(pr.Name) {
+			return fmt.Errorf("replace projects: %w: %q", ErrInvalidProject, pr.Name)
+		}
+		switch pr.Source {
+		case "config":
+			configured[pr.Name] = pr.Public
+		case "api":
+			stored[pr.Name] = pr.Public
+		default:
+			return fmt.Errorf("replace projects: %q: unknown source %q (want config or api)", pr.Name, pr.Source)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.configured, p.stored = configured, stored
+	return nil
 }

@@ -42,15 +42,20 @@ type TokenClaims struct {
 
 // Tokens issues and verifies registry bearer tokens (ES256 JWTs).
 type Tokens struct {
+	ttl time.Duration
+	now func() time.Time
+
+	// mu guards the keys (a read-only replica's change with the state
+	// its writer publishes) and the cache.
+	mu     sync.Mutex
 	key    *ecdsa.PrivateKey
 	signer jose.Signer
-	ttl    time.Duration
-	now    func() time.Time
-
+	// trusted are further public keys whose tokens verify here (on a
+	// replica: its writer's).
+	trusted []*ecdsa.PublicKey
 	// verified caches tokens whose signature checked out, until they
 	// expire: clients send the same token with every request, and an ES256
 	// verification costs ~80 µs, most of a manifest GET.
-	mu       sync.Mutex
 	verified map[string]*TokenClaims
 }
 
@@ -77,11 +82,43 @@ func OpenTokens(path string, ttl time.Duration) (*Tokens, error) {
 	if !ok || key.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("open token key %s: not an ECDSA P-256 key: %w", path, pki.ErrCorrupt)
 	}
+	t := &Tokens{ttl: ttl, now: time.Now, verified: map[string]*TokenClaims{}}
+	if err := t.Rekey(key); err != nil {
+		return nil, fmt.Errorf("open token key %s: %w", path, err)
+	}
+	return t, nil
+}
+
+// Rekey makes key the signing key and trusts tokens signed by it or by
+// any of trusted; tokens verified before under other keys stop verifying
+// at once. A read-only replica takes its keys so from the state its
+// writer publishes.
+func (t *Tokens) Rekey(key *ecdsa.PrivateKey, trusted ...*ecdsa.PublicKey) error {
+	if key == nil || key.Curve != elliptic.P256() {
+		return errors.New("token key: not an ECDSA P-256 key")
+	}
+	for _, k := range trusted {
+		if k == nil || k.Curve != elliptic.P256() {
+			return errors.New("trusted token key: not an ECDSA P-256 key")
+		}
+	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
-		return nil, fmt.Errorf("open token key: %w", err)
+		return fmt.Errorf("token key: %w", err)
 	}
-	return &Tokens{key: key, signer: signer, ttl: ttl, now: time.Now, verified: map[string]*TokenClaims{}}, nil
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.key, t.signer, t.trusted = key, signer, trusted
+	t.verified = map[string]*TokenClaims{}
+	return nil
+}
+
+// Key is the signing key (which a writer publishes to its replicas for
+// their own tokens, and whose public half verifies its tokens there).
+func (t *Tokens) Key() *ecdsa.PrivateKey {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.key
 }
 
 // TTL is how long issued tokens are valid.
@@ -109,7 +146,10 @@ func (t *Tokens) Issue(subject string, access []ResourceActions) (token string, 
 		},
 		Access: access,
 	}
-	s, err := jwt.Signed(t.signer).Claims(c).Serialize()
+	t.mu.Lock()
+	signer := t.signer
+	t.mu.Unlock()
+	s, err := jwt.Signed(signer).Claims(c).Serialize()
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("issue token: %w", err)
 	}
@@ -148,9 +188,18 @@ func (t *Tokens) verify(token string, now time.Time) (*TokenClaims, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
+	t.mu.Lock()
+	keys := append([]*ecdsa.PublicKey{&t.key.PublicKey}, t.trusted...)
+	t.mu.Unlock()
 	var c TokenClaims
-	if err := parsed.Claims(&t.key.PublicKey, &c); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	for i, k := range keys {
+		c = TokenClaims{}
+		if err = parsed.Claims(k, &c); err == nil {
+			break
+		}
+		if i == len(keys)-1 {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		}
 	}
 	if err := c.ValidateWithLeeway(jwt.Expected{Issuer: Service, AnyAudience: jwt.Audience{Service}, Time: now}, 0); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)

@@ -421,3 +421,42 @@ func TestVerifiedTokenCacheStillExpires(t *testing.T) {
 		t.Fatalf("expired cached token = %v, want ErrInvalidToken", err)
 	}
 }
+
+// TestTokensRekey proves a replica's Tokens, rekeyed with a shared key
+// and trusting a writer's public key, verifies tokens of both and signs
+// with the shared key only, and that a rekey drops tokens verified before.
+func TestTokensRekey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writer := openTokens(t, filepath.Join(dir, "writer.key"), time.Hour)
+	shared := openTokens(t, filepath.Join(dir, "shared.key"), time.Hour)
+	replica := openTokens(t, filepath.Join(dir, "replica.key"), time.Hour)
+	own, _, err := replica.Issue("alice", sampleAccess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replica.Verify(own); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Rekey(shared.Key(), &writer.Key().PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replica.Verify(own); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("a token of the old key after Rekey: %v, want ErrInvalidToken", err)
+	}
+	fromWriter, _, _ := writer.Issue("alice", sampleAccess)
+	if _, err := replica.Verify(fromWriter); err != nil {
+		t.Errorf("the writer's token on the replica: %v", err)
+	}
+	fromReplica, _, _ := replica.Issue("bob", nil)
+	if _, err := shared.Verify(fromReplica); err != nil {
+		t.Errorf("the replica's token under the shared key: %v", err)
+	}
+	if _, err := writer.Verify(fromReplica); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("the replica's token on the writer: %v, want ErrInvalidToken (the writer trusts only its own)", err)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err := replica.Rekey(other); err == nil {
+		t.Error("Rekey(P-384) = nil, want an error")
+	}
+}

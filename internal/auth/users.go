@@ -116,13 +116,15 @@ func checkAccess(role Role, projects []string) ([]string, error) {
 	return slices.Compact(out), nil
 }
 
-type storedUser struct {
+// StoredUser is one account with its bcrypt hash, as the store keeps it
+// and a writer publishes it to its read-only replicas.
+type StoredUser struct {
 	User
 	Hash string `json:"hash"`
 }
 
 type usersFile struct {
-	Users []storedUser `json:"users"`
+	Users []StoredUser `json:"users"`
 }
 
 // Users is the bcrypt user store.
@@ -132,7 +134,7 @@ type Users struct {
 	now  func() time.Time
 
 	mu    sync.RWMutex
-	users map[string]storedUser
+	users map[string]StoredUser
 	// verified caches successful bcrypt checks: key is sha256(name, password,
 	// hash), so a password change or removal invalidates it. bcrypt is slow
 	// on purpose; Basic auth on every blob request must not pay it each time.
@@ -147,7 +149,7 @@ func WithBcryptCost(cost int) UsersOption { return func(u *Users) { u.cost = cos
 
 // OpenUsers loads the store at path, creating an empty one if it is missing.
 func OpenUsers(path string, opts ...UsersOption) (*Users, error) {
-	u := &Users{path: path, cost: bcrypt.DefaultCost, now: time.Now, users: map[string]storedUser{}, verified: map[[32]byte]time.Time{}}
+	u := &Users{path: path, cost: bcrypt.DefaultCost, now: time.Now, users: map[string]StoredUser{}, verified: map[[32]byte]time.Time{}}
 	for _, o := range opts {
 		o(u)
 	}
@@ -176,7 +178,7 @@ func (u *Users) saveLocked() error {
 	for _, su := range u.users {
 		f.Users = append(f.Users, su)
 	}
-	slices.SortFunc(f.Users, func(a, b storedUser) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(f.Users, func(a, b StoredUser) int { return cmp.Compare(a.Name, b.Name) })
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save user store: %w", err)
@@ -217,7 +219,7 @@ func (u *Users) Add(_ context.Context, name, password string, role Role, project
 		return fmt.Errorf("add user %q: %w", name, ErrUserExists)
 	}
 	now := u.now().UTC()
-	u.users[name] = storedUser{User: User{Name: name, Role: role, Projects: projects, Created: now, Updated: now}, Hash: string(hash)}
+	u.users[name] = StoredUser{User: User{Name: name, Role: role, Projects: projects, Created: now, Updated: now}, Hash: string(hash)}
 	if err := u.saveLocked(); err != nil {
 		delete(u.users, name)
 		return fmt.Errorf("add user %q: %w", name, err)
@@ -375,6 +377,42 @@ func (u *Users) Verify(name, password string) (User, error) {
 	u.verified[key] = now
 	u.mu.Unlock()
 	return su.User, nil
+}
+
+// Export returns every account with its hash, sorted by name.
+func (u *Users) Export() []StoredUser {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	out := make([]StoredUser, 0, len(u.users))
+	for _, su := range u.users {
+		out = append(out, su)
+	}
+	slices.SortFunc(out, func(a, b StoredUser) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Replace makes list the accounts, in memory only: a read-only replica
+// follows its writer's accounts so. Every name, role and hash is checked
+// first; on an error nothing changes.
+func (u *Users) Replace(list []StoredUser) error {
+	next := make(map[string]StoredUser, len(list))
+	for _, su := range list {
+		if !usernameRE.MatchString(su.Name) {
+			return fmt.Errorf("replace users: %w: %q", ErrInvalidUsername, su.Name)
+		}
+		if _, err := checkAccess(su.Role, su.Projects); err != nil {
+			return fmt.Errorf("replace users: %q: %w", su.Name, err)
+		}
+		if _, err := bcrypt.Cost([]byte(su.Hash)); err != nil {
+			return fmt.Errorf("replace users: %q has an invalid hash: %w", su.Name, err)
+		}
+		next[su.Name] = su
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.users = next
+	clear(u.verified)
+	return nil
 }
 
 // Get returns one user.

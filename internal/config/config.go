@@ -59,6 +59,29 @@ type Config struct {
 	TLS TLS `mapstructure:"tls"`
 	// Storage chooses where registry content is kept.
 	Storage Storage `mapstructure:"storage"`
+	// Role is "writer" (the default: imports, pushes, promotion, gc, and
+	// with storage.backend s3 the bucket's lock) or "replica" (a read-only
+	// replica of the writer of the same bucket and prefix, serving pulls).
+	Role string `mapstructure:"role"`
+	// Replica is how a writer publishes, and its replicas follow, the
+	// state that decides who may pull what.
+	Replica Replica `mapstructure:"replica"`
+}
+
+// Roles.
+const (
+	RoleWriter  = "writer"
+	RoleReplica = "replica"
+)
+
+// Replica is the replica section.
+type Replica struct {
+	// PollInterval is how often a writer checks its state for changes to
+	// publish (it also publishes at once after an API change) and a
+	// replica reads the published state: a change on the writer holds on
+	// every replica within one interval (and, after an API change, two at
+	// most); nothing a replica caches is older than one interval.
+	PollInterval time.Duration `mapstructure:"poll_interval"`
 }
 
 // Validation is the validation gate section.
@@ -184,6 +207,8 @@ func Defaults() Config {
 		Audit:           Audit{MaxSegmentBytes: 64 << 20},
 		Validation:      Validation{MaxAge: 90 * 24 * time.Hour},
 		Storage:         Storage{Backend: BackendFilesystem, S3: S3{Region: "us-east-1", PathStyle: true}},
+		Role:            RoleWriter,
+		Replica:         Replica{PollInterval: 5 * time.Second},
 	}
 }
 
@@ -201,6 +226,7 @@ var flagKeys = map[string]string{
 	"log-format":       "log.format",
 	"trusted-key":      "trust.keys",
 	"storage-backend":  "storage.backend",
+	"role":             "role",
 }
 
 // RegisterFlags adds serve's configuration flags to fs, with the embedded
@@ -217,6 +243,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String("log-format", d.Log.Format, "log format: text or json")
 	fs.StringArray("trusted-key", nil, "public key file whose signed bundles are imported (repeatable; overrides trust.keys)")
 	fs.String("storage-backend", d.Storage.Backend, "where registry content is kept: filesystem or s3 (storage.s3.* in the config file)")
+	fs.String("role", d.Role, "writer, or replica: a read-only replica of the writer of the same bucket (storage.backend s3)")
 }
 
 // Load reads the configuration: defaults, then the file named by --config (or
@@ -254,6 +281,8 @@ func Load(fs *pflag.FlagSet, env []string) (Config, error) {
 	v.SetDefault("storage.s3.secret_key_file", "")
 	v.SetDefault("storage.s3.ca_file", "")
 	v.SetDefault("storage.s3.path_style", d.Storage.S3.PathStyle)
+	v.SetDefault("role", d.Role)
+	v.SetDefault("replica.poll_interval", d.Replica.PollInterval)
 
 	envMap := map[string]string{}
 	for _, kv := range env {
@@ -405,6 +434,18 @@ func (c Config) Validate() error {
 		bad("tls.cert_file and tls.key_file: give both or neither (got %q and %q)", c.TLS.CertFile, c.TLS.KeyFile)
 	}
 	errs = append(errs, c.Storage.problems()...)
+	switch c.Role {
+	case RoleWriter:
+	case RoleReplica:
+		if c.Storage.Backend != BackendS3 {
+			bad("role replica: needs storage.backend s3 (a replica serves the bucket its writer writes), got %q", c.Storage.Backend)
+		}
+	default:
+		bad("role %q: want writer or replica", c.Role)
+	}
+	if c.Replica.PollInterval < 100*time.Millisecond || c.Replica.PollInterval > 5*time.Minute {
+		bad("replica.poll_interval: must be between 100ms and 5m, got %s", c.Replica.PollInterval)
+	}
 	seen := map[string]bool{}
 	for i, p := range c.Projects {
 		switch {

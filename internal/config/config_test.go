@@ -388,6 +388,11 @@ func TestValidate(t *testing.T) {
 		{"s3 empty region", func(c *config.Config) { s3ok(c); c.Storage.S3.Region = "" }, "storage.s3.region"},
 		{"s3 ca without https", func(c *config.Config) { s3ok(c); c.Storage.S3.CAFile = "/ca.pem" }, "storage.s3.ca_file"},
 		{"s3", s3ok, ""},
+		{"unknown role", func(c *config.Config) { s3ok(c); c.Role = "reader" }, "role \"reader\""},
+		{"replica on the filesystem", func(c *config.Config) { c.Role = config.RoleReplica }, "role replica: needs storage.backend s3"},
+		{"replica on s3", func(c *config.Config) { s3ok(c); c.Role = config.RoleReplica }, ""},
+		{"poll too fast", func(c *config.Config) { c.Replica.PollInterval = 10 * time.Millisecond }, "replica.poll_interval"},
+		{"poll too slow", func(c *config.Config) { c.Replica.PollInterval = time.Hour }, "replica.poll_interval"},
 		{"trusted proxies", func(c *config.Config) {
 			c.Audit.TrustedProxies = []string{"10.0.0.5", "fd00::/8"}
 			c.Audit.KeepSegments = 10
@@ -464,6 +469,9 @@ func TestLoadInvalidEnvAndFlags(t *testing.T) {
 		{"env validation schedule", "validation.schedule", nil, []string{"APPLIANCE_VALIDATION_SCHEDULE=10s"}},
 		{"env storage backend", "storage.s3.bucket", nil, []string{"APPLIANCE_STORAGE_BACKEND=s3", "APPLIANCE_STORAGE_S3_ENDPOINT=http://127.0.0.1:7480"}},
 		{"flag storage backend", "storage.backend", []string{"--storage-backend", "ceph"}, nil},
+		{"flag role", "role \"primary\"", []string{"--role", "primary"}, nil},
+		{"env role without s3", "role replica", nil, []string{"APPLIANCE_ROLE=replica"}},
+		{"env poll interval", "replica.poll_interval", nil, []string{"APPLIANCE_REPLICA_POLL_INTERVAL=1ms"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

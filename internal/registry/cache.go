@@ -26,8 +26,11 @@ import (
 // A per-repository generation stops a lookup that raced a write from
 // filling the cache with what it read before the write.
 type manifestCache struct {
-	mu    sync.RWMutex
-	gen   map[string]uint64 // repository → generation
+	mu  sync.RWMutex
+	gen map[string]uint64 // repository → generation
+	// epoch moves every repository's generation on at once (InvalidateAll):
+	// a repository's generation is gen[repo] + epoch.
+	epoch uint64
 	repos map[string]*repoCache
 	n     int   // manifests cached
 	bytes int64 // their payload bytes
@@ -68,12 +71,24 @@ func (c *manifestCache) Invalidate(repo string) {
 	}
 }
 
+// InvalidateAll drops everything cached and moves every repository's
+// generation on, those of repositories not seen yet too: what a
+// read-only replica does on every poll, since its repositories are
+// written by another process.
+func (c *manifestCache) InvalidateAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	clear(c.repos)
+	c.n, c.bytes = 0, 0
+}
+
 // generation is repo's generation, which every invalidation moves on: what
 // was read from storage at one generation is stale at the next.
 func (c *manifestCache) generation(repo string) uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.gen[repo]
+	return c.gen[repo] + c.epoch
 }
 
 // Generations copies every repository's generation: a repository whose
@@ -82,7 +97,11 @@ func (c *manifestCache) generation(repo string) uint64 {
 func (c *manifestCache) Generations() map[string]uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return maps.Clone(c.gen)
+	out := maps.Clone(c.gen)
+	for k := range out {
+		out[k] += c.epoch
+	}
+	return out
 }
 
 // get returns the cached manifest for repo and ref (a tag or a digest),
@@ -90,7 +109,7 @@ func (c *manifestCache) Generations() map[string]uint64 {
 func (c *manifestCache) get(repo, ref string) (digest.Digest, cachedManifest, bool, uint64) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	gen := c.gen[repo]
+	gen := c.gen[repo] + c.epoch
 	rc, ok := c.repos[repo]
 	if !ok {
 		return "", cachedManifest{}, false, gen
@@ -112,7 +131,7 @@ func (c *manifestCache) put(repo, ref string, gen uint64, d digest.Digest, m cac
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen[repo] != gen {
+	if c.gen[repo]+c.epoch != gen {
 		return
 	}
 	if c.n >= maxCachedManifests || c.bytes+int64(len(m.payload)) > maxCacheBytes {

@@ -161,3 +161,38 @@ func TestServeBlobDirect(t *testing.T) {
 		t.Fatalf("a blob from a repository it is not linked into = %d, want 404", resp.StatusCode)
 	}
 }
+
+// TestInvalidateAll proves a replica's drop of the whole cache: what was
+// cached is gone, repositories never seen move on too (a lookup that
+// started before the drop cannot put what it read), and the generations
+// package storage reads all moved.
+func TestInvalidateAll(t *testing.T) {
+	t.Parallel()
+	c := newManifestCache()
+	d := digest.FromString("m")
+	_, _, _, gen := c.get("a/x", "v1")
+	c.put("a/x", "v1", gen, d, cachedManifest{mediaType: "t", payload: []byte("m")})
+	if _, _, hit, _ := c.get("a/x", "v1"); !hit {
+		t.Fatal("not cached")
+	}
+	c.Invalidate("a/y")
+	before := c.Generations()
+	_, _, _, unseen := c.get("b/new", "v1") // a lookup in flight
+	c.InvalidateAll()
+	if _, _, hit, _ := c.get("a/x", "v1"); hit {
+		t.Fatal("a tag served after InvalidateAll")
+	}
+	c.put("b/new", "v1", unseen, d, cachedManifest{mediaType: "t", payload: []byte("m")})
+	if _, _, hit, _ := c.get("b/new", "v1"); hit {
+		t.Fatal("a lookup that began before InvalidateAll filled the cache")
+	}
+	after := c.Generations()
+	for repo, g := range before {
+		if after[repo] == g {
+			t.Errorf("the generation of %s did not move", repo)
+		}
+	}
+	if c.n != 0 || c.bytes != 0 {
+		t.Errorf("counts after InvalidateAll: %d manifests, %d bytes", c.n, c.bytes)
+	}
+}

@@ -12,8 +12,9 @@
 // the manifest cache, which every write invalidates; the fast paths for
 // blob and manifest reads; what distribution-spec 1.1 needs beyond
 // distribution (the referrers API, sha512 content kept under its own
-// digest, non-distributable layers); and the direct-storage writes of the
-// importer and a standby's follow. Package storage, beneath it, is the
+// digest, non-distributable layers); the direct-storage writes of the
+// importer and a standby's follow; and, on a read-only replica of an
+// object store, the refusal of every write, naming the writer (replica.go). Package storage, beneath it, is the
 // layout on disk as the appliance reads and maintains it: the content
 // graph and the visible set, fsck and gc. It owns three small interfaces
 // the registry provides (Turns, Changes, Asked) and knows nothing of
@@ -110,6 +111,10 @@ type Registry struct {
 	refs       *referrersCache
 	turns      *turns     // gc takes turns with writers (turns.go)
 	asked      askedBlobs // blobs clients found present (turns.go)
+	s3         *S3
+	// writer describes the appliance that holds the bucket's lock, on a
+	// read-only replica; nil on a writer (replica.go).
+	writer atomic.Pointer[string]
 }
 
 // controllerName is the access controller registered with distribution.
@@ -147,15 +152,20 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		driver   storagedriver.StorageDriver
 		storeCfg = configuration.Parameters{"rootdirectory": opts.RootDir}
 		backend  = "filesystem"
+		writer   string
 	)
 	if opts.S3 != nil {
 		// Checked before anything else: an unusable store is named at
 		// start-up, and nothing is written to it but the lock object.
-		d, params, err := openS3(ctx, opts.S3)
+		d, params, w, err := openS3(ctx, opts.S3)
 		if err != nil {
 			return nil, fmt.Errorf("new registry: %w", err)
 		}
-		driver, storeCfg, backend = d, configuration.Parameters(params), "s3"
+		driver, storeCfg, backend, writer = d, configuration.Parameters(params), "s3", w
+		if opts.S3.Replica {
+			registerReplicaDriver()
+			backend = replicaDriverName
+		}
 	} else {
 		if err := os.MkdirAll(opts.RootDir, 0o750); err != nil {
 			return nil, fmt.Errorf("new registry: %w", err)
@@ -189,6 +199,10 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 			"uploadpurging": map[any]any{"enabled": true, "age": "168h", "interval": "24h", "dryrun": false},
 		},
 	}
+	if opts.S3 != nil && opts.S3.Replica {
+		// A replica writes nothing: no purging of others' uploads.
+		cfg.Storage["maintenance"] = configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}}
+	}
 	cfg.Auth = configuration.Auth{controllerName: configuration.Parameters{"authorizer": opts.Authorizer}}
 	cfg.HTTP.Secret = secret
 	// Non-distributable (foreign) layers are never pushed: accept them
@@ -211,7 +225,10 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		_ = app.Shutdown()
 		return nil, fmt.Errorf("new registry: %w", err)
 	}
-	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), refs: newReferrersCache(), turns: newTurns(), stateFile: opts.StateFile, log: opts.Logger, onS3: opts.S3 != nil, rootDir: opts.RootDir}
+	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), refs: newReferrersCache(), turns: newTurns(), stateFile: opts.StateFile, log: opts.Logger, onS3: opts.S3 != nil, rootDir: opts.RootDir, s3: opts.S3}
+	if opts.S3 != nil && opts.S3.Replica {
+		r.writer.Store(&writer)
+	}
 	so := storage.Options{Turns: r.turns, Changes: r.cache, Asked: &r.asked, Logger: opts.Logger}
 	if r.onS3 {
 		so.Driver = driver
@@ -339,6 +356,9 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 		}
 	case http.MethodOptions:
 	default:
+		if r.refuseOnReplica(w) {
+			return
+		}
 		if st := r.readOnly.Load(); st.ReadOnly {
 			w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 			_ = errcode.ServeJSON(w, errcode.ErrorCodeDenied.WithMessage(ReadOnlyError(st.Reason)))

@@ -39,6 +39,10 @@ type S3 struct {
 	// write the same bucket and prefix is refused. Writer describes it to
 	// the operator who reads that refusal (host name, address).
 	WriterID, Writer string
+	// Replica opens the store as a read-only replica of the appliance
+	// whose lock object is there (replica.go): the lock is read, never
+	// written, and the driver refuses every write.
+	Replica bool
 }
 
 // LockKey is the driver key of the lock object naming the appliance that
@@ -108,23 +112,36 @@ func useCABundle(file string) error {
 // openS3 makes the S3 driver and checks the store before anything is
 // written: it answers, takes the credentials, holds the bucket, and no
 // other appliance's lock object is there. It then writes this writer's
-// lock (or finds its own).
-func openS3(ctx context.Context, o *S3) (storagedriver.StorageDriver, map[string]any, error) {
+// lock (or finds its own). A replica instead reads the lock, which must
+// be there, and gets a driver that refuses every write; writer is then
+// the description of the appliance that holds the lock.
+func openS3(ctx context.Context, o *S3) (_ storagedriver.StorageDriver, _ map[string]any, writer string, _ error) {
 	params, err := o.parameters()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	if err := useCABundle(o.CAFile); err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	d, err := s3driver.FromParameters(ctx, params)
 	if err != nil {
-		return nil, nil, fmt.Errorf("s3 driver: %w", err)
+		return nil, nil, "", fmt.Errorf("s3 driver: %w", err)
+	}
+	if o.Replica {
+		l, err := readLock(ctx, d, o)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		if l == nil {
+			return nil, nil, "", fmt.Errorf("%w: %s has no lock object %s: start its writer first (role writer), then the replicas",
+				ErrNoWriter, storeName(o), lockObject(o))
+		}
+		return storage.ReadOnlyDriver{StorageDriver: d}, params, l.describe(), nil
 	}
 	if err := takeLock(ctx, d, o); err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	return d, params, nil
+	return d, params, "", nil
 }
 
 // writerLock is the lock object's content.
@@ -134,26 +151,39 @@ type writerLock struct {
 	Since  time.Time `json:"since"`
 }
 
-func takeLock(ctx context.Context, d storagedriver.StorageDriver, o *S3) error {
+// describe names the lock's holder for an operator.
+func (l *writerLock) describe() string { return fmt.Sprintf("%s, id %s", l.Writer, l.ID) }
+
+// storeName names a bucket and prefix for an operator.
+func storeName(o *S3) string {
 	where := fmt.Sprintf("bucket %q at %s", o.Bucket, o.Endpoint)
 	if o.Prefix != "" {
 		where += fmt.Sprintf(" (prefix %q)", o.Prefix)
 	}
-	read := func() (*writerLock, error) {
-		data, err := d.GetContent(ctx, LockKey)
-		var nf storagedriver.PathNotFoundError
-		if errors.As(err, &nf) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("s3 %s: %w", where, classify(err, o))
-		}
-		var l writerLock
-		if err := json.Unmarshal(data, &l); err != nil || l.ID == "" {
-			return nil, fmt.Errorf("s3 %s: lock object %s is not an appliance's lock: %q", where, lockObject(o), data)
-		}
-		return &l, nil
+	return where
+}
+
+// readLock reads the lock object: nil when there is none.
+func readLock(ctx context.Context, d storagedriver.StorageDriver, o *S3) (*writerLock, error) {
+	where := storeName(o)
+	data, err := d.GetContent(ctx, LockKey)
+	var nf storagedriver.PathNotFoundError
+	if errors.As(err, &nf) {
+		return nil, nil
 	}
+	if err != nil {
+		return nil, fmt.Errorf("s3 %s: %w", where, classify(err, o))
+	}
+	var l writerLock
+	if err := json.Unmarshal(data, &l); err != nil || l.ID == "" {
+		return nil, fmt.Errorf("s3 %s: lock object %s is not an appliance's lock: %q", where, lockObject(o), data)
+	}
+	return &l, nil
+}
+
+func takeLock(ctx context.Context, d storagedriver.StorageDriver, o *S3) error {
+	where := storeName(o)
+	read := func() (*writerLock, error) { return readLock(ctx, d, o) }
 	l, err := read()
 	if err != nil {
 		return err
@@ -257,6 +287,7 @@ func (r *Registry) Ready(ctx context.Context) error {
 		_, err := os.Stat(r.rootDir)
 		return err
 	}
+	// The lock object: the writer's own, or on a replica the writer's.
 	if _, err := r.driver.Stat(ctx, LockKey); err != nil {
 		return fmt.Errorf("object store: %w", err)
 	}

@@ -113,8 +113,9 @@ func (s *Server) routes(e *echo.Echo) error {
 	e.GET(tokenPath, s.handleToken)
 	e.POST(tokenPath, s.handleToken)
 
-	api := e.Group("/api/v1", s.auditAPI, s.authenticate)
+	api := e.Group("/api/v1", s.auditAPI, s.replication.Gate, s.authenticate)
 	api.GET("/system", s.getSystem)
+	s.replication.Register(api)
 	api.GET("/whoami", s.whoami)
 	api.GET("/system/read-only", s.getReadOnly)
 	api.PUT("/system/read-only", s.putReadOnly, s.requireAdmin)

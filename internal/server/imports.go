@@ -150,6 +150,8 @@ func importStatus(err error) (int, string, bool) {
 	switch {
 	case errors.Is(err, registry.ErrReadOnly):
 		return http.StatusForbidden, "READ_ONLY", true
+	case errors.Is(err, registry.ErrReplica):
+		return http.StatusForbidden, "READ_ONLY_REPLICA", true
 	case errors.Is(err, importer.ErrInvalidRequest):
 		return http.StatusBadRequest, "BAD_REQUEST", true
 	}

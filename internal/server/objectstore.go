@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,7 +23,7 @@ const writerIDFile = "storage-writer-id"
 
 // objectStore turns the storage section into the registry's object
 // store, or nil for the filesystem backend.
-func objectStore(cfg config.Config, dir string) (*registry.S3, error) {
+func objectStore(cfg config.Config, dir, httpsAddr string) (*registry.S3, error) {
 	if cfg.Storage.Backend != config.BackendS3 {
 		return nil, nil
 	}
@@ -39,7 +40,8 @@ func objectStore(cfg config.Config, dir string) (*registry.S3, error) {
 	return &registry.S3{
 		Endpoint: c.Endpoint, Region: c.Region, Bucket: c.Bucket, Prefix: c.Prefix,
 		AccessKey: ak, SecretKey: sk, CAFile: c.CAFile, PathStyle: c.PathStyle,
-		WriterID: id, Writer: fmt.Sprintf("the appliance on %s (https %s, data %s)", host, cfg.HTTPSAddr, dir),
+		WriterID: id, Writer: fmt.Sprintf("the appliance on %s (https %s, data %s)", host, advertised(cfg, httpsAddr), dir),
+		Replica: cfg.Role == config.RoleReplica,
 	}, nil
 }
 
@@ -63,4 +65,14 @@ func writerID(path string) (string, error) {
 		return "", fmt.Errorf("storage writer id: %w", err)
 	}
 	return id, nil
+}
+
+// advertised is the writer's address as its lock object names it: the
+// first configured host name with the bound port, else the bound address.
+func advertised(cfg config.Config, httpsAddr string) string {
+	_, port, err := net.SplitHostPort(httpsAddr)
+	if len(cfg.Hostnames) == 0 || err != nil {
+		return httpsAddr
+	}
+	return net.JoinHostPort(cfg.Hostnames[0], port)
 }

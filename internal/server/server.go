@@ -38,8 +38,10 @@ import (
 	"github.com/appliance-dev/appliance/internal/maintenance"
 	"github.com/appliance-dev/appliance/internal/pki"
 	"github.com/appliance-dev/appliance/internal/registry"
+	"github.com/appliance-dev/appliance/internal/replica"
 	"github.com/appliance-dev/appliance/internal/server/aptapi"
 	"github.com/appliance-dev/appliance/internal/server/httpmetrics"
+	"github.com/appliance-dev/appliance/internal/server/replicaapi"
 	"github.com/appliance-dev/appliance/internal/server/validationapi"
 )
 
@@ -81,6 +83,7 @@ type Server struct {
 	audit         *auditor
 	validation    *validationapi.API
 	started       time.Time
+	replication   *replicaapi.API
 
 	// mounted are the routes echo registered on each listener (the
 	// test that every one is documented walks them).
@@ -136,8 +139,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 	if s.users, err = auth.OpenUsers(filepath.Join(dir, auth.UsersFile)); err != nil {
 		return nil, err
 	}
-	if s.InitialAdminPassword, err = s.users.EnsureInitialAdmin(ctx, filepath.Join(dir, auth.InitialPasswordFile)); err != nil {
-		return nil, err
+	if cfg.Role == config.RoleWriter {
+		if s.InitialAdminPassword, err = s.users.EnsureInitialAdmin(ctx, filepath.Join(dir, auth.InitialPasswordFile)); err != nil {
+			return nil, err
+		}
 	}
 	configured := map[string]bool{}
 	for _, p := range cfg.Projects {
@@ -153,7 +158,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 	if s.logins, err = auth.NewLoginLimiter(cfg.Auth.LoginFailures, cfg.Auth.LoginWindow); err != nil {
 		return nil, err
 	}
-	s3, err := objectStore(cfg, dir)
+	s3, err := objectStore(cfg, dir, s.HTTPSAddr())
 	if err != nil {
 		return nil, err
 	}
@@ -213,6 +218,14 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		closeStores()
 		return nil, err
 	}
+	if s.replication, err = replicaapi.New(ctx, replicaapi.Deps{Registry: s.reg, Users: s.users, Projects: s.projects, Tokens: s.tokens,
+		Mode: func() replica.Mode {
+			m := s.reg.Mode()
+			return replica.Mode{Lifecycle: string(s.life.Mode()), ReadOnly: m.ReadOnly, Reason: m.Reason}
+		}, DataDir: dir, TokenTTL: cfg.Auth.TokenTTL, Interval: cfg.Replica.PollInterval, Role: cfg.Role, Logger: log}); err != nil {
+		closeStores()
+		return nil, err
+	}
 	if s.aptAPI, err = s.newAptAPI(); err != nil {
 		closeStores()
 		return nil, err
@@ -269,6 +282,9 @@ func httpsConnContext(ctx context.Context, c net.Conn) context.Context {
 // process left unfinished: their blobs were never made visible. The blobs
 // stay for a re-run of the same import to reuse.
 func (s *Server) sweepStaging(ctx context.Context) error {
+	if s.reg.IsReplica() {
+		return nil // the writer's to sweep; a replica writes nothing
+	}
 	repos, err := s.reg.RepositoriesUnder(ctx, importer.StagingProject)
 	if err != nil {
 		return err
@@ -436,6 +452,8 @@ func (s *Server) Run(ctx context.Context) error {
 	followCtx, stopFollowing := context.WithCancel(ctx)
 	followDone := make(chan struct{})
 	go func() { defer close(followDone); _ = s.follower.Run(followCtx) }()
+	replicationDone := make(chan struct{})
+	go func() { defer close(replicationDone); _ = s.replication.Run(followCtx) }()
 	validateDone := make(chan struct{})
 	go func() {
 		defer close(validateDone)
@@ -444,7 +462,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	s.log.Info("appliance serving", "https", s.HTTPSAddr(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir,
-		"mode", s.life.Mode(), "read_only", s.reg.Mode().ReadOnly, "names", strings.Join(s.pki.Names, ","))
+		"mode", s.life.Mode(), "read_only", s.reg.Mode().ReadOnly, "role", s.cfg.Role, "names", strings.Join(s.pki.Names, ","))
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -455,7 +473,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	stopFollowing()
 	shutdownErr := errors.Join(s.httpsSrv.Shutdown(sctx), s.httpSrv.Shutdown(sctx), s.shutdownLifecycle(sctx))
-	for _, done := range []chan struct{}{followDone, validateDone} {
+	for _, done := range []chan struct{}{followDone, validateDone, replicationDone} {
 		select {
 		case <-done:
 		case <-sctx.Done():

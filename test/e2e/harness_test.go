@@ -47,6 +47,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	stopSharedHarbor()
+	ceph.Stop()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
