@@ -27,6 +27,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/server/apidoc"
 	"github.com/appliance-dev/appliance/internal/server/aptapi"
 	"github.com/appliance-dev/appliance/internal/server/opsapi"
+	"github.com/appliance-dev/appliance/internal/server/replicaapi"
 	"github.com/appliance-dev/appliance/internal/server/validationapi"
 )
 
@@ -105,6 +106,7 @@ var apiOps = []apiOp{
 	{method: "GET", path: "/api/v1/projects/:name", who: anyone + " (as above)", summary: "one project", out: auth.Project{}},
 	{method: "PUT", path: "/api/v1/projects/:name", who: admin, summary: "make a project public or private", in: ProjectRequest{}, out: auth.Project{}},
 	{method: "GET", path: "/api/v1/status", who: anyone, summary: "the lifecycle's status", out: opsapi.Status{}},
+	{method: "GET", path: "/api/v1/replication", who: anyone, summary: "the replica role: the writer and the state in force", out: replicaapi.Replication{}},
 	{method: "POST", path: "/api/v1/promotions", who: admin, summary: "promote into a target registry (a dry run answers the plan)", in: opsapi.PromoteRequest{}, status: 202, out: promote.Promotion{}},
 	{method: "GET", path: "/api/v1/promotions", who: wide, summary: "promotions, newest first", out: []promote.Promotion{}},
 	{method: "GET", path: "/api/v1/promotions/:id", who: wide, summary: "one promotion (latest for the newest)", out: promote.Promotion{}},
