@@ -157,7 +157,7 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 	if opts.S3 != nil {
 		// Checked before anything else: an unusable store is named at
 		// start-up, and nothing is written to it but the lock object.
-		d, params, w, err := openS3(ctx, opts.S3)
+		d, params, w, err := storage.OpenS3(ctx, opts.S3)
 		if err != nil {
 			return nil, fmt.Errorf("new registry: %w", err)
 		}

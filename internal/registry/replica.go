@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -39,9 +38,6 @@ func (r *Registry) StateObjects() (Objects, bool) {
 	}
 	return storage.NewObjects(r.driver), true
 }
-
-// ErrNoWriter marks a replica started on a bucket no writer holds.
-var ErrNoWriter = errors.New("no writer holds this bucket")
 
 // replicaRefusal is the error of a write refused on a replica.
 type replicaRefusal struct{ writer string }
@@ -96,14 +92,14 @@ func (r *Registry) ReplicaTick(ctx context.Context) error {
 	if !r.IsReplica() {
 		return nil
 	}
-	l, err := readLock(ctx, r.driver, r.s3)
+	l, err := storage.ReadLock(ctx, r.driver, r.s3)
 	if err != nil {
 		return err
 	}
 	if l == nil {
-		return fmt.Errorf("%w: the lock object %s is gone", ErrNoWriter, lockObject(r.s3))
+		return fmt.Errorf("%w: the lock object %s is gone", ErrNoWriter, storage.LockObject(r.s3))
 	}
-	w := l.describe()
+	w := l.Describe()
 	r.writer.Store(&w)
 	return nil
 }

@@ -6,7 +6,9 @@
 // the layout's places for the registry above it: BlobDataPath, the file
 // the blob fast path serves; Revisions, the manifests the referrers API is
 // computed from; and the driver keys of the registry's own writes
-// (LayerLinkKey, RevisionLinkKey, BlobDataKey).
+// (LayerLinkKey, RevisionLinkKey, BlobDataKey). For an object store it
+// opens distribution's S3 driver and checks the store before anything is
+// written, and keeps the writer's lock object (OpenS3, s3.go).
 //
 // It reads the layout straight from disk rather than through
 // distribution's storage driver (a stat per file, and no modification
