@@ -637,3 +637,133 @@ func TestValidationTakesInputsPastTheAPILimit(t *testing.T) {
 		t.Errorf("inputs: %+v", in)
 	}
 }
+
+// TestValidationPrivateProjects: an admin's run pulls an image of a
+// private project with the admin's own rights, over the network (green,
+// with a warning that pods need a pull secret); --anonymous, as a cluster
+// without pull secrets, is red with what to do; the schedule pulls it as
+// the appliance. Gate 1 keeps pulling only the public projects,
+// anonymously. What GET /api/v1/validation serves a member of other
+// projects names neither the private repository nor its digest, and an
+// anonymous caller gets nothing.
+func TestValidationPrivateProjects(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(c *config.Config) { c.Hostnames = []string{"localhost"} })
+	_, port, _ := strings.Cut(ts.HTTPSAddr(), ":")
+	host := "localhost:" + port
+	opts := []remote.Option{remote.WithTransport(ts.client.Transport), remote.WithAuth(&authn.Basic{Username: "admin", Password: ts.admin})}
+	pub, priv := testkit.RandomImage(t, 4096, 1), testkit.RandomImage(t, 4096, 2)
+	for ref, img := range map[string]v1.Image{"library/app:1.0": pub, "vendor/secret-app:2.0": priv} {
+		if err := remote.Write(ts.ref(t, ref), img, opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	privDigest, _ := priv.Digest()
+	if code := ts.call(t, http.MethodPut, "/api/v1/projects/vendor", "admin", ts.admin, ProjectRequest{Public: ptr(false)}, nil); code != http.StatusOK {
+		t.Fatalf("make vendor private = %d", code)
+	}
+	images := in(validate.InputImages, "images.txt", host+"/library/app:1.0\n"+host+"/vendor/secret-app:2.0\n")
+	post := func(req validate.Request) *validate.Result {
+		t.Helper()
+		var ans validationapi.Answer
+		if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, validationapi.Request{Request: req}, &ans); code != http.StatusOK || ans.Result == nil {
+			t.Fatalf("POST = %d", code)
+		}
+		return ans.Result
+	}
+
+	// As a cluster without pull secrets: red, saying what to do.
+	res := post(validate.Request{Inputs: []validate.Input{images}, Anonymous: true})
+	if res.FailedGate() != validate.GateImages {
+		t.Fatalf("anonymous run: failed gate %q: %+v", res.FailedGate(), res.Gates)
+	}
+	errs := findings(res.Gate(validate.GateImages), validate.SeverityError)
+	if len(errs) != 1 || errs[0].What != host+"/vendor/secret-app:2.0" || errs[0].Where != "images.txt:2" ||
+		!strings.Contains(errs[0].Problem, "project vendor is not public") || !strings.Contains(errs[0].Action, "without --anonymous") {
+		t.Errorf("anonymous run's findings: %+v", errs)
+	}
+
+	// With the admin's credentials: green, a warning naming the pull secret.
+	res = post(validate.Request{Inputs: []validate.Input{images}})
+	g := res.Gate(validate.GateImages)
+	if !res.OK || g.Status != validate.StatusWarning {
+		t.Fatalf("admin's run: %+v", res.Gates)
+	}
+	warns := findings(g, validate.SeverityWarning)
+	if len(warns) != 1 || warns[0].Repository != "vendor/secret-app" || warns[0].Where != "images.txt:2" ||
+		!strings.Contains(warns[0].Problem, "private project vendor: pulled with the credentials of admin") || !strings.Contains(warns[0].Action, "imagePullSecret") {
+		t.Errorf("admin's run's warnings: %+v", warns)
+	}
+	checked := map[string]string{}
+	registryPulls := 0
+	for _, c := range res.Checked {
+		checked[c.Gate+" "+c.What] = c.Digest
+		if c.Gate == validate.GateRegistry {
+			registryPulls++
+		}
+	}
+	if checked["images "+host+"/vendor/secret-app:2.0"] != privDigest.String() {
+		t.Errorf("the private image's digest is not among those checked: %+v", res.Checked)
+	}
+	// Gate 1 pulled the public project anonymously, and only it.
+	if registryPulls != 1 || checked["registry "+host+"/library/app:1.0"] == "" {
+		t.Errorf("checked: %+v", res.Checked)
+	}
+
+	// The schedule re-runs it as the appliance itself.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ts.validation.Schedule(ctx, 20*time.Millisecond)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var got validationapi.Answer
+		ts.call(t, http.MethodGet, "/api/v1/validation", "admin", ts.admin, nil, &got)
+		if got.By == "schedule" {
+			w := findings(got.Result.Gate(validate.GateImages), validate.SeverityWarning)
+			if !got.Result.OK || len(w) != 1 || !strings.Contains(w[0].Problem, "the appliance") {
+				t.Errorf("scheduled run: %+v", got.Result.Gates)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the schedule did not run within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+
+	// Who reads the last result.
+	const pw = "a-long-member-password-1234"
+	projects := []string{"team"}
+	if code := ts.call(t, http.MethodPost, "/api/v1/users", "admin", ts.admin, UserRequest{Name: "member", Password: pw, Role: "developer", Projects: &projects}, nil); code != http.StatusCreated {
+		t.Fatalf("add member = %d", code)
+	}
+	read := func(user, pass string) (int, string) {
+		t.Helper()
+		var raw json.RawMessage
+		code := ts.call(t, http.MethodGet, "/api/v1/validation", user, pass, nil, &raw)
+		return code, string(raw)
+	}
+	code, body := read("admin", ts.admin)
+	if code != http.StatusOK || !strings.Contains(body, "vendor/secret-app") || !strings.Contains(body, privDigest.String()) {
+		t.Fatalf("admin's read = %d, lacks the private image:\n%s", code, body)
+	}
+	code, body = read("member", pw)
+	if code != http.StatusOK {
+		t.Fatalf("member's read = %d", code)
+	}
+	if strings.Contains(body, "secret-app") || strings.Contains(body, privDigest.String()) {
+		t.Errorf("a member of another project reads the private repository or its digest:\n%s", body)
+	}
+	var seen validationapi.Answer
+	_ = json.Unmarshal([]byte(body), &seen)
+	if seen.Result == nil || seen.Result.Withheld == 0 || !strings.Contains(body, host+"/library/app:1.0") || seen.Result.Gate(validate.GateImages).Status != validate.StatusWarning {
+		t.Errorf("member's view: %s", body)
+	}
+	code, body = read("", "")
+	if code != http.StatusUnauthorized || strings.Contains(body, "secret-app") || strings.Contains(body, privDigest.String()) {
+		t.Errorf("anonymous read = %d:\n%s", code, body)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/appliance-dev/appliance/internal/validate/nim"
 )
 
 // ImageRef is one image reference found in an input, with where it is.
@@ -48,13 +50,16 @@ type Profile struct {
 	Image string `yaml:"image" json:"image"`
 	GPU   string `yaml:"gpu" json:"gpu,omitempty"`
 	where string
+	// about describes a profile of a NIM manifest (model, release, tags).
+	about string
 }
 
 type parsedInputs struct {
-	infos    []InputInfo
-	images   []ImageRef
-	packages []aptPackage
-	profiles []Profile
+	infos     []InputInfo
+	images    []ImageRef
+	packages  []aptPackage
+	profiles  []Profile
+	manifests []*nim.Manifest // NIM model manifests given as --profiles
 }
 
 type aptPackage struct {
@@ -301,6 +306,14 @@ func (p *parsedInputs) cloudInit(f Input) error {
 }
 
 func (p *parsedInputs) profileList(f Input) error {
+	if nim.IsManifest(f.Data) {
+		m, err := nim.Parse(f.Name, f.Data)
+		if err != nil {
+			return badInput("%v", err)
+		}
+		p.manifests = append(p.manifests, m)
+		return nil
+	}
 	docs, err := yamlDocs(f.Name, f.Data)
 	if err != nil {
 		return err
