@@ -767,3 +767,182 @@ func TestValidationPrivateProjects(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// importBundle signs inv and imports it with the blobs it lists.
+func importBundle(t *testing.T, ts *testServer, signer *bundle.Signer, inv *bundle.Inventory, blobs memBlobs) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := bundle.WriteArchive(&buf, inv, []byte(`{"schemaVersion":2,"manifests":[]}`), signer, blobs); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, ts.base+"/api/v1/imports?source="+inv.Name+".tar", &buf)
+	req.SetBasicAuth("admin", ts.admin)
+	req.Header.Set("Content-Type", "application/x-tar")
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("import %s: %d %s", inv.Name, resp.StatusCode, body)
+	}
+}
+
+// The profiles of internal/validate/nim/testdata/model_manifest.yaml.
+const (
+	nimH100FP8  = "8835c31752fbc67ef658b20a9f78e056914fdef0660206d82f252d62fd96064d"
+	nimH100FP16 = "e3a5f1c0d0a5ed1a6cf9b1e1a8d4b1c2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8"
+)
+
+// TestValidationNIMManifest: gate 3 takes NVIDIA NIM's own
+// model_manifest.yaml, as --profiles or as the file an --against bundle
+// carried (read from the file store, its sha256 checked against the
+// inventory), with the required profiles selected by id or tag, or all
+// of them. The appliance holds the H100 fp8 profile only.
+func TestValidationNIMManifest(t *testing.T) {
+	t.Parallel()
+	keyDir := t.TempDir()
+	if err := bundle.GenerateKey(filepath.Join(keyDir, "release.key"), filepath.Join(keyDir, "release.pub")); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, func(c *config.Config) {
+		c.Hostnames = []string{"localhost"}
+		c.Trust.Keys = []string{filepath.Join(keyDir, "release.pub")}
+	})
+	signer, err := bundle.LoadSigner(filepath.Join(keyDir, "release.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := os.ReadFile("../validate/nim/testdata/model_manifest.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	weights := bytes.Repeat([]byte("h100 fp8 engine "), 4096)
+	md, wd := fmt.Sprintf("sha256:%x", sha256sum(manifest)), fmt.Sprintf("sha256:%x", sha256sum(weights))
+	inv := &bundle.Inventory{SchemaVersion: 1, Name: "nim-llama3-2026-12", Created: time.Now().UTC().Truncate(time.Second), Tool: "test",
+		Blobs: []bundle.Blob{{Digest: md, Size: int64(len(manifest))}, {Digest: wd, Size: int64(len(weights))}},
+		Artifacts: []bundle.Artifact{
+			{Kind: bundle.KindFile, FileKind: validate.FileKindNIMManifest, Source: "/opt/nim/etc/default/model_manifest.yaml", Destination: "llama3-8b/model_manifest.yaml",
+				Digest: md, Size: int64(len(manifest)), Metadata: map[string]string{"image": nimImage}},
+			{Kind: bundle.KindFile, FileKind: validate.FileKindNIMProfile, Source: "./h100-fp8.tar", Destination: "llama3-8b/h100-fp8.tar", Digest: wd, Size: int64(len(weights)),
+				Metadata: map[string]string{"image": nimImage, "profile": nimH100FP8, "gpu": "H100"}},
+		}}
+	importBundle(t, ts, signer, inv, memBlobs{md: manifest, wd: weights})
+	invData, _ := inv.Marshal()
+	invSig, _ := signer.Sign(invData)
+	against := &validate.Against{Name: "inventory.json", Inventory: invData, Signature: invSig}
+
+	post := func(req validate.Request) (int, *validate.Result, APIError) {
+		t.Helper()
+		var raw json.RawMessage
+		code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, validationapi.Request{Request: req}, &raw)
+		var ans validationapi.Answer
+		var apiErr APIError
+		if code == http.StatusOK {
+			_ = json.Unmarshal(raw, &ans)
+		} else {
+			_ = json.Unmarshal(raw, &apiErr)
+		}
+		return code, ans.Result, apiErr
+	}
+	nimFile := in(validate.InputProfiles, "model_manifest.yaml", string(manifest))
+	for _, tc := range []struct {
+		name       string
+		req        validate.Request
+		status     string
+		summary    string
+		missing    []string // profile ids named by an error finding, with where
+		missingAt  string
+		image      string // the NIM image the finding names
+		checkedNIM bool   // the manifest file is among the digests checked
+	}{
+		{name: "--profiles manifest, one id", req: validate.Request{Inputs: []validate.Input{nimFile}, ProfileIDs: []string{nimH100FP8[:12]}},
+			status: validate.StatusOK, summary: "1 profiles required, 1 present"},
+		{name: "--profiles manifest, gpu=H100", req: validate.Request{Inputs: []validate.Input{nimFile}, ProfileTags: []string{"gpu=H100"}},
+			status: validate.StatusFailed, summary: "2 profiles required, 1 present", missing: []string{nimH100FP16}, missingAt: "model_manifest.yaml:38",
+			image: "nvcr.io/nim/meta/llama3-8b-instruct:1.0.0"}, // its container_url: no digest known
+		{name: "--profiles manifest, nothing selected: all", req: validate.Request{Inputs: []validate.Input{nimFile}},
+			status: validate.StatusFailed, summary: "4 profiles required, 1 present"},
+		{name: "--against the bundle, one id", req: validate.Request{Against: against, ProfileIDs: []string{nimH100FP8}},
+			status: validate.StatusOK, summary: "1 profiles required, 1 present", checkedNIM: true},
+		{name: "--against the bundle, precision=fp16", req: validate.Request{Against: against, ProfileTags: []string{"precision=fp16"}},
+			status: validate.StatusFailed, summary: "3 profiles required, 0 present", missing: []string{nimH100FP16}, missingAt: "llama3-8b/model_manifest.yaml:38",
+			image: nimImage, checkedNIM: true}, // the manifest file's metadata.image
+		{name: "--against the bundle, a tag no profile has", req: validate.Request{Against: against, ProfileTags: []string{"gpu=H200"}},
+			status: validate.StatusFailed, checkedNIM: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, res, apiErr := post(tc.req)
+			if code != http.StatusOK {
+				t.Fatalf("POST = %d %+v", code, apiErr)
+			}
+			g := res.Gate(validate.GateProfiles)
+			if g.Status != tc.status || !strings.Contains(g.Summary, tc.summary) {
+				t.Fatalf("profiles gate: %s %q %+v", g.Status, g.Summary, g.Findings)
+			}
+			errs := findings(g, validate.SeverityError)
+			for _, id := range tc.missing {
+				found := false
+				for _, f := range errs {
+					if strings.Contains(f.What, "profile "+id+" of "+tc.image+":") && f.Where == tc.missingAt && strings.Contains(f.What, "precision=fp16") {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("no finding names profile %s at %s: %+v", id, tc.missingAt, errs)
+				}
+			}
+			if tc.status == validate.StatusFailed && len(errs) == 0 {
+				t.Errorf("a red gate without an error finding")
+			}
+			if strings.Contains(tc.name, "H200") && (len(errs) != 1 || !strings.Contains(errs[0].Problem, "no profile of llama3-8b/model_manifest.yaml has the tags gpu=H200")) {
+				t.Errorf("selection matching nothing: %+v", errs)
+			}
+			nim := false
+			for _, c := range res.Checked {
+				if c.What == "NIM manifest llama3-8b/model_manifest.yaml" && c.Digest == md {
+					nim = true
+				}
+			}
+			if nim != tc.checkedNIM {
+				t.Errorf("manifest among the digests checked: %v, want %v: %+v", nim, tc.checkedNIM, res.Checked)
+			}
+		})
+	}
+
+	t.Run("a manifest that is not the inventory's fails gate 3", func(t *testing.T) {
+		other := *inv
+		other.Artifacts = append([]bundle.Artifact{}, inv.Artifacts...)
+		other.Artifacts[0].Digest = "sha256:" + strings.Repeat("e", 64)
+		data, _ := other.Marshal()
+		sig, _ := signer.Sign(data)
+		_, res, apiErr := post(validate.Request{Against: &validate.Against{Name: "inventory.json", Inventory: data, Signature: sig}, ProfileIDs: []string{nimH100FP8}})
+		if res == nil {
+			t.Fatalf("%+v", apiErr)
+		}
+		errs := findings(res.Gate(validate.GateProfiles), validate.SeverityError)
+		if res.FailedGate() != validate.GateProfiles || len(errs) != 1 || !strings.Contains(errs[0].Problem, "the inventory carried sha256:eeee") {
+			t.Errorf("findings: %+v", res.Gate(validate.GateProfiles))
+		}
+	})
+
+	t.Run("bad input is refused, never a green gate", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			req  validate.Request
+			want string
+		}{
+			{"unparsable manifest", validate.Request{Inputs: []validate.Input{in(validate.InputProfiles, "nim.yaml", "profiles:\n- id: 8835c317\n  model: meta/x\n  release: @1\n")}}, "nim.yaml: line 4"},
+			{"manifest without profiles", validate.Request{Inputs: []validate.Input{in(validate.InputProfiles, "nim.yaml", "profiles: []\n")}}, "nim.yaml: lists no profiles"},
+			{"unknown profile id", validate.Request{Inputs: []validate.Input{nimFile}, ProfileIDs: []string{strings.Repeat("0", 64)}}, "profile " + strings.Repeat("0", 64) + " is in no manifest given (model_manifest.yaml)"},
+			{"a tag without value", validate.Request{Inputs: []validate.Input{nimFile}, ProfileTags: []string{"gpu"}}, `profile tag "gpu": want key=value`},
+			{"a selection without a manifest", validate.Request{ProfileIDs: []string{nimH100FP8}}, "select from a NIM model manifest"},
+		} {
+			code, _, apiErr := post(tc.req)
+			if code != http.StatusBadRequest || apiErr.Error.Code != "BAD_INPUT" || !strings.Contains(apiErr.Error.Message, tc.want) {
+				t.Errorf("%s: %d %+v, want 400 BAD_INPUT naming %q", tc.name, code, apiErr, tc.want)
+			}
+		}
+	})
+}
