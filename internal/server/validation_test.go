@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -945,4 +947,58 @@ func TestValidationNIMManifest(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestValidationRegistryGateRedTLSAndPull: gate 1 is red when TLS does
+// not verify with the CA it is given alone (a client trusting another
+// CA), and when an anonymous pull of a public project fails (its layer
+// lost from storage); nothing above it runs.
+func TestValidationRegistryGateRedTLSAndPull(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(c *config.Config) { c.Hostnames = []string{"localhost"} })
+	_, port, _ := strings.Cut(ts.HTTPSAddr(), ":")
+	other := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(other.Close)
+	otherCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.Certificate().Raw})
+	v, err := validate.New(validate.Options{URL: "https://localhost:" + port, CAPEM: otherCA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	res, err := v.Run(t.Context(), validate.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := findings(res.Gate(validate.GateRegistry), validate.SeverityError)
+	if res.FailedGate() != validate.GateRegistry || len(errs) == 0 || errs[0].What != "localhost" || !strings.Contains(errs[0].Problem, "TLS with the appliance's CA alone fails") {
+		t.Errorf("another CA: %+v", res.Gates)
+	}
+
+	img := testkit.RandomImage(t, 4096, 1)
+	if err := remote.Write(ts.ref(t, "library/app:1.0"), img, remote.WithTransport(ts.client.Transport), remote.WithAuth(&authn.Basic{Username: "admin", Password: ts.admin})); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	var lost string
+	_ = filepath.WalkDir(ts.cfg.DataDir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Name() == "data" && filepath.Base(filepath.Dir(p)) == ld.Hex {
+			lost = p
+		}
+		return nil
+	})
+	if lost == "" || os.Remove(lost) != nil {
+		t.Fatalf("the layer %s was not found in storage", ld)
+	}
+	var ans validationapi.Answer
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, validationapi.Request{}, &ans); code != http.StatusOK {
+		t.Fatalf("POST = %d", code)
+	}
+	errs = findings(ans.Result.Gate(validate.GateRegistry), validate.SeverityError)
+	if ans.Result.FailedGate() != validate.GateRegistry || len(errs) != 1 || !strings.HasSuffix(errs[0].What, "/library/app:1.0") || !strings.Contains(errs[0].Problem, "anonymous pull fails") {
+		t.Errorf("a lost layer: %+v", ans.Result.Gates)
+	}
+	if ans.Result.Gate(validate.GateCertificates).Status != validate.StatusSkipped {
+		t.Error("certificates ran above a red registry gate")
+	}
 }
