@@ -1002,3 +1002,23 @@ func TestValidationRegistryGateRedTLSAndPull(t *testing.T) {
 		t.Error("certificates ran above a red registry gate")
 	}
 }
+
+// TestValidationUnknownOption: an option the gate does not know is
+// refused with 400 naming it, and no result is kept (never a green gate).
+func TestValidationUnknownOption(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	for body, want := range map[string]string{
+		`{"gates": ["images"]}`:                 `unknown field "gates"`,
+		`{"profile_tags": "gpu=H100"}`:          "profile_tags",
+		`{"anonymous": true, "skip_tls": true}`: `unknown field "skip_tls"`,
+	} {
+		var apiErr APIError
+		if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, body, &apiErr); code != http.StatusBadRequest || !strings.Contains(apiErr.Error.Message, want) {
+			t.Errorf("POST %s = %d %+v, want 400 naming %q", body, code, apiErr, want)
+		}
+	}
+	if code := ts.call(t, http.MethodGet, "/api/v1/validation", "admin", ts.admin, nil, nil); code != http.StatusNotFound {
+		t.Errorf("a result was kept after refused runs: GET = %d", code)
+	}
+}
