@@ -1,7 +1,6 @@
 package validate
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,160 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/validate/refs"
 )
-
-// Mapper turns outside references into the appliance's: by the signed
-// inventory's source → destination when it lists the image, else as
-// bundles land by default (the source's path and tag without its registry
-// host; docker.io's official images under library/).
-type Mapper struct {
-	// Host is the appliance's registry host (name:port).
-	Host string
-	// Local are the host names (with port) that already mean the appliance.
-	Local    map[string]bool
-	bySource map[string]string // source repo[:tag] or repo@digest → destination repo[:tag]
-}
-
-// NewMapper builds a mapper for host, with the inventory's artifacts (nil
-// for none).
-func NewMapper(host string, names []string, inv *bundle.Inventory) *Mapper {
-	m := &Mapper{Host: host, Local: map[string]bool{host: true}, bySource: map[string]string{}}
-	_, port, _ := strings.Cut(host, ":")
-	for _, n := range names {
-		m.Local[n] = true
-		if port != "" {
-			m.Local[n+":"+port] = true
-		}
-	}
-	if inv != nil {
-		for _, a := range inv.Artifacts {
-			if a.Kind != bundle.KindImage && a.Kind != bundle.KindBundle {
-				continue
-			}
-			src := a.Source
-			if i := strings.Index(src, "@"); i >= 0 {
-				m.bySource[src[i+1:]] = a.Destination
-				src = src[:i]
-			}
-			if r, err := name.ParseReference(src); err == nil {
-				m.bySource[r.Name()] = a.Destination
-			}
-		}
-	}
-	return m
-}
-
-// Outside tells whether ref names another registry than the appliance.
-func (m *Mapper) Outside(ref string) bool {
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		return false
-	}
-	return !m.Local[r.Context().RegistryStr()]
-}
-
-// Map returns the appliance's reference for ref (ref itself when it
-// already names the appliance).
-func (m *Mapper) Map(ref string) (string, error) {
-	tagPart, digest, _ := strings.Cut(ref, "@")
-	r, err := name.ParseReference(tagPart)
-	if err != nil {
-		return "", fmt.Errorf("%q is not an image reference: %w", ref, err)
-	}
-	if m.Local[r.Context().RegistryStr()] {
-		return ref, nil
-	}
-	dest := ""
-	if digest != "" {
-		dest = m.bySource[digest]
-	}
-	if dest == "" {
-		dest = m.bySource[r.Name()]
-	}
-	if dest == "" {
-		dest = r.Context().RepositoryStr()
-		if t, ok := r.(name.Tag); ok && (strings.Contains(tagPart[strings.LastIndex(tagPart, "/")+1:], ":") || digest == "") {
-			dest += ":" + t.TagStr()
-		}
-	} else if digest != "" {
-		// The destination's tag is not the digest's: keep only the repository.
-		dest, _, _ = strings.Cut(dest, "@")
-		if i := strings.LastIndex(dest, ":"); i > strings.LastIndex(dest, "/") {
-			dest = dest[:i]
-		}
-	}
-	out := m.Host + "/" + dest
-	if digest != "" {
-		out += "@" + digest
-	}
-	return out, nil
-}
-
-// Rewrite returns data with every outside image reference ExtractImages
-// finds replaced by the appliance's, and what it replaced. Only the
-// reference text on its own line changes; comments and layout stay.
-func (m *Mapper) Rewrite(file string, data []byte) ([]byte, []Finding, error) {
-	refs, err := ExtractImages(file, data)
-	if err != nil {
-		return nil, nil, err
-	}
-	lines := bytes.SplitAfter(data, []byte("\n"))
-	var done []Finding
-	for _, ir := range refs {
-		if !m.Outside(ir.Ref) || ir.Line < 1 || ir.Line > len(lines) {
-			continue
-		}
-		local, err := m.Map(ir.Ref)
-		if err != nil {
-			continue
-		}
-		line := lines[ir.Line-1]
-		if c := ir.comp; c != nil && c.repoLine >= 1 && c.repoLine <= len(lines) {
-			if repo, ok := composedRepo(ir.Ref, local, c.image); ok && bytes.Contains(lines[c.repoLine-1], []byte(c.repo)) {
-				lines[c.repoLine-1] = bytes.Replace(lines[c.repoLine-1], []byte(c.repo), []byte(repo), 1)
-				done = append(done, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local, Problem: "outside registry: its repository key rewritten"})
-				continue
-			}
-		}
-		if bytes.Contains(line, []byte(ir.Ref)) {
-			lines[ir.Line-1] = bytes.Replace(line, []byte(ir.Ref), []byte(local), 1)
-			done = append(done, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local, Problem: "outside registry"})
-		} else {
-			// Composed (ClusterPolicy, repository + tag): the parts are rewritten where they are.
-			done = append(done, Finding{Severity: SeverityWarning, What: ir.Ref, Where: ir.Where(), Local: local,
-				Problem: "composed from several keys", Action: "set the repository keys to " + m.Host + " by hand"})
-		}
-	}
-	return bytes.Join(lines, nil), done, nil
-}
-
-// composedRepo is the repository key that makes local from a composed
-// reference: local without its tag or digest (and, for a ClusterPolicy,
-// without the image name the policy appends). Only when the tag or
-// digest is unchanged, which the other keys hold.
-func composedRepo(ref, local, image string) (string, bool) {
-	suffix := func(r string) (string, string) {
-		if i := strings.Index(r, "@"); i >= 0 {
-			return r[:i], r[i:]
-		}
-		if i := strings.LastIndex(r, ":"); i > strings.LastIndex(r, "/") {
-			return r[:i], r[i:]
-		}
-		return r, ""
-	}
-	_, want := suffix(ref)
-	repo, got := suffix(local)
-	if want != got {
-		return "", false
-	}
-	if image != "" {
-		if !strings.HasSuffix(repo, "/"+image) {
-			return "", false
-		}
-		repo = strings.TrimSuffix(repo, "/"+image)
-	}
-	return repo, true
-}
 
 // puller reaches the appliance's registry over the network, trusting its
 // CA only: anonymously, or with the run's credentials.
@@ -323,12 +170,12 @@ func (p *puller) image(ctx context.Context, ref name.Reference) error {
 	return nil
 }
 
-func (r *run) mapper() *Mapper {
+func (r *run) mapper() *refs.Mapper {
 	var inv *bundle.Inventory
 	if r.against != nil {
 		inv = r.against.inv
 	}
-	return NewMapper(r.v.base.Host, r.v.o.Names, inv)
+	return refs.NewMapper(r.v.base.Host, r.v.o.Names, inv)
 }
 
 // publicProjects are the projects the appliance lists to an anonymous

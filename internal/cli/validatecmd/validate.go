@@ -21,6 +21,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/server/validationapi"
 	"github.com/appliance-dev/appliance/internal/validate"
 	"github.com/appliance-dev/appliance/internal/validate/evidence"
+	"github.com/appliance-dev/appliance/internal/validate/refs"
 )
 
 // exitError is an error with its own exit status.
@@ -307,7 +308,7 @@ cannot be (a Helm registry key) is named there for a change by hand.`,
 					return &exitError{exitBadInput, err}
 				}
 			}
-			m := validate.NewMapper(registry, nil, inv)
+			m := refs.NewMapper(registry, nil, inv)
 			for _, p := range args {
 				var vf validateFlags
 				vf.manifests = []string{p}
@@ -329,11 +330,11 @@ cannot be (a Helm registry key) is named there for a change by hand.`,
 					if len(out) > 0 && out[len(out)-1] != '\n' {
 						fmt.Fprintln(c.Stdout)
 					}
-					for _, f := range done {
-						if f.Severity == validate.SeverityWarning {
-							fmt.Fprintf(c.Stderr, "%s: %s → %s: %s; %s\n", f.Where, f.What, f.Local, f.Problem, f.Action)
+					for _, r := range done {
+						if r.ByHand {
+							fmt.Fprintf(c.Stderr, "%s: %s → %s: %s\n", r.Where, r.Ref, r.Local, r.Note)
 						} else {
-							fmt.Fprintf(c.Stderr, "%s: %s → %s\n", f.Where, f.What, f.Local)
+							fmt.Fprintf(c.Stderr, "%s: %s → %s\n", r.Where, r.Ref, r.Local)
 						}
 					}
 				}
