@@ -281,9 +281,6 @@ func (m *Mapper) Map(ref string) (string, error) {
 	return out, nil
 }
 
-// Rewrite returns data with every outside image reference ExtractImages
-// finds replaced by the appliance's, and what it replaced. Only the
-// reference text on its own line changes; comments and layout stay.
 // Replacement is one reference Rewrite replaced, or could not.
 type Replacement struct {
 	Ref, Where, Local string
@@ -294,6 +291,9 @@ type Replacement struct {
 	Note   string
 }
 
+// Rewrite returns data with every outside image reference ExtractImages
+// finds replaced by the appliance's, and what it replaced. Only the
+// reference text on its own line changes; comments and layout stay.
 func (m *Mapper) Rewrite(file string, data []byte) ([]byte, []Replacement, error) {
 	refs, err := ExtractImages(file, data)
 	if err != nil {
