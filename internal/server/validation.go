@@ -49,46 +49,24 @@ func (s *Server) validator(caller string) (*validate.Validator, error) {
 	}
 	u, names := validationapi.Advertised(s.cfg.Hostnames, s.cfg.HTTPSAddr, s.HTTPSAddr())
 	return validate.New(validate.Options{URL: u, Names: names, CAPEM: s.pki.CAPEM, Trust: s.trust, ReceiptKeys: []bundle.TrustedKey{rk},
-		Holdings: applianceView{s}, History: applianceView{s}, Standby: applianceView{s}, Credentials: pullCredentials{s: s, user: caller},
+		Holdings: applianceView{s}, History: applianceView{s}, Standby: applianceView{s}, Credentials: validationapi.Credentials{User: caller, Mint: s.pullToken},
 		MaxAge: s.cfg.Validation.MaxAge, Log: s.log})
 }
 
-// pullCredentials mint the registry tokens a run pulls private projects'
-// images with: a user's, granting what that user may pull (auth's
-// policy, as the token service does), or, for the appliance itself,
-// pull on the repository asked.
-type pullCredentials struct {
-	s    *Server
-	user string // "": the appliance
-}
-
-// applianceSubject is the subject of the appliance's own pull tokens.
-const applianceSubject = "appliance"
-
-func (c pullCredentials) Who() string {
-	if c.user == "" {
-		return "the appliance (a scheduled run)"
-	}
-	return c.user
-}
-
-func (c pullCredentials) PullToken(_ context.Context, repo string) (string, error) {
-	subject := c.user
-	grant := []auth.ResourceActions{{Type: "repository", Name: repo, Actions: []string{auth.ActionPull}}}
-	if c.user != "" {
-		u, ok := c.s.users.Get(c.user)
+// pullToken issues a registry token for a validation run granting pull
+// on repo: what user may pull (auth's policy, as the token service
+// decides), or, for the appliance itself (user ""), pull.
+func (s *Server) pullToken(user, repo string) (string, error) {
+	subject, grant := validationapi.ApplianceSubject, []auth.ResourceActions{{Type: "repository", Name: repo, Actions: []string{auth.ActionPull}}}
+	if user != "" {
+		u, ok := s.users.Get(user)
 		if !ok {
-			return "", fmt.Errorf("validation: user %s no longer exists", c.user)
+			return "", fmt.Errorf("validation: user %s no longer exists", user)
 		}
-		grant = c.s.authz.Grant(auth.Principal{Name: u.Name, Role: u.Role}, []auth.Access{{Type: "repository", Name: repo, Action: auth.ActionPull}})
-	} else {
-		subject = applianceSubject
+		subject, grant = u.Name, s.authz.Grant(auth.Principal{Name: u.Name, Role: u.Role}, []auth.Access{{Type: "repository", Name: repo, Action: auth.ActionPull}})
 	}
-	tok, _, err := c.s.tokens.Issue(subject, grant)
-	if err != nil {
-		return "", fmt.Errorf("validation: %w", err)
-	}
-	return tok, nil
+	tok, _, err := s.tokens.Issue(subject, grant)
+	return tok, err
 }
 
 // applianceView is what only the appliance knows, for the gate: what it
