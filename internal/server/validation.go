@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/appliance-dev/appliance/internal/auth"
 	"github.com/appliance-dev/appliance/internal/bootstrap"
 	"github.com/appliance-dev/appliance/internal/bundle"
 	"github.com/appliance-dev/appliance/internal/server/validationapi"
@@ -15,8 +17,15 @@ import (
 // (internal/server/validationapi) what they need of the server.
 func (s *Server) newValidationAPI() (*validationapi.API, error) {
 	return validationapi.New(validationapi.Deps{
-		DataDir:      s.cfg.DataDir,
-		Validator:    s.validator,
+		DataDir:   s.cfg.DataDir,
+		Validator: s.validator,
+		MayPull: func(c echo.Context) func(string) bool {
+			p := principal(c)
+			if s.authz.SeesAll(p) {
+				return nil
+			}
+			return func(repo string) bool { return s.authz.MayPull(p, repo) }
+		},
 		Signer:       s.receiptKey,
 		Log:          s.log,
 		Caller:       func(c echo.Context) string { return principal(c).Name },
@@ -27,8 +36,9 @@ func (s *Server) newValidationAPI() (*validationapi.API, error) {
 }
 
 // validator is the gate of one run: the advertised address, the CA, the
-// bundle trust and the receipt key, and what only the appliance knows.
-func (s *Server) validator() (*validate.Validator, error) {
+// bundle trust and the receipt key, what only the appliance knows, and
+// the credentials of caller (a user's name; "" for the appliance).
+func (s *Server) validator(caller string) (*validate.Validator, error) {
 	pub, err := s.receiptKey.PublicKey()
 	if err != nil {
 		return nil, err
@@ -39,7 +49,24 @@ func (s *Server) validator() (*validate.Validator, error) {
 	}
 	u, names := validationapi.Advertised(s.cfg.Hostnames, s.cfg.HTTPSAddr, s.HTTPSAddr())
 	return validate.New(validate.Options{URL: u, Names: names, CAPEM: s.pki.CAPEM, Trust: s.trust, ReceiptKeys: []bundle.TrustedKey{rk},
-		Holdings: applianceView{s}, History: applianceView{s}, Standby: applianceView{s}, MaxAge: s.cfg.Validation.MaxAge, Log: s.log})
+		Holdings: applianceView{s}, History: applianceView{s}, Standby: applianceView{s}, Credentials: validationapi.Credentials{User: caller, Mint: s.pullToken},
+		MaxAge: s.cfg.Validation.MaxAge, Log: s.log})
+}
+
+// pullToken issues a registry token for a validation run granting pull
+// on repo: what user may pull (auth's policy, as the token service
+// decides), or, for the appliance itself (user ""), pull.
+func (s *Server) pullToken(user, repo string) (string, error) {
+	subject, grant := validationapi.ApplianceSubject, []auth.ResourceActions{{Type: "repository", Name: repo, Actions: []string{auth.ActionPull}}}
+	if user != "" {
+		u, ok := s.users.Get(user)
+		if !ok {
+			return "", fmt.Errorf("validation: user %s no longer exists", user)
+		}
+		subject, grant = u.Name, s.authz.Grant(auth.Principal{Name: u.Name, Role: u.Role}, []auth.Access{{Type: "repository", Name: repo, Action: auth.ActionPull}})
+	}
+	tok, _, err := s.tokens.Issue(subject, grant)
+	return tok, err
 }
 
 // applianceView is what only the appliance knows, for the gate: what it

@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -635,5 +637,388 @@ func TestValidationTakesInputsPastTheAPILimit(t *testing.T) {
 	}
 	if in := ans.Result.Inputs; len(in) != 1 || in[0].Bytes != len(big) {
 		t.Errorf("inputs: %+v", in)
+	}
+}
+
+// TestValidationPrivateProjects: an admin's run pulls an image of a
+// private project with the admin's own rights, over the network (green,
+// with a warning that pods need a pull secret); --anonymous, as a cluster
+// without pull secrets, is red with what to do; the schedule pulls it as
+// the appliance. Gate 1 keeps pulling only the public projects,
+// anonymously. What GET /api/v1/validation serves a member of other
+// projects names neither the private repository nor its digest, and an
+// anonymous caller gets nothing.
+func TestValidationPrivateProjects(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(c *config.Config) { c.Hostnames = []string{"localhost"} })
+	_, port, _ := strings.Cut(ts.HTTPSAddr(), ":")
+	host := "localhost:" + port
+	opts := []remote.Option{remote.WithTransport(ts.client.Transport), remote.WithAuth(&authn.Basic{Username: "admin", Password: ts.admin})}
+	pub, priv := testkit.RandomImage(t, 4096, 1), testkit.RandomImage(t, 4096, 2)
+	for ref, img := range map[string]v1.Image{"library/app:1.0": pub, "vendor/secret-app:2.0": priv} {
+		if err := remote.Write(ts.ref(t, ref), img, opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	privDigest, _ := priv.Digest()
+	if code := ts.call(t, http.MethodPut, "/api/v1/projects/vendor", "admin", ts.admin, ProjectRequest{Public: ptr(false)}, nil); code != http.StatusOK {
+		t.Fatalf("make vendor private = %d", code)
+	}
+	images := in(validate.InputImages, "images.txt", host+"/library/app:1.0\n"+host+"/vendor/secret-app:2.0\n")
+	post := func(req validate.Request) *validate.Result {
+		t.Helper()
+		var ans validationapi.Answer
+		if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, validationapi.Request{Request: req}, &ans); code != http.StatusOK || ans.Result == nil {
+			t.Fatalf("POST = %d", code)
+		}
+		return ans.Result
+	}
+
+	// As a cluster without pull secrets: red, saying what to do.
+	res := post(validate.Request{Inputs: []validate.Input{images}, Anonymous: true})
+	if res.FailedGate() != validate.GateImages {
+		t.Fatalf("anonymous run: failed gate %q: %+v", res.FailedGate(), res.Gates)
+	}
+	errs := findings(res.Gate(validate.GateImages), validate.SeverityError)
+	if len(errs) != 1 || errs[0].What != host+"/vendor/secret-app:2.0" || errs[0].Where != "images.txt:2" ||
+		!strings.Contains(errs[0].Problem, "project vendor is not public") || !strings.Contains(errs[0].Action, "without --anonymous") {
+		t.Errorf("anonymous run's findings: %+v", errs)
+	}
+
+	// With the admin's credentials: green, a warning naming the pull secret.
+	res = post(validate.Request{Inputs: []validate.Input{images}})
+	g := res.Gate(validate.GateImages)
+	if !res.OK || g.Status != validate.StatusWarning {
+		t.Fatalf("admin's run: %+v", res.Gates)
+	}
+	warns := findings(g, validate.SeverityWarning)
+	if len(warns) != 1 || warns[0].Repository != "vendor/secret-app" || warns[0].Where != "images.txt:2" ||
+		!strings.Contains(warns[0].Problem, "private project vendor: pulled with the credentials of admin") || !strings.Contains(warns[0].Action, "imagePullSecret") {
+		t.Errorf("admin's run's warnings: %+v", warns)
+	}
+	checked := map[string]string{}
+	registryPulls := 0
+	for _, c := range res.Checked {
+		checked[c.Gate+" "+c.What] = c.Digest
+		if c.Gate == validate.GateRegistry {
+			registryPulls++
+		}
+	}
+	if checked["images "+host+"/vendor/secret-app:2.0"] != privDigest.String() {
+		t.Errorf("the private image's digest is not among those checked: %+v", res.Checked)
+	}
+	// Gate 1 pulled the public project anonymously, and only it.
+	if registryPulls != 1 || checked["registry "+host+"/library/app:1.0"] == "" {
+		t.Errorf("checked: %+v", res.Checked)
+	}
+
+	// The schedule re-runs it as the appliance itself.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ts.validation.Schedule(ctx, 20*time.Millisecond)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var got validationapi.Answer
+		ts.call(t, http.MethodGet, "/api/v1/validation", "admin", ts.admin, nil, &got)
+		if got.By == "schedule" {
+			w := findings(got.Result.Gate(validate.GateImages), validate.SeverityWarning)
+			if !got.Result.OK || len(w) != 1 || !strings.Contains(w[0].Problem, "the appliance") {
+				t.Errorf("scheduled run: %+v", got.Result.Gates)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the schedule did not run within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+
+	// Who reads the last result.
+	const pw = "a-long-member-password-1234"
+	projects := []string{"team"}
+	if code := ts.call(t, http.MethodPost, "/api/v1/users", "admin", ts.admin, UserRequest{Name: "member", Password: pw, Role: "developer", Projects: &projects}, nil); code != http.StatusCreated {
+		t.Fatalf("add member = %d", code)
+	}
+	read := func(user, pass string) (int, string) {
+		t.Helper()
+		var raw json.RawMessage
+		code := ts.call(t, http.MethodGet, "/api/v1/validation", user, pass, nil, &raw)
+		return code, string(raw)
+	}
+	code, body := read("admin", ts.admin)
+	if code != http.StatusOK || !strings.Contains(body, "vendor/secret-app") || !strings.Contains(body, privDigest.String()) {
+		t.Fatalf("admin's read = %d, lacks the private image:\n%s", code, body)
+	}
+	code, body = read("member", pw)
+	if code != http.StatusOK {
+		t.Fatalf("member's read = %d", code)
+	}
+	if strings.Contains(body, "secret-app") || strings.Contains(body, privDigest.String()) {
+		t.Errorf("a member of another project reads the private repository or its digest:\n%s", body)
+	}
+	var seen validationapi.Answer
+	_ = json.Unmarshal([]byte(body), &seen)
+	if seen.Result == nil || seen.Result.Withheld == 0 || !strings.Contains(body, host+"/library/app:1.0") || seen.Result.Gate(validate.GateImages).Status != validate.StatusWarning {
+		t.Errorf("member's view: %s", body)
+	}
+	code, body = read("", "")
+	if code != http.StatusUnauthorized || strings.Contains(body, "secret-app") || strings.Contains(body, privDigest.String()) {
+		t.Errorf("anonymous read = %d:\n%s", code, body)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// importBundle signs inv and imports it with the blobs it lists.
+func importBundle(t *testing.T, ts *testServer, signer *bundle.Signer, inv *bundle.Inventory, blobs memBlobs) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := bundle.WriteArchive(&buf, inv, []byte(`{"schemaVersion":2,"manifests":[]}`), signer, blobs); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, ts.base+"/api/v1/imports?source="+inv.Name+".tar", &buf)
+	req.SetBasicAuth("admin", ts.admin)
+	req.Header.Set("Content-Type", "application/x-tar")
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("import %s: %d %s", inv.Name, resp.StatusCode, body)
+	}
+}
+
+// The profiles of internal/validate/nim/testdata/model_manifest.yaml.
+const (
+	nimH100FP8  = "8835c31752fbc67ef658b20a9f78e056914fdef0660206d82f252d62fd96064d"
+	nimH100FP16 = "e3a5f1c0d0a5ed1a6cf9b1e1a8d4b1c2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8"
+)
+
+// TestValidationNIMManifest: gate 3 takes NVIDIA NIM's own
+// model_manifest.yaml, as --profiles or as the file an --against bundle
+// carried (read from the file store, its sha256 checked against the
+// inventory), with the required profiles selected by id or tag, or all
+// of them. The appliance holds the H100 fp8 profile only.
+func TestValidationNIMManifest(t *testing.T) {
+	t.Parallel()
+	keyDir := t.TempDir()
+	if err := bundle.GenerateKey(filepath.Join(keyDir, "release.key"), filepath.Join(keyDir, "release.pub")); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, func(c *config.Config) {
+		c.Hostnames = []string{"localhost"}
+		c.Trust.Keys = []string{filepath.Join(keyDir, "release.pub")}
+	})
+	signer, err := bundle.LoadSigner(filepath.Join(keyDir, "release.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := os.ReadFile("../validate/nim/testdata/model_manifest.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	weights := bytes.Repeat([]byte("h100 fp8 engine "), 4096)
+	md, wd := fmt.Sprintf("sha256:%x", sha256sum(manifest)), fmt.Sprintf("sha256:%x", sha256sum(weights))
+	inv := &bundle.Inventory{SchemaVersion: 1, Name: "nim-llama3-2026-12", Created: time.Now().UTC().Truncate(time.Second), Tool: "test",
+		Blobs: []bundle.Blob{{Digest: md, Size: int64(len(manifest))}, {Digest: wd, Size: int64(len(weights))}},
+		Artifacts: []bundle.Artifact{
+			{Kind: bundle.KindFile, FileKind: validate.FileKindNIMManifest, Source: "/opt/nim/etc/default/model_manifest.yaml", Destination: "llama3-8b/model_manifest.yaml",
+				Digest: md, Size: int64(len(manifest)), Metadata: map[string]string{"image": nimImage}},
+			{Kind: bundle.KindFile, FileKind: validate.FileKindNIMProfile, Source: "./h100-fp8.tar", Destination: "llama3-8b/h100-fp8.tar", Digest: wd, Size: int64(len(weights)),
+				Metadata: map[string]string{"image": nimImage, "profile": nimH100FP8, "gpu": "H100"}},
+		}}
+	importBundle(t, ts, signer, inv, memBlobs{md: manifest, wd: weights})
+	invData, _ := inv.Marshal()
+	invSig, _ := signer.Sign(invData)
+	against := &validate.Against{Name: "inventory.json", Inventory: invData, Signature: invSig}
+
+	post := func(req validate.Request) (int, *validate.Result, APIError) {
+		t.Helper()
+		var raw json.RawMessage
+		code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, validationapi.Request{Request: req}, &raw)
+		var ans validationapi.Answer
+		var apiErr APIError
+		if code == http.StatusOK {
+			_ = json.Unmarshal(raw, &ans)
+		} else {
+			_ = json.Unmarshal(raw, &apiErr)
+		}
+		return code, ans.Result, apiErr
+	}
+	nimFile := in(validate.InputProfiles, "model_manifest.yaml", string(manifest))
+	for _, tc := range []struct {
+		name       string
+		req        validate.Request
+		status     string
+		summary    string
+		missing    []string // profile ids named by an error finding, with where
+		missingAt  string
+		image      string // the NIM image the finding names
+		checkedNIM bool   // the manifest file is among the digests checked
+	}{
+		{name: "--profiles manifest, one id", req: validate.Request{Inputs: []validate.Input{nimFile}, ProfileIDs: []string{nimH100FP8[:12]}},
+			status: validate.StatusOK, summary: "1 profiles required, 1 present"},
+		{name: "--profiles manifest, gpu=H100", req: validate.Request{Inputs: []validate.Input{nimFile}, ProfileTags: []string{"gpu=H100"}},
+			status: validate.StatusFailed, summary: "2 profiles required, 1 present", missing: []string{nimH100FP16}, missingAt: "model_manifest.yaml:38",
+			image: "nvcr.io/nim/meta/llama3-8b-instruct:1.0.0"}, // its container_url: no digest known
+		{name: "--profiles manifest, nothing selected: all", req: validate.Request{Inputs: []validate.Input{nimFile}},
+			status: validate.StatusFailed, summary: "4 profiles required, 1 present"},
+		{name: "--against the bundle, one id", req: validate.Request{Against: against, ProfileIDs: []string{nimH100FP8}},
+			status: validate.StatusOK, summary: "1 profiles required, 1 present", checkedNIM: true},
+		{name: "--against the bundle, precision=fp16", req: validate.Request{Against: against, ProfileTags: []string{"precision=fp16"}},
+			status: validate.StatusFailed, summary: "3 profiles required, 0 present", missing: []string{nimH100FP16}, missingAt: "llama3-8b/model_manifest.yaml:38",
+			image: nimImage, checkedNIM: true}, // the manifest file's metadata.image
+		{name: "--against the bundle, a tag no profile has", req: validate.Request{Against: against, ProfileTags: []string{"gpu=H200"}},
+			status: validate.StatusFailed, checkedNIM: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, res, apiErr := post(tc.req)
+			if code != http.StatusOK {
+				t.Fatalf("POST = %d %+v", code, apiErr)
+			}
+			g := res.Gate(validate.GateProfiles)
+			if g.Status != tc.status || !strings.Contains(g.Summary, tc.summary) {
+				t.Fatalf("profiles gate: %s %q %+v", g.Status, g.Summary, g.Findings)
+			}
+			errs := findings(g, validate.SeverityError)
+			for _, id := range tc.missing {
+				found := false
+				for _, f := range errs {
+					if strings.Contains(f.What, "profile "+id+" of "+tc.image+":") && f.Where == tc.missingAt && strings.Contains(f.What, "precision=fp16") {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("no finding names profile %s at %s: %+v", id, tc.missingAt, errs)
+				}
+			}
+			if tc.status == validate.StatusFailed && len(errs) == 0 {
+				t.Errorf("a red gate without an error finding")
+			}
+			if strings.Contains(tc.name, "H200") && (len(errs) != 1 || !strings.Contains(errs[0].Problem, "no profile of llama3-8b/model_manifest.yaml has the tags gpu=H200")) {
+				t.Errorf("selection matching nothing: %+v", errs)
+			}
+			nim := false
+			for _, c := range res.Checked {
+				if c.What == "NIM manifest llama3-8b/model_manifest.yaml" && c.Digest == md {
+					nim = true
+				}
+			}
+			if nim != tc.checkedNIM {
+				t.Errorf("manifest among the digests checked: %v, want %v: %+v", nim, tc.checkedNIM, res.Checked)
+			}
+		})
+	}
+
+	t.Run("a manifest that is not the inventory's fails gate 3", func(t *testing.T) {
+		other := *inv
+		other.Artifacts = append([]bundle.Artifact{}, inv.Artifacts...)
+		other.Artifacts[0].Digest = "sha256:" + strings.Repeat("e", 64)
+		data, _ := other.Marshal()
+		sig, _ := signer.Sign(data)
+		_, res, apiErr := post(validate.Request{Against: &validate.Against{Name: "inventory.json", Inventory: data, Signature: sig}, ProfileIDs: []string{nimH100FP8}})
+		if res == nil {
+			t.Fatalf("%+v", apiErr)
+		}
+		errs := findings(res.Gate(validate.GateProfiles), validate.SeverityError)
+		if res.FailedGate() != validate.GateProfiles || len(errs) != 1 || !strings.Contains(errs[0].Problem, "the inventory carried sha256:eeee") {
+			t.Errorf("findings: %+v", res.Gate(validate.GateProfiles))
+		}
+	})
+
+	t.Run("bad input is refused, never a green gate", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			req  validate.Request
+			want string
+		}{
+			{"unparsable manifest", validate.Request{Inputs: []validate.Input{in(validate.InputProfiles, "nim.yaml", "profiles:\n- id: 8835c317\n  model: meta/x\n  release: @1\n")}}, "nim.yaml: line 4"},
+			{"manifest without profiles", validate.Request{Inputs: []validate.Input{in(validate.InputProfiles, "nim.yaml", "profiles: []\n")}}, "nim.yaml: lists no profiles"},
+			{"unknown profile id", validate.Request{Inputs: []validate.Input{nimFile}, ProfileIDs: []string{strings.Repeat("0", 64)}}, "profile " + strings.Repeat("0", 64) + " is in no manifest given (model_manifest.yaml)"},
+			{"a tag without value", validate.Request{Inputs: []validate.Input{nimFile}, ProfileTags: []string{"gpu"}}, `profile tag "gpu": want key=value`},
+			{"a selection without a manifest", validate.Request{ProfileIDs: []string{nimH100FP8}}, "select from a NIM model manifest"},
+		} {
+			code, _, apiErr := post(tc.req)
+			if code != http.StatusBadRequest || apiErr.Error.Code != "BAD_INPUT" || !strings.Contains(apiErr.Error.Message, tc.want) {
+				t.Errorf("%s: %d %+v, want 400 BAD_INPUT naming %q", tc.name, code, apiErr, tc.want)
+			}
+		}
+	})
+}
+
+// TestValidationRegistryGateRedTLSAndPull: gate 1 is red when TLS does
+// not verify with the CA it is given alone (a client trusting another
+// CA), and when an anonymous pull of a public project fails (its layer
+// lost from storage); nothing above it runs.
+func TestValidationRegistryGateRedTLSAndPull(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(c *config.Config) { c.Hostnames = []string{"localhost"} })
+	_, port, _ := strings.Cut(ts.HTTPSAddr(), ":")
+	other := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(other.Close)
+	otherCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.Certificate().Raw})
+	v, err := validate.New(validate.Options{URL: "https://localhost:" + port, CAPEM: otherCA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	res, err := v.Run(t.Context(), validate.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := findings(res.Gate(validate.GateRegistry), validate.SeverityError)
+	if res.FailedGate() != validate.GateRegistry || len(errs) == 0 || errs[0].What != "localhost" || !strings.Contains(errs[0].Problem, "TLS with the appliance's CA alone fails") {
+		t.Errorf("another CA: %+v", res.Gates)
+	}
+
+	img := testkit.RandomImage(t, 4096, 1)
+	if err := remote.Write(ts.ref(t, "library/app:1.0"), img, remote.WithTransport(ts.client.Transport), remote.WithAuth(&authn.Basic{Username: "admin", Password: ts.admin})); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	var lost string
+	_ = filepath.WalkDir(ts.cfg.DataDir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Name() == "data" && filepath.Base(filepath.Dir(p)) == ld.Hex {
+			lost = p
+		}
+		return nil
+	})
+	if lost == "" || os.Remove(lost) != nil {
+		t.Fatalf("the layer %s was not found in storage", ld)
+	}
+	var ans validationapi.Answer
+	if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, validationapi.Request{}, &ans); code != http.StatusOK {
+		t.Fatalf("POST = %d", code)
+	}
+	errs = findings(ans.Result.Gate(validate.GateRegistry), validate.SeverityError)
+	if ans.Result.FailedGate() != validate.GateRegistry || len(errs) != 1 || !strings.HasSuffix(errs[0].What, "/library/app:1.0") || !strings.Contains(errs[0].Problem, "anonymous pull fails") {
+		t.Errorf("a lost layer: %+v", ans.Result.Gates)
+	}
+	if ans.Result.Gate(validate.GateCertificates).Status != validate.StatusSkipped {
+		t.Error("certificates ran above a red registry gate")
+	}
+}
+
+// TestValidationUnknownOption: an option the gate does not know is
+// refused with 400 naming it, and no result is kept (never a green gate).
+func TestValidationUnknownOption(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	for body, want := range map[string]string{
+		`{"gates": ["images"]}`:                 `unknown field "gates"`,
+		`{"profile_tags": "gpu=H100"}`:          "profile_tags",
+		`{"anonymous": true, "skip_tls": true}`: `unknown field "skip_tls"`,
+	} {
+		var apiErr APIError
+		if code := ts.call(t, http.MethodPost, "/api/v1/validation", "admin", ts.admin, body, &apiErr); code != http.StatusBadRequest || !strings.Contains(apiErr.Error.Message, want) {
+			t.Errorf("POST %s = %d %+v, want 400 naming %q", body, code, apiErr, want)
+		}
+	}
+	if code := ts.call(t, http.MethodGet, "/api/v1/validation", "admin", ts.admin, nil, nil); code != http.StatusNotFound {
+		t.Errorf("a result was kept after refused runs: GET = %d", code)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/validate/refs"
 )
 
 // Against is the connected side's record drift is measured against: a
@@ -60,7 +61,7 @@ func LoadAgainst(path string) (*Against, error) {
 		}
 		var probe map[string]json.RawMessage
 		if err := json.Unmarshal(full, &probe); err != nil {
-			return nil, badInput("--against %s: %s", path, jsonLine(full))
+			return nil, badInput("--against %s: %s", path, refs.JSONLine(full))
 		}
 		if _, ok := probe["payload"]; ok {
 			return &Against{Name: filepath.Base(path), Receipt: full}, nil

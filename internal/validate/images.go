@@ -1,7 +1,6 @@
 package validate
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,173 +16,52 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/validate/refs"
 )
 
-// Mapper turns outside references into the appliance's: by the signed
-// inventory's source → destination when it lists the image, else as
-// bundles land by default (the source's path and tag without its registry
-// host; docker.io's official images under library/).
-type Mapper struct {
-	// Host is the appliance's registry host (name:port).
-	Host string
-	// Local are the host names (with port) that already mean the appliance.
-	Local    map[string]bool
-	bySource map[string]string // source repo[:tag] or repo@digest → destination repo[:tag]
-}
-
-// NewMapper builds a mapper for host, with the inventory's artifacts (nil
-// for none).
-func NewMapper(host string, names []string, inv *bundle.Inventory) *Mapper {
-	m := &Mapper{Host: host, Local: map[string]bool{host: true}, bySource: map[string]string{}}
-	_, port, _ := strings.Cut(host, ":")
-	for _, n := range names {
-		m.Local[n] = true
-		if port != "" {
-			m.Local[n+":"+port] = true
-		}
-	}
-	if inv != nil {
-		for _, a := range inv.Artifacts {
-			if a.Kind != bundle.KindImage && a.Kind != bundle.KindBundle {
-				continue
-			}
-			src := a.Source
-			if i := strings.Index(src, "@"); i >= 0 {
-				m.bySource[src[i+1:]] = a.Destination
-				src = src[:i]
-			}
-			if r, err := name.ParseReference(src); err == nil {
-				m.bySource[r.Name()] = a.Destination
-			}
-		}
-	}
-	return m
-}
-
-// Outside tells whether ref names another registry than the appliance.
-func (m *Mapper) Outside(ref string) bool {
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		return false
-	}
-	return !m.Local[r.Context().RegistryStr()]
-}
-
-// Map returns the appliance's reference for ref (ref itself when it
-// already names the appliance).
-func (m *Mapper) Map(ref string) (string, error) {
-	tagPart, digest, _ := strings.Cut(ref, "@")
-	r, err := name.ParseReference(tagPart)
-	if err != nil {
-		return "", fmt.Errorf("%q is not an image reference: %w", ref, err)
-	}
-	if m.Local[r.Context().RegistryStr()] {
-		return ref, nil
-	}
-	dest := ""
-	if digest != "" {
-		dest = m.bySource[digest]
-	}
-	if dest == "" {
-		dest = m.bySource[r.Name()]
-	}
-	if dest == "" {
-		dest = r.Context().RepositoryStr()
-		if t, ok := r.(name.Tag); ok && (strings.Contains(tagPart[strings.LastIndex(tagPart, "/")+1:], ":") || digest == "") {
-			dest += ":" + t.TagStr()
-		}
-	} else if digest != "" {
-		// The destination's tag is not the digest's: keep only the repository.
-		dest, _, _ = strings.Cut(dest, "@")
-		if i := strings.LastIndex(dest, ":"); i > strings.LastIndex(dest, "/") {
-			dest = dest[:i]
-		}
-	}
-	out := m.Host + "/" + dest
-	if digest != "" {
-		out += "@" + digest
-	}
-	return out, nil
-}
-
-// Rewrite returns data with every outside image reference ExtractImages
-// finds replaced by the appliance's, and what it replaced. Only the
-// reference text on its own line changes; comments and layout stay.
-func (m *Mapper) Rewrite(file string, data []byte) ([]byte, []Finding, error) {
-	refs, err := ExtractImages(file, data)
-	if err != nil {
-		return nil, nil, err
-	}
-	lines := bytes.SplitAfter(data, []byte("\n"))
-	var done []Finding
-	for _, ir := range refs {
-		if !m.Outside(ir.Ref) || ir.Line < 1 || ir.Line > len(lines) {
-			continue
-		}
-		local, err := m.Map(ir.Ref)
-		if err != nil {
-			continue
-		}
-		line := lines[ir.Line-1]
-		if c := ir.comp; c != nil && c.repoLine >= 1 && c.repoLine <= len(lines) {
-			if repo, ok := composedRepo(ir.Ref, local, c.image); ok && bytes.Contains(lines[c.repoLine-1], []byte(c.repo)) {
-				lines[c.repoLine-1] = bytes.Replace(lines[c.repoLine-1], []byte(c.repo), []byte(repo), 1)
-				done = append(done, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local, Problem: "outside registry: its repository key rewritten"})
-				continue
-			}
-		}
-		if bytes.Contains(line, []byte(ir.Ref)) {
-			lines[ir.Line-1] = bytes.Replace(line, []byte(ir.Ref), []byte(local), 1)
-			done = append(done, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local, Problem: "outside registry"})
-		} else {
-			// Composed (ClusterPolicy, repository + tag): the parts are rewritten where they are.
-			done = append(done, Finding{Severity: SeverityWarning, What: ir.Ref, Where: ir.Where(), Local: local,
-				Problem: "composed from several keys", Action: "set the repository keys to " + m.Host + " by hand"})
-		}
-	}
-	return bytes.Join(lines, nil), done, nil
-}
-
-// composedRepo is the repository key that makes local from a composed
-// reference: local without its tag or digest (and, for a ClusterPolicy,
-// without the image name the policy appends). Only when the tag or
-// digest is unchanged, which the other keys hold.
-func composedRepo(ref, local, image string) (string, bool) {
-	suffix := func(r string) (string, string) {
-		if i := strings.Index(r, "@"); i >= 0 {
-			return r[:i], r[i:]
-		}
-		if i := strings.LastIndex(r, ":"); i > strings.LastIndex(r, "/") {
-			return r[:i], r[i:]
-		}
-		return r, ""
-	}
-	_, want := suffix(ref)
-	repo, got := suffix(local)
-	if want != got {
-		return "", false
-	}
-	if image != "" {
-		if !strings.HasSuffix(repo, "/"+image) {
-			return "", false
-		}
-		repo = strings.TrimSuffix(repo, "/"+image)
-	}
-	return repo, true
-}
-
-// puller reaches the appliance's registry anonymously over the network,
-// trusting its CA only.
+// puller reaches the appliance's registry over the network, trusting its
+// CA only: anonymously, or with the run's credentials.
 type puller struct {
 	v     *Validator
+	creds Credentials // nil: anonymous
 	mu    sync.Mutex
-	trans map[string]http.RoundTripper // per repository, with its pull token
+	auth  map[string]authn.Authenticator // per repository, with credentials
+	trans map[string]http.RoundTripper   // per repository, with its pull token
 }
 
-func (v *Validator) newPuller() *puller { return &puller{v: v, trans: map[string]http.RoundTripper{}} }
+func (v *Validator) newPuller(creds Credentials) *puller {
+	return &puller{v: v, creds: creds, auth: map[string]authn.Authenticator{}, trans: map[string]http.RoundTripper{}}
+}
 
-func (p *puller) opts(ctx context.Context) []remote.Option {
-	return []remote.Option{remote.WithContext(ctx), remote.WithTransport(p.v.tr), remote.WithAuth(authn.Anonymous)}
+// authFor is what the puller presents for repo: nothing, or a pull token
+// the credentials mint for it.
+func (p *puller) authFor(ctx context.Context, repo name.Repository) (authn.Authenticator, error) {
+	if p.creds == nil {
+		return authn.Anonymous, nil
+	}
+	p.mu.Lock()
+	a, ok := p.auth[repo.String()]
+	p.mu.Unlock()
+	if ok {
+		return a, nil
+	}
+	tok, err := p.creds.PullToken(ctx, repo.RepositoryStr())
+	if err != nil {
+		return nil, fmt.Errorf("a pull token of %s for %s: %w", p.creds.Who(), repo.RepositoryStr(), err)
+	}
+	a = &authn.Bearer{Token: tok}
+	p.mu.Lock()
+	p.auth[repo.String()] = a
+	p.mu.Unlock()
+	return a, nil
+}
+
+func (p *puller) opts(ctx context.Context, repo name.Repository) ([]remote.Option, error) {
+	a, err := p.authFor(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	return []remote.Option{remote.WithContext(ctx), remote.WithTransport(p.v.tr), remote.WithAuth(a)}, nil
 }
 
 // blobPresent asks with HEAD whether the registry serves a blob.
@@ -192,8 +70,11 @@ func (p *puller) blobPresent(ctx context.Context, repo name.Repository, d v1.Has
 	rt, ok := p.trans[repo.String()]
 	p.mu.Unlock()
 	if !ok {
-		var err error
-		rt, err = transport.NewWithContext(ctx, repo.Registry, authn.Anonymous, p.v.tr, []string{repo.Scope(transport.PullScope)})
+		a, err := p.authFor(ctx, repo)
+		if err != nil {
+			return err
+		}
+		rt, err = transport.NewWithContext(ctx, repo.Registry, a, p.v.tr, []string{repo.Scope(transport.PullScope)})
 		if err != nil {
 			return err
 		}
@@ -220,7 +101,11 @@ func (p *puller) blobPresent(ctx context.Context, repo name.Repository, d v1.Has
 // resolve proves a reference pulls: its manifest (for an index, the
 // children of every platform asked), the config and every layer.
 func (p *puller) resolve(ctx context.Context, ref name.Reference, platforms []string) (string, []string, error) {
-	desc, err := remote.Get(ref, p.opts(ctx)...)
+	opts, err := p.opts(ctx, ref.Context())
+	if err != nil {
+		return "", nil, err
+	}
+	desc, err := remote.Get(ref, opts...)
 	if err != nil {
 		return "", nil, err
 	}
@@ -259,7 +144,11 @@ func (p *puller) resolve(ctx context.Context, ref name.Reference, platforms []st
 }
 
 func (p *puller) image(ctx context.Context, ref name.Reference) error {
-	img, err := remote.Image(ref, p.opts(ctx)...)
+	opts, err := p.opts(ctx, ref.Context())
+	if err != nil {
+		return err
+	}
+	img, err := remote.Image(ref, opts...)
 	if err != nil {
 		return err
 	}
@@ -281,28 +170,67 @@ func (p *puller) image(ctx context.Context, ref name.Reference) error {
 	return nil
 }
 
-func (r *run) mapper() *Mapper {
+func (r *run) mapper() *refs.Mapper {
 	var inv *bundle.Inventory
 	if r.against != nil {
 		inv = r.against.inv
 	}
-	return NewMapper(r.v.base.Host, r.v.o.Names, inv)
+	return refs.NewMapper(r.v.base.Host, r.v.o.Names, inv)
+}
+
+// publicProjects are the projects the appliance lists to an anonymous
+// client: its public ones.
+func (r *run) publicProjects(ctx context.Context) (map[string]bool, error) {
+	var projects []struct {
+		Name   string `json:"name"`
+		Public bool   `json:"public"`
+	}
+	if err := r.v.getJSON(ctx, "/api/v1/projects", &projects); err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, p := range projects {
+		if p.Public {
+			out[p.Name] = true
+		}
+	}
+	return out, nil
+}
+
+// projectOf is the project of a repository (its first path segment).
+func projectOf(repo string) string {
+	p, _, _ := strings.Cut(repo, "/")
+	return p
 }
 
 // imagesGate: every reference resolves in the appliance; outside ones are
-// reported with their local replacement.
+// reported with their local replacement. An image of a public project is
+// pulled anonymously; one of a private project with the run's
+// credentials (a warning: pods need a pull secret), or anonymously when
+// the run has none or asks so (then red).
 func (r *run) imagesGate(ctx context.Context, g *GateResult) {
 	refs := r.parsed.images
 	if len(refs) == 0 {
 		g.Status, g.Summary = StatusSkipped, "nothing to check: give --images, --manifests or --pods"
 		return
 	}
+	public, err := r.publicProjects(ctx)
+	if err != nil {
+		g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: r.v.base.Host, Problem: "the appliance's API does not answer: " + err.Error()})
+		return
+	}
+	creds := r.v.o.Credentials
+	if r.req.Anonymous {
+		creds = nil
+	}
 	m := r.mapper()
-	p := r.v.newPuller()
+	anon, withCreds := r.v.newPuller(nil), r.v.newPuller(creds)
 	type result struct {
-		digest string
-		notes  []string
-		err    error
+		repo    string
+		private bool // pulled with credentials
+		digest  string
+		notes   []string
+		err     error
 	}
 	// Every distinct local reference is resolved once, eight at a time.
 	cache := map[string]*result{}
@@ -325,11 +253,16 @@ func (r *run) imagesGate(ctx context.Context, g *GateResult) {
 				res.err = err
 				return
 			}
+			res.repo = ref.Context().RepositoryStr()
+			p := anon
+			if !public[projectOf(res.repo)] && creds != nil {
+				p, res.private = withCreds, true
+			}
 			res.digest, res.notes, res.err = p.resolve(ctx, ref, r.platforms)
 		}(local, cache[local])
 	}
 	wg.Wait()
-	outside := 0
+	outside, private := 0, 0
 	recorded := map[string]bool{}
 	for _, ir := range refs {
 		local, err := m.Map(ir.Ref)
@@ -337,25 +270,45 @@ func (r *run) imagesGate(ctx context.Context, g *GateResult) {
 			g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: ir.Ref, Where: ir.Where(), Problem: err.Error()})
 			continue
 		}
+		res := cache[local]
+		project := projectOf(res.repo)
 		if m.Outside(ir.Ref) {
 			outside++
-			g.Findings = append(g.Findings, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local,
+			g.Findings = append(g.Findings, Finding{Severity: SeverityInfo, What: ir.Ref, Where: ir.Where(), Local: local, Repository: res.repo,
 				Problem: "names an outside registry", Action: "use " + local + " (appliance rewrite prints the manifests so)"})
 		}
-		res := cache[local]
 		if res.err != nil {
-			g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: ir.Ref, Where: ir.Where(), Local: local,
-				Problem: "does not pull from the appliance: " + pullError(res.err), Action: "carry " + ir.Ref + " in a bundle and import it"})
+			f := Finding{Severity: SeverityError, What: ir.Ref, Where: ir.Where(), Local: local, Repository: res.repo,
+				Problem: "does not pull from the appliance: " + pullError(res.err), Action: "carry " + ir.Ref + " in a bundle and import it"}
+			if refused(res.err) && !public[project] {
+				switch {
+				case res.private:
+					f.Problem = fmt.Sprintf("refused to %s too: %s", creds.Who(), pullError(res.err))
+				case r.req.Anonymous:
+					f.Problem = fmt.Sprintf("refused to an anonymous client: %s; project %s is not public", pullError(res.err), project)
+					f.Action = "run without --anonymous to pull it with your credentials, as a pod with an imagePullSecret does; or make " + project + " public (appliance project set " + project + " --public)"
+				default:
+					f.Problem = fmt.Sprintf("refused to an anonymous client: %s; project %s is not public and the gate ran without credentials", pullError(res.err), project)
+					f.Action = "run the gate with an admin's credentials (appliance validate --username …), which pull it as a pod with an imagePullSecret does; or make " + project + " public"
+				}
+			}
+			g.Findings = append(g.Findings, f)
 			continue
+		}
+		if res.private {
+			private++
+			g.Findings = append(g.Findings, Finding{Severity: SeverityWarning, What: ir.Ref, Where: ir.Where(), Local: local, Repository: res.repo,
+				Problem: fmt.Sprintf("in private project %s: pulled with the credentials of %s; an anonymous client is refused", project, creds.Who()),
+				Action:  "give the pods an imagePullSecret of a user of " + project + " (imagePullSecrets), or make " + project + " public"})
 		}
 		if recorded[local] {
 			continue
 		}
 		recorded[local] = true
-		r.checked(GateImages, local, res.digest)
+		r.checkedImage(GateImages, local, res.digest, res.repo)
 		for _, n := range res.notes {
 			if pl, d, ok := strings.Cut(n, " "); ok {
-				r.checked(GateImages, local+" "+pl, d)
+				r.checkedImage(GateImages, local+" "+pl, d, res.repo)
 			}
 		}
 	}
@@ -366,7 +319,7 @@ func (r *run) imagesGate(ctx context.Context, g *GateResult) {
 			failed++
 		}
 	}
-	g.Summary = fmt.Sprintf("%d references (%d distinct), %d from outside registries, %d missing", len(refs), len(cache), outside, failed)
+	g.Summary = fmt.Sprintf("%d references (%d distinct), %d from outside registries, %d in private projects, %d missing", len(refs), len(cache), outside, private, failed)
 	sort.SliceStable(g.Findings, func(i, j int) bool { return sevRank(g.Findings[i].Severity) < sevRank(g.Findings[j].Severity) })
 }
 
@@ -380,6 +333,12 @@ func sevRank(s string) int {
 	return 2
 }
 
+// refused tells whether the registry refused the client (401 or 403).
+func refused(err error) bool {
+	var te *transport.Error
+	return errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden)
+}
+
 // pullError shortens go-containerregistry's errors to what an operator reads.
 func pullError(err error) string {
 	var te *transport.Error
@@ -388,7 +347,7 @@ func pullError(err error) string {
 		case http.StatusNotFound:
 			return "not found (HTTP 404)"
 		case http.StatusUnauthorized, http.StatusForbidden:
-			return fmt.Sprintf("refused to an anonymous client (HTTP %d): a private project?", te.StatusCode)
+			return fmt.Sprintf("refused (HTTP %d): a private project?", te.StatusCode)
 		}
 	}
 	return err.Error()

@@ -5,42 +5,18 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/appliance-dev/appliance/internal/validate/nim"
+	"github.com/appliance-dev/appliance/internal/validate/refs"
 )
-
-// ImageRef is one image reference found in an input, with where it is.
-type ImageRef struct {
-	Ref  string `json:"ref"`
-	File string `json:"file"`
-	Line int    `json:"line"`
-	// comp is set for a reference composed of several keys.
-	comp *composed
-}
-
-// composed is where the repository of a composed reference is written:
-// its line and value, and the image name a ClusterPolicy appends to it.
-type composed struct {
-	repoLine int
-	repo     string
-	image    string
-}
-
-// Where is file:line.
-func (i ImageRef) Where() string {
-	if i.Line == 0 {
-		return i.File
-	}
-	return fmt.Sprintf("%s:%d", i.File, i.Line)
-}
 
 // Profile is one NIM model profile a workload requires.
 type Profile struct {
@@ -48,13 +24,16 @@ type Profile struct {
 	Image string `yaml:"image" json:"image"`
 	GPU   string `yaml:"gpu" json:"gpu,omitempty"`
 	where string
+	// about describes a profile of a NIM manifest (model, release, tags).
+	about string
 }
 
 type parsedInputs struct {
-	infos    []InputInfo
-	images   []ImageRef
-	packages []aptPackage
-	profiles []Profile
+	infos     []InputInfo
+	images    []refs.ImageRef
+	packages  []aptPackage
+	profiles  []Profile
+	manifests []*nim.Manifest // NIM model manifests given as --profiles
 }
 
 type aptPackage struct {
@@ -73,9 +52,11 @@ func parseInputs(in []Input) (*parsedInputs, error) {
 		case InputImages:
 			err = p.imageList(f)
 		case InputManifests, InputPods:
-			var refs []ImageRef
-			refs, err = ExtractImages(f.Name, f.Data)
-			p.images = append(p.images, refs...)
+			var found []refs.ImageRef
+			if found, err = refs.ExtractImages(f.Name, f.Data); err != nil {
+				err = fmt.Errorf("%w: %w", ErrBadInput, err)
+			}
+			p.images = append(p.images, found...)
 		case InputCloudInit:
 			err = p.cloudInit(f)
 		case InputProfiles:
@@ -106,7 +87,7 @@ func (p *parsedInputs) imageList(f Input) error {
 		if _, err := name.ParseReference(line); err != nil {
 			return badInput("%s:%d: %q is not an image reference: %v", f.Name, n, line, err)
 		}
-		p.images = append(p.images, ImageRef{Ref: line, File: f.Name, Line: n})
+		p.images = append(p.images, refs.ImageRef{Ref: line, File: f.Name, Line: n})
 	}
 	if err := sc.Err(); err != nil {
 		return badInput("%s: %v", f.Name, err)
@@ -117,146 +98,11 @@ func (p *parsedInputs) imageList(f Input) error {
 // yamlDocs decodes every document of a YAML (or JSON) file, naming the
 // file and line of a syntax error.
 func yamlDocs(file string, data []byte) ([]*yaml.Node, error) {
-	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
-		// JSON (a pods dump): YAML would accept some broken JSON.
-		if jerr := jsonLine(data); jerr != "" {
-			return nil, badInput("%s: %s", file, jerr)
-		}
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var docs []*yaml.Node
-	for i := 0; i < 100000; i++ {
-		var n yaml.Node
-		err := dec.Decode(&n)
-		if errors.Is(err, io.EOF) {
-			return docs, nil
-		}
-		if err != nil {
-			return nil, badInput("%s: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
-		}
-		docs = append(docs, &n)
-	}
-	return nil, badInput("%s: more than 100000 documents", file)
-}
-
-// jsonLine names the line of a JSON syntax error ("" when it parses).
-func jsonLine(data []byte) string {
-	var v any
-	err := json.Unmarshal(data, &v)
-	if err == nil {
-		return ""
-	}
-	var se *json.SyntaxError
-	off := int64(-1)
-	if errors.As(err, &se) {
-		off = se.Offset
-	}
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		off = te.Offset
-	}
-	if off < 0 {
-		return err.Error()
-	}
-	if off > int64(len(data)) {
-		off = int64(len(data))
-	}
-	return fmt.Sprintf("line %d: %v", bytes.Count(data[:off], []byte("\n"))+1, err)
-}
-
-// ExtractImages finds every image reference of Kubernetes manifests
-// (Deployments, DaemonSets, Pods, Helm-rendered YAML, multi-document), the
-// GPU Operator's ClusterPolicy (repository, image, version), NIM operator
-// resources (image: {repository, tag}) and `kubectl get pods -o json`
-// dumps, each with its line.
-func ExtractImages(file string, data []byte) ([]ImageRef, error) {
-	docs, err := yamlDocs(file, data)
+	docs, err := refs.Docs(file, data)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrBadInput, err)
 	}
-	var out []ImageRef
-	seen := map[string]bool{}
-	add := func(ref string, line int, comp *composed) {
-		ref = strings.TrimSpace(ref)
-		if ref == "" || seen[fmt.Sprint(ref, line)] {
-			return
-		}
-		if _, err := name.ParseReference(ref); err != nil {
-			return
-		}
-		seen[fmt.Sprint(ref, line)] = true
-		out = append(out, ImageRef{Ref: ref, File: file, Line: line, comp: comp})
-	}
-	for _, d := range docs {
-		walkImages(d, "", add)
-	}
-	return out, nil
-}
-
-// walkImages visits a YAML tree: a string under the key "image" (or a
-// NIMCache's "modelPuller") is a reference; a map with [registry,]
-// repository and tag, or the ClusterPolicy's repository, image and
-// version, makes one.
-func walkImages(n *yaml.Node, key string, add func(string, int, *composed)) {
-	switch n.Kind {
-	case yaml.DocumentNode, yaml.SequenceNode:
-		for _, c := range n.Content {
-			walkImages(c, key, add)
-		}
-	case yaml.AliasNode:
-		// Aliases repeat what their anchor already gave.
-	case yaml.ScalarNode:
-		if (key == "image" || key == "modelPuller") && n.Tag == "!!str" && n.Value != "" {
-			add(n.Value, n.Line, nil)
-		}
-	case yaml.MappingNode:
-		fields := map[string]*yaml.Node{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			fields[n.Content[i].Value] = n.Content[i+1]
-		}
-		scalar := func(k string) (string, bool) {
-			v, ok := fields[k]
-			if !ok || v.Kind != yaml.ScalarNode || v.Value == "" {
-				return "", false
-			}
-			return v.Value, true
-		}
-		repo, hasRepo := scalar("repository")
-		if img, ok := scalar("image"); ok && hasRepo {
-			// ClusterPolicy: repository nvcr.io/nvidia, image gpu-operator, version v24.9.0 (or sha256:…).
-			ref := strings.TrimSuffix(repo, "/") + "/" + img
-			if ver, ok := scalar("version"); ok {
-				ref += versionSuffix(ver)
-			}
-			add(ref, fields["image"].Line, &composed{repoLine: fields["repository"].Line, repo: repo, image: img})
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value != "image" {
-					walkImages(n.Content[i+1], n.Content[i].Value, add)
-				}
-			}
-			return
-		}
-		if tag, ok := scalar("tag"); ok && hasRepo && (strings.Contains(repo, "/") || key == "image") {
-			// NIMService spec.image, Helm values: [registry +] repository + tag.
-			var comp *composed
-			if reg, ok := scalar("registry"); ok {
-				repo = strings.TrimSuffix(reg, "/") + "/" + repo
-			} else {
-				comp = &composed{repoLine: fields["repository"].Line, repo: repo}
-			}
-			add(repo+versionSuffix(tag), fields["repository"].Line, comp)
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			walkImages(n.Content[i+1], n.Content[i].Value, add)
-		}
-	}
-}
-
-func versionSuffix(v string) string {
-	if strings.HasPrefix(v, "sha256:") {
-		return "@" + v
-	}
-	return ":" + v
+	return docs, nil
 }
 
 func (p *parsedInputs) cloudInit(f Input) error {
@@ -301,6 +147,14 @@ func (p *parsedInputs) cloudInit(f Input) error {
 }
 
 func (p *parsedInputs) profileList(f Input) error {
+	if nim.IsManifest(f.Data) {
+		m, err := nim.Parse(f.Name, f.Data)
+		if err != nil {
+			return badInput("%v", err)
+		}
+		p.manifests = append(p.manifests, m)
+		return nil
+	}
 	docs, err := yamlDocs(f.Name, f.Data)
 	if err != nil {
 		return err

@@ -135,12 +135,12 @@ func (r *run) registryGate(ctx context.Context, g *GateResult) {
 		d, err := r.pullOne(ctx, ref)
 		g.Checked++
 		if err != nil {
-			g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: ref.String(), Problem: "anonymous pull fails: " + pullError(err),
+			g.Findings = append(g.Findings, Finding{Severity: SeverityError, What: ref.String(), Repository: ref.Context().RepositoryStr(), Problem: "anonymous pull fails: " + pullError(err),
 				Action: "check the project is public and the registry healthy (appliance fsck)"})
 			continue
 		}
 		pulled++
-		r.checked(GateRegistry, ref.String(), d)
+		r.checkedImage(GateRegistry, ref.String(), d, ref.Context().RepositoryStr())
 	}
 	g.Summary = fmt.Sprintf("%d names, %d public projects pulled anonymously", len(v.o.Names), pulled)
 }
@@ -148,15 +148,18 @@ func (r *run) registryGate(ctx context.Context, g *GateResult) {
 // pullOne pulls an image anonymously: its manifest (for an index, the
 // first platform asked), config, and smallest layer, each verified.
 func (r *run) pullOne(ctx context.Context, ref name.Reference) (string, error) {
-	p := r.v.newPuller()
-	desc, err := remote.Get(ref, p.opts(ctx)...)
+	opts, err := r.v.newPuller(nil).opts(ctx, ref.Context())
+	if err != nil {
+		return "", err
+	}
+	desc, err := remote.Get(ref, opts...)
 	if err != nil {
 		return "", err
 	}
 	img, err := desc.Image()
 	if desc.MediaType.IsIndex() {
 		want, _ := parsePlatform(r.platforms[0])
-		img, err = remote.Image(ref, append(p.opts(ctx), remote.WithPlatform(want))...)
+		img, err = remote.Image(ref, append(opts, remote.WithPlatform(want))...)
 	}
 	if err != nil {
 		return desc.Digest.String(), err

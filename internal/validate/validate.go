@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/appliance-dev/appliance/internal/bundle"
+	"github.com/appliance-dev/appliance/internal/validate/nim"
 )
 
 // The gates, bottom-up.
@@ -87,6 +88,17 @@ type Request struct {
 	// Platforms are the platforms an index must carry ("linux/amd64",
 	// the default).
 	Platforms []string `json:"platforms,omitempty"`
+	// ProfileIDs and ProfileTags select the required profiles of a NIM
+	// model manifest (given as a profiles input, or carried by the
+	// --against bundle): by id (or a prefix of 8 hex digits or more), and
+	// every profile carrying all the tags ("gpu=H100"). Neither: every
+	// profile of the manifest is required.
+	ProfileIDs  []string `json:"profile_ids,omitempty"`
+	ProfileTags []string `json:"profile_tags,omitempty"`
+	// Anonymous pulls every image of gate 2 anonymously, as a cluster
+	// without pull secrets does, even when the run has credentials: an
+	// image in a private project is then red.
+	Anonymous bool `json:"anonymous,omitempty"`
 }
 
 // Finding is one thing a gate found: a missing or stale artifact and what
@@ -100,6 +112,9 @@ type Finding struct {
 	// Local is the appliance's reference replacing an outside one.
 	Local  string `json:"local,omitempty"`
 	Digest string `json:"digest,omitempty"`
+	// Repository is the appliance's repository the finding is about: who
+	// may not pull from it does not see the finding (Result.Visible).
+	Repository string `json:"repository,omitempty"`
 }
 
 // GateResult is one gate's outcome.
@@ -118,6 +133,8 @@ type Checked struct {
 	Gate   string `json:"gate"`
 	What   string `json:"what"`
 	Digest string `json:"digest"`
+	// Repository is the appliance's repository of an image checked.
+	Repository string `json:"repository,omitempty"`
 }
 
 // InputInfo names an input file of the run by its sha256.
@@ -143,6 +160,9 @@ type Result struct {
 	Drift     *Drift       `json:"drift,omitempty"`
 	Staleness []Stale      `json:"staleness,omitempty"`
 	Imports   []ImportRef  `json:"imports,omitempty"`
+	// Withheld counts the entries left out for a reader who may not pull
+	// every repository (see Visible).
+	Withheld int `json:"withheld,omitempty"`
 }
 
 // Gate returns the result of one gate (nil when absent).
@@ -195,6 +215,19 @@ type Standby interface {
 	StandbyDrift(ctx context.Context) ([]Difference, bool)
 }
 
+// Credentials are the rights a run pulls the images of gate 2 with, past
+// an anonymous client's: the caller's own (an admin asking through the
+// API) or the appliance's (a scheduled run). The pull itself stays a
+// real one over the network: the token is presented to the registry like
+// any client's.
+type Credentials interface {
+	// PullToken returns a registry bearer token granting pull on
+	// repository, as far as these credentials may.
+	PullToken(ctx context.Context, repository string) (string, error)
+	// Who names the credentials in findings ("admin", "the appliance").
+	Who() string
+}
+
 // Options configure a Validator.
 type Options struct {
 	// URL is the appliance's advertised HTTPS address (https://name:port).
@@ -210,6 +243,9 @@ type Options struct {
 	Holdings    Holdings
 	History     History
 	Standby     Standby
+	// Credentials pull images in private projects (gate 2); nil pulls
+	// everything anonymously.
+	Credentials Credentials
 	// MaxAge is the age after which an artifact with a refresh trigger is
 	// reported stale (default 90 days).
 	MaxAge time.Duration
@@ -287,6 +323,15 @@ func (v *Validator) Run(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	sel := nim.Selection{IDs: req.ProfileIDs, Tags: req.ProfileTags}
+	if err := sel.Check(); err != nil {
+		return nil, badInput("%v", err)
+	}
+	if len(parsed.manifests) > 0 {
+		if err := parsed.selectProfiles(sel); err != nil {
+			return nil, err
+		}
+	}
 	r := &run{v: v, req: req, platforms: platforms, parsed: parsed,
 		res: &Result{Started: now, Appliance: v.base.String(), Names: v.o.Names, Platforms: platforms, Inputs: parsed.infos, Gates: []GateResult{}, Checked: []Checked{}}}
 	if req.Against != nil {
@@ -294,6 +339,9 @@ func (v *Validator) Run(ctx context.Context, req Request) (*Result, error) {
 			return nil, err
 		}
 		r.res.Against = &r.against.info
+	}
+	if !sel.Empty() && len(parsed.manifests) == 0 && len(r.manifestFiles()) == 0 {
+		return nil, badInput("--profile-ids and --profile-tag select from a NIM model manifest: give --profiles model_manifest.yaml, or --against a bundle that carried one (a file of kind %s)", FileKindNIMManifest)
 	}
 	if v.o.Holdings != nil {
 		if r.receipt, err = v.o.Holdings.Receipt(ctx); err != nil {
@@ -355,6 +403,10 @@ func statusOf(fs []Finding) string {
 
 func (r *run) checked(gate, what, digest string) {
 	r.res.Checked = append(r.res.Checked, Checked{Gate: gate, What: what, Digest: digest})
+}
+
+func (r *run) checkedImage(gate, what, digest, repo string) {
+	r.res.Checked = append(r.res.Checked, Checked{Gate: gate, What: what, Digest: digest, Repository: repo})
 }
 
 // lookTool finds a program the gates run (apt-get, gpgv).

@@ -74,12 +74,36 @@ func TestValidateCLI(t *testing.T) {
 		out, err = run(t, nil, "openssl", "dgst", "-sha256", "-verify", pub, "-signature", filepath.Join(work, "sig.der"), f)
 		mustOK(t, "openssl dgst -verify "+filepath.Base(f), out, err)
 	}
-	// One byte edited: refused.
+	// One byte edited: refused, by evidence verify and by openssl.
 	data, _ := os.ReadFile(report)
 	data[len(data)/2] ^= 1
 	write(report, string(data))
 	out, err = runBin(t, "evidence", "verify", report)
 	mustFail(t, "evidence verify of an edited report", out, err, "does not verify")
+	sig, _ := os.ReadFile(report + ".sig")
+	der, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(string(sig)))
+	write(filepath.Join(work, "sig.der"), string(der))
+	out, err = run(t, nil, "openssl", "dgst", "-sha256", "-verify", pub, "-signature", filepath.Join(work, "sig.der"), report)
+	if err == nil || !strings.Contains(out, "Verification failure") {
+		t.Errorf("openssl on the edited report: %v\n%s", err, out)
+	}
+
+	// A private project's image: pulled with the operator's credentials
+	// (exit 0, a warning naming the pull secret); --anonymous, as a cluster
+	// without pull secrets: exit 1, saying what to do.
+	out, err = pushOCI(t, a, layout, "vendor/app:1.0", "admin:"+a.password)
+	mustOK(t, "push vendor", out, err)
+	out, err = a.cli(in, append([]string{"project", "set", "vendor", "--private"}, admin...)...)
+	mustOK(t, "project set vendor --private", out, err)
+	privImages := write(filepath.Join(work, "private.txt"), local+"/library/app:1.0\n"+local+"/vendor/app:1.0\n")
+	out, err = a.cli(in, append([]string{"validate", "--images", privImages}, admin...)...)
+	if exitCode(err) != 0 || !strings.Contains(out, "private project vendor") || !strings.Contains(out, "imagePullSecret") || !strings.Contains(out, "all gates passed") {
+		t.Errorf("validate with a private project's image: exit %d\n%s", exitCode(err), out)
+	}
+	out, err = a.cli(in, append([]string{"validate", "--anonymous", "--images", privImages}, admin...)...)
+	if exitCode(err) != 1 || !strings.Contains(out, "project vendor is not public") || !strings.Contains(out, "without --anonymous") || !strings.Contains(out, privImages+":2") {
+		t.Errorf("validate --anonymous with a private project's image: exit %d\n%s", exitCode(err), out)
+	}
 
 	// Red: one image missing, exit 1, named with its file and line.
 	images := write(filepath.Join(work, "images.txt"), local+"/library/app:1.0\n"+local+"/library/missing:2.0\n")
@@ -136,6 +160,16 @@ func TestValidateAgainstBundle(t *testing.T) {
 	if err := os.WriteFile(profile, []byte(strings.Repeat("model weights ", 10000)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// NIM's own model manifest, carried as a file beside the profile.
+	nimManifest, err := os.ReadFile("../../internal/validate/nim/testdata/model_manifest.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := filepath.Join(work, "model_manifest.yaml")
+	if err := os.WriteFile(manifest, nimManifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const h100fp8 = "8835c31752fbc67ef658b20a9f78e056914fdef0660206d82f252d62fd96064d"
 	spec := filepath.Join(work, "spec.yaml")
 	if err := os.WriteFile(spec, []byte(`name: nim-2026-11
 files:
@@ -143,7 +177,11 @@ files:
     kind: nim-profile
     version: "1.0.0"
     refresh: new model or GPU type
-    metadata: {image: "nvcr.io/nim/meta/llama3-8b-instruct@sha256:1111111111111111111111111111111111111111111111111111111111111111", profile: "8835c317", gpu: H100}
+    metadata: {image: "nvcr.io/nim/meta/llama3-8b-instruct@sha256:1111111111111111111111111111111111111111111111111111111111111111", profile: "`+h100fp8+`", gpu: H100}
+  - path: `+manifest+`
+    name: llama3-8b/model_manifest.yaml
+    kind: nim-manifest
+    metadata: {image: "nvcr.io/nim/meta/llama3-8b-instruct@sha256:1111111111111111111111111111111111111111111111111111111111111111"}
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +197,7 @@ files:
 	in := a.password + "\n"
 	out, err = a.cli(in, append([]string{"import", b}, admin...)...)
 	mustOK(t, "import", out, err)
-	out, err = a.cli(in, append([]string{"validate", "--json", "--against", b}, admin...)...)
+	out, err = a.cli(in, append([]string{"validate", "--json", "--against", b, "--profile-ids", h100fp8[:8]}, admin...)...)
 	mustOK(t, "validate --against the bundle", out, err)
 	var res struct {
 		Gates []struct{ Gate, Status, Summary string }
@@ -182,6 +220,22 @@ files:
 	}
 	if len(res.Staleness) != 1 || res.Staleness[0].Artifact != "llama3-8b-h100.tar" || res.Staleness[0].Refresh != "new model or GPU type" {
 		t.Errorf("staleness: %+v", res.Staleness)
+	}
+	// Without a selection every profile of the manifest the bundle carried
+	// is required: red, naming one it lacks and its line in the manifest.
+	out, err = a.cli(in, append([]string{"validate", "--against", b}, admin...)...)
+	if exitCode(err) != 1 || !strings.Contains(out, "gate profiles failed") || !strings.Contains(out, "4 profiles required, 1 present") ||
+		!strings.Contains(out, "llama3-8b/model_manifest.yaml:38") {
+		t.Errorf("validate --against the bundle, no selection: exit %d\n%s", exitCode(err), out)
+	}
+	// The same manifest as --profiles, selected by tag.
+	out, err = a.cli(in, append([]string{"validate", "--profiles", manifest, "--profile-tag", "gpu=H100", "--profile-tag", "precision=fp8"}, admin...)...)
+	if exitCode(err) != 0 || !strings.Contains(out, "1 profiles required, 1 present") {
+		t.Errorf("validate --profiles model_manifest.yaml --profile-tag: exit %d\n%s", exitCode(err), out)
+	}
+	out, err = a.cli(in, append([]string{"validate", "--profiles", manifest, "--profile-ids", strings.Repeat("0", 64)}, admin...)...)
+	if exitCode(err) != 2 || !strings.Contains(out, "is in no manifest given") {
+		t.Errorf("validate --profile-ids of an unknown profile: exit %d\n%s", exitCode(err), out)
 	}
 	out, err = a.cli(in, append([]string{"validate", "--against", rogue}, admin...)...)
 	if exitCode(err) != 2 || !strings.Contains(out, "not among the") {

@@ -21,6 +21,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/server/validationapi"
 	"github.com/appliance-dev/appliance/internal/validate"
 	"github.com/appliance-dev/appliance/internal/validate/evidence"
+	"github.com/appliance-dev/appliance/internal/validate/refs"
 )
 
 // exitError is an error with its own exit status.
@@ -43,8 +44,9 @@ const (
 
 type validateFlags struct {
 	images, manifests, pods, cloudInit, profiles, platforms []string
+	profileIDs, profileTags                                 []string
 	against, report                                         string
-	asJSON                                                  bool
+	asJSON, anonymous                                       bool
 }
 
 func (c cmds) validateCmd() *cobra.Command {
@@ -53,7 +55,7 @@ func (c cmds) validateCmd() *cobra.Command {
 		vf validateFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "validate [--json] [--images FILE] [--manifests DIR|FILE] [--pods FILE] [--cloud-init FILE] [--profiles FILE] [--against INVENTORY] [--report FILE]",
+		Use:   "validate [--json] [--images FILE] [--manifests DIR|FILE] [--pods FILE] [--cloud-init FILE] [--profiles FILE [--profile-ids ID,…] [--profile-tag KEY=VALUE]] [--against INVENTORY] [--report FILE]",
 		Short: "Prove bottom-up that every layer pulls from the appliance",
 		Long: `Run the validation gate in the appliance: its gates, bottom-up, stop at the
 first red one and name every missing or stale artifact and what to do:
@@ -62,8 +64,12 @@ first red one and name every missing or stale artifact and what to do:
                   an anonymous pull from each public project works (over the network)
   2 images        every reference of --images, --manifests, --pods resolves,
                   indexes for every --platform; outside registries are named with
-                  their local replacement (appliance rewrite prints them replaced)
-  3 profiles      each NIM model profile of --profiles has its file, sha256 matching
+                  their local replacement (appliance rewrite prints them replaced);
+                  private projects' images pull with your credentials (a warning:
+                  pods need an imagePullSecret), or anonymously with --anonymous
+  3 profiles      each NIM model profile of --profiles has its file, sha256 matching;
+                  --profiles takes the gate's list or NIM's model_manifest.yaml, of
+                  which --profile-ids and --profile-tag select (default: all)
   4 apt           every repository verifies with gpgv; the packages of --cloud-init
                   resolve with their dependencies (a real apt-get)
   5 certificates  CA and server certificate valid for the names; under 30 days warns
@@ -128,7 +134,10 @@ Exit status: 0 when every gate passed, 1 when one failed, 2 on bad input.`,
 	fl.StringArrayVar(&vf.manifests, "manifests", nil, "Kubernetes manifests: a YAML file or a folder of them (repeatable)")
 	fl.StringArrayVar(&vf.pods, "pods", nil, "`kubectl get pods -A -o json` output (repeatable)")
 	fl.StringArrayVar(&vf.cloudInit, "cloud-init", nil, "cloud-config whose packages apt must resolve (repeatable)")
-	fl.StringArrayVar(&vf.profiles, "profiles", nil, "YAML of the NIM model profiles required: profiles: [{id, image}] (repeatable)")
+	fl.StringArrayVar(&vf.profiles, "profiles", nil, "NIM model profiles required: NIM's model_manifest.yaml, or profiles: [{id, image}] (repeatable)")
+	fl.StringSliceVar(&vf.profileIDs, "profile-ids", nil, "profiles of the NIM manifest required, by id or its first 8+ hex digits (comma-separated; default all)")
+	fl.StringArrayVar(&vf.profileTags, "profile-tag", nil, "require the NIM manifest's profiles with this tag, KEY=VALUE such as gpu=H100 (repeatable: all must match)")
+	fl.BoolVar(&vf.anonymous, "anonymous", false, "pull every image anonymously, as a cluster without pull secrets: images of private projects are red")
 	fl.StringArrayVar(&vf.platforms, "platform", nil, "platform an index must carry (repeatable; default linux/amd64)")
 	fl.StringVar(&vf.against, "against", "", "signed bundle, inventory.json (with .sig) or receipt to measure drift against")
 	fl.StringVar(&vf.report, "report", "", "write the signed evidence report to FILE (JSON) and FILE.html")
@@ -140,6 +149,7 @@ Exit status: 0 when every gate passed, 1 when one failed, 2 on bad input.`,
 func (vf *validateFlags) request() (*validationapi.Request, error) {
 	req := &validationapi.Request{Report: vf.report != ""}
 	req.Platforms = vf.platforms
+	req.ProfileIDs, req.ProfileTags, req.Anonymous = vf.profileIDs, vf.profileTags, vf.anonymous
 	add := func(kind string, paths []string) error {
 		for _, p := range paths {
 			files := []string{p}
@@ -298,7 +308,7 @@ cannot be (a Helm registry key) is named there for a change by hand.`,
 					return &exitError{exitBadInput, err}
 				}
 			}
-			m := validate.NewMapper(registry, nil, inv)
+			m := refs.NewMapper(registry, nil, inv)
 			for _, p := range args {
 				var vf validateFlags
 				vf.manifests = []string{p}
@@ -320,11 +330,11 @@ cannot be (a Helm registry key) is named there for a change by hand.`,
 					if len(out) > 0 && out[len(out)-1] != '\n' {
 						fmt.Fprintln(c.Stdout)
 					}
-					for _, f := range done {
-						if f.Severity == validate.SeverityWarning {
-							fmt.Fprintf(c.Stderr, "%s: %s → %s: %s; %s\n", f.Where, f.What, f.Local, f.Problem, f.Action)
+					for _, r := range done {
+						if r.ByHand {
+							fmt.Fprintf(c.Stderr, "%s: %s → %s: %s\n", r.Where, r.Ref, r.Local, r.Note)
 						} else {
-							fmt.Fprintf(c.Stderr, "%s: %s → %s\n", f.Where, f.What, f.Local)
+							fmt.Fprintf(c.Stderr, "%s: %s → %s\n", r.Where, r.Ref, r.Local)
 						}
 					}
 				}

@@ -1,6 +1,8 @@
 package validationapi
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"strings"
 
@@ -72,4 +74,33 @@ func FromFollower(st bootstrap.SyncStatus) []validate.Difference {
 			Expected: d.Primary, Actual: d.Standby, Against: "primary", Detail: d.Error})
 	}
 	return out
+}
+
+// ApplianceSubject is the subject of the appliance's own pull tokens (a
+// scheduled run).
+const ApplianceSubject = "appliance"
+
+// Credentials are a run's pull rights (validate.Credentials): User's, or
+// the appliance's when User is "". Mint issues the registry token.
+type Credentials struct {
+	User string
+	Mint func(user, repo string) (string, error)
+}
+
+// Who names the credentials in findings.
+func (c Credentials) Who() string {
+	if c.User == "" {
+		return "the appliance (a scheduled run)"
+	}
+	return c.User
+}
+
+// PullToken is a registry token granting pull on repo, as far as the
+// credentials may.
+func (c Credentials) PullToken(_ context.Context, repo string) (string, error) {
+	tok, err := c.Mint(c.User, repo)
+	if err != nil {
+		return "", fmt.Errorf("validation: pull token for %s: %w", repo, err)
+	}
+	return tok, nil
 }

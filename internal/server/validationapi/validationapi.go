@@ -62,8 +62,14 @@ type Deps struct {
 	// DataDir keeps the last result and request.
 	DataDir string
 	// Validator builds the gate for one run (the appliance's advertised
-	// address, CA, trust and what it holds).
-	Validator func() (*validate.Validator, error)
+	// address, CA, trust and what it holds) pulling with the credentials
+	// of caller, a user's name; "" is the appliance itself (a scheduled
+	// run).
+	Validator func(caller string) (*validate.Validator, error)
+	// MayPull says which repositories a caller may read about: nil when
+	// the caller sees every project, else whether it may pull from a
+	// repository (what the last result shows it follows this).
+	MayPull func(c echo.Context) func(repo string) bool
 	// Signer signs evidence: the appliance's receipt key.
 	Signer evidence.Signer
 	Log    *slog.Logger
@@ -95,7 +101,7 @@ type kept struct {
 // New reads the last result kept, if any.
 func New(d Deps) (*API, error) {
 	var missing []string
-	for name, ok := range map[string]bool{"DataDir": d.DataDir != "", "Validator": d.Validator != nil, "Signer": d.Signer != nil,
+	for name, ok := range map[string]bool{"DataDir": d.DataDir != "", "Validator": d.Validator != nil, "MayPull": d.MayPull != nil, "Signer": d.Signer != nil,
 		"Log": d.Log != nil, "Caller": d.Caller != nil, "Note": d.Note != nil, "RequireUser": d.RequireUser != nil, "RequireAdmin": d.RequireAdmin != nil} {
 		if !ok {
 			missing = append(missing, name)
@@ -161,14 +167,20 @@ func (a *API) setMetrics(st kept) {
 	}
 }
 
-// Run runs the gate once for by and keeps its result (and the request,
-// for the schedule). ErrBusy while another run goes on.
+// Run runs the gate once for the user by, with by's credentials, and
+// keeps its result (and the request, for the schedule). ErrBusy while
+// another run goes on.
 func (a *API) Run(ctx context.Context, req Request, by string) (*Answer, error) {
+	return a.run(ctx, req, by, by)
+}
+
+// run runs the gate with the credentials of caller ("": the appliance's).
+func (a *API) run(ctx context.Context, req Request, by, caller string) (*Answer, error) {
 	if !a.running.TryLock() {
 		return nil, ErrBusy
 	}
 	defer a.running.Unlock()
-	val, err := a.d.Validator()
+	val, err := a.d.Validator(caller)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +232,9 @@ func (a *API) Last() (*validate.Result, string) {
 	return a.last.Result, a.last.By
 }
 
-// Schedule re-runs the last request every interval until ctx ends.
+// Schedule re-runs the last request every interval until ctx ends, as
+// the appliance itself (its pulls of private projects use its own
+// rights).
 func (a *API) Schedule(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -237,7 +251,7 @@ func (a *API) Schedule(ctx context.Context, every time.Duration) {
 				req = validate.Request{}
 			}
 		}
-		if _, err := a.Run(ctx, Request{Request: req}, "schedule"); err != nil && ctx.Err() == nil {
+		if _, err := a.run(ctx, Request{Request: req}, "schedule", ""); err != nil && ctx.Err() == nil {
 			a.d.Log.Warn("scheduled validation did not run", "error", err)
 		}
 	}
@@ -253,6 +267,10 @@ func (a *API) get(c echo.Context) error {
 	last, by := a.Last()
 	if last == nil {
 		return fmt.Errorf("validation: %w", ErrNoneYet)
+	}
+	if mayPull := a.d.MayPull(c); mayPull != nil {
+		// A member of some projects: nothing about the others.
+		last = last.Visible(mayPull)
 	}
 	return c.JSON(http.StatusOK, Answer{Result: last, By: by})
 }
