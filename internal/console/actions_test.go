@@ -182,7 +182,7 @@ func TestConsoleActionsInChromium(t *testing.T) {
 	b.do(t, "validation run", chromedp.Navigate(a.base+"/validation"), chromedp.WaitVisible(chromedp.CSS("#validation-form")),
 		fill("#input-name", "images.txt"), fill("#input-data", ref+"\n"), chromedp.Click(chromedp.CSS("#run-validation")),
 		chromedp.WaitVisible(chromedp.CSS(".notice")))
-	wantText(t, "validation result", b.text(t), "The validation ran", "Passed", "images.txt", "asked by admin", "1 references (1 distinct), 0 from outside registries, 0 missing")
+	wantText(t, "validation result", b.text(t), "The validation ran", "Passed", "images.txt", "asked by admin", "1 references (1 distinct), 0 from outside registries, 0 in private projects, 0 missing")
 	b.screenshot(t, "validation")
 
 	// Add a user: a weak password is refused; then the user is added.
