@@ -45,9 +45,9 @@ import (
 	"github.com/distribution/distribution/v3/registry/handlers"
 	dstorage "github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
-	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 
 	"github.com/appliance-dev/appliance/internal/fsutil"
+	"github.com/appliance-dev/appliance/internal/registry/directfs"
 	"github.com/appliance-dev/appliance/internal/registry/storage"
 )
 
@@ -151,7 +151,7 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 	var (
 		driver   storagedriver.StorageDriver
 		storeCfg = configuration.Parameters{"rootdirectory": opts.RootDir}
-		backend  = "filesystem"
+		backend  = directfs.Name
 		writer   string
 	)
 	if opts.S3 != nil {
@@ -170,10 +170,13 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		if err := os.MkdirAll(opts.RootDir, 0o750); err != nil {
 			return nil, fmt.Errorf("new registry: %w", err)
 		}
-		d, err := filesystem.FromParameters(map[string]any{"rootdirectory": opts.RootDir})
+		// Blob data is written with O_DIRECT, by the importer's
+		// namespace and by the App's pushes alike (directfs).
+		d, err := directfs.New(opts.RootDir)
 		if err != nil {
 			return nil, fmt.Errorf("new registry: storage: %w", err)
 		}
+		directfs.Register()
 		driver = d
 	}
 	secret, err := loadSecret(opts.SecretFile)
@@ -216,7 +219,12 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ns, err := dstorage.NewRegistry(ctx, driver, dstorage.EnableDelete)
+	// The importer's and the follower's namespace writes every blob in
+	// one writer, from start to commit, so distribution's resumable
+	// digest (a hash state file, with two fsyncs, per blob) serves no
+	// purpose there: the digest is the one computed while writing. The
+	// App, whose uploads may span requests, keeps it.
+	ns, err := dstorage.NewRegistry(ctx, driver, dstorage.EnableDelete, dstorage.DisableDigestResumption)
 	if err != nil {
 		return nil, fmt.Errorf("new registry: storage: %w", err)
 	}
