@@ -62,14 +62,15 @@ func ParseSize(s string) (int64, error) {
 // SplitWriter writes a stream as numbered parts OUT.001, OUT.002, … of at
 // most partSize bytes, each written atomically, and records their sums.
 type SplitWriter struct {
-	out      string
-	partSize int64
-	list     PartsList
-	whole    hashWriter
-	cur      *os.File
-	curHash  hashWriter
-	curSize  int64
-	tmpName  string
+	out       string
+	partSize  int64
+	list      PartsList
+	whole     hashWriter
+	cur       *os.File
+	curDirect *fsutil.DirectWriter
+	curHash   hashWriter
+	curSize   int64
+	tmpName   string
 }
 
 type hashWriter struct {
@@ -107,7 +108,7 @@ func (w *SplitWriter) Write(p []byte) (int, error) {
 		if room := w.partSize - w.curSize; n > room {
 			n = room
 		}
-		k, err := w.cur.Write(p[:n])
+		k, err := w.curDirect.Write(p[:n])
 		_, _ = w.curHash.Write(p[:k])
 		_, _ = w.whole.Write(p[:k])
 		w.curSize += int64(k)
@@ -133,13 +134,13 @@ func (w *SplitWriter) open() error {
 	if err != nil {
 		return fmt.Errorf("write part: %w", err)
 	}
-	w.cur, w.tmpName, w.curHash, w.curSize = f, f.Name(), newHash(), 0
+	w.cur, w.curDirect, w.tmpName, w.curHash, w.curSize = f, fsutil.NewDirectWriter(f), f.Name(), newHash(), 0
 	return nil
 }
 
 func (w *SplitWriter) closePart() error {
 	name := w.partName(len(w.list.Parts) + 1)
-	if err := w.cur.Sync(); err != nil {
+	if err := w.curDirect.Finish(); err != nil { // synced
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	if err := w.cur.Close(); err != nil {
@@ -295,6 +296,7 @@ func CheckParts(out string, list PartsList) ([]string, error) {
 // reader never sees an incomplete set as whole).
 func (w *SplitWriter) Abort() {
 	if w.cur != nil {
+		w.curDirect.Release()
 		_ = w.cur.Close()
 		_ = os.Remove(w.tmpName)
 		w.cur = nil

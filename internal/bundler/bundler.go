@@ -429,9 +429,11 @@ func writeAtomic(ctx context.Context, path string, fill func(io.Writer) error) e
 		return fmt.Errorf("write bundle: %w", err)
 	}
 	defer func() { _ = os.Remove(f.Name()) }()
-	err = fill(ctxWriter{ctx, f})
+	dw := fsutil.NewDirectWriter(f) // the archive is not read back: no page cache
+	defer dw.Release()
+	err = fill(ctxWriter{ctx, dw})
 	if err == nil {
-		err = f.Sync()
+		err = dw.Finish()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

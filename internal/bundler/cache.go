@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/appliance-dev/appliance/internal/fsutil"
 )
 
 // cache is the download cache: blobs/sha256/<hex>, each written to a
@@ -74,14 +76,18 @@ func (c *cache) store(d string, size int64, r io.Reader, count func(int64), veri
 	if size >= 0 {
 		src = io.LimitReader(r, size+1)
 	}
-	dst := io.MultiWriter(f, h, counter(count))
+	// Direct writes: a layer goes to the disk without filling the page
+	// cache (fsutil.DirectWriter), and is read once, into the archive.
+	dw := fsutil.NewDirectWriter(f)
+	defer dw.Release()
+	dst := io.MultiWriter(dw, h, counter(count))
 	if verified {
-		dst = io.MultiWriter(f, counter(count))
+		dst = io.MultiWriter(dw, counter(count))
 	}
 	buf := make([]byte, 1<<20)
 	n, err := io.CopyBuffer(dst, src, buf)
 	if err == nil {
-		err = f.Sync()
+		err = dw.Finish()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

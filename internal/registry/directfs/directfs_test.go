@@ -11,6 +11,8 @@ import (
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"golang.org/x/sys/unix"
+
+	"github.com/appliance-dev/appliance/internal/fsutil"
 )
 
 const upload = "/docker/registry/v2/repositories/p/r/_uploads/0c6e1b4f/data"
@@ -50,6 +52,7 @@ func openDriver(t *testing.T, root string) *Driver {
 // every mix of write sizes, including lengths that are not a multiple
 // of the block size; Size counts them all along.
 func TestWriterCommitsExactBytes(t *testing.T) {
+	direct := hasDirect(t)
 	root := t.TempDir()
 	d := openDriver(t, root)
 	ctx := context.Background()
@@ -58,10 +61,10 @@ func TestWriterCommitsExactBytes(t *testing.T) {
 		size  int
 		sizes []int
 	}{
-		{"whole buffers", 4 * bufSize, []int{bufSize}},
-		{"one large slice", 3*bufSize + 123, []int{3*bufSize + 123}},
-		{"small unaligned writes", bufSize + 4097, []int{1, 4095, 32 << 10, 7}},
-		{"large after small", 2*bufSize + 1, []int{100, 2 * bufSize}},
+		{"whole buffers", 4 * fsutil.DirectBufferSize, []int{fsutil.DirectBufferSize}},
+		{"one large slice", 3*fsutil.DirectBufferSize + 123, []int{3*fsutil.DirectBufferSize + 123}},
+		{"small unaligned writes", fsutil.DirectBufferSize + 4097, []int{1, 4095, 32 << 10, 7}},
+		{"large after small", 2*fsutil.DirectBufferSize + 1, []int{100, 2 * fsutil.DirectBufferSize}},
 		{"shorter than a block", 10, []int{3}},
 		{"empty", 0, []int{1}},
 	}
@@ -72,10 +75,10 @@ func TestWriterCommitsExactBytes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := w.(*writer); !ok {
-				t.Skipf("the file system under %s does not take O_DIRECT; the wrapped driver's writer was used", root)
-			}
 			writeIn(t, w, data, tc.sizes...)
+			if dw, ok := w.(*writer); !ok || (direct && !dw.dw.Direct()) {
+				t.Fatalf("the upload's data was not written directly (writer %T) on a file system that takes O_DIRECT", w)
+			}
 			if w.Size() != int64(tc.size) {
 				t.Errorf("Size() = %d before commit, want %d", w.Size(), tc.size)
 			}
@@ -102,7 +105,7 @@ func TestWriterCommitsExactBytes(t *testing.T) {
 func TestWriterCloseThenAppend(t *testing.T) {
 	d := openDriver(t, t.TempDir())
 	ctx := context.Background()
-	first, second := payload(bufSize+5000), payload(777)
+	first, second := payload(fsutil.DirectBufferSize+5000), payload(777)
 	w, err := d.Writer(ctx, upload, false)
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +147,7 @@ func TestWriterCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeIn(t, w, payload(3*align), align)
+	writeIn(t, w, payload(3*4096), 4096)
 	if err := w.Cancel(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -192,9 +195,9 @@ func hasDirect(t *testing.T) bool {
 	return true
 }
 
-// On a file system without O_DIRECT (tmpfs), writing still works,
-// through the wrapped driver.
-func TestFallbackWithoutDirect(t *testing.T) {
+// On tmpfs (which takes O_DIRECT only since Linux 6.6) the writes land
+// whole either way. The fallback itself is fsutil's TestDirectWriterFallsBack.
+func TestWritesOnTmpfs(t *testing.T) {
 	shm := "/dev/shm"
 	if fi, err := os.Stat(shm); err != nil || !fi.IsDir() {
 		t.Skip("no /dev/shm (tmpfs) here")
@@ -206,12 +209,12 @@ func TestFallbackWithoutDirect(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(root) })
 	d := openDriver(t, root)
 	ctx := context.Background()
-	data := payload(bufSize + 3)
+	data := payload(fsutil.DirectBufferSize + 3)
 	w, err := d.Writer(ctx, upload, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeIn(t, w, data, bufSize)
+	writeIn(t, w, data, fsutil.DirectBufferSize)
 	if err := w.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
