@@ -2,14 +2,10 @@ package promote
 
 import (
 	"cmp"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -143,8 +139,8 @@ const (
 
 // promotionStore keeps promotion records, one JSON file each.
 type promotionStore struct {
-	dir string
-	mu  sync.Mutex
+	records fsutil.RecordDir
+	mu      sync.Mutex
 }
 
 func openPromotionStore(dataDir string) (*promotionStore, error) {
@@ -152,14 +148,14 @@ func openPromotionStore(dataDir string) (*promotionStore, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open promotions: %w", err)
 	}
-	s := &promotionStore{dir: dir}
-	names, err := s.namesLocked()
+	s := &promotionStore{records: fsutil.RecordDir{Dir: dir, What: "promotion"}}
+	names, err := s.records.Names()
 	if err != nil {
 		return nil, err
 	}
 	for _, n := range names {
-		r, err := s.read(n)
-		if err != nil {
+		var r Promotion
+		if err := s.records.Read(n, &r); err != nil {
 			return nil, err
 		}
 		if r.State != StateRunning {
@@ -171,88 +167,49 @@ func openPromotionStore(dataDir string) (*promotionStore, error) {
 			r.Finished = time.Now().UTC()
 		}
 		r.Progress.Active = nil
-		data, err := json.MarshalIndent(r, "", "  ")
-		if err != nil {
-			return nil, fmt.Errorf("open promotions: %w", err)
-		}
 		// In place: the record keeps its file.
-		if err := fsutil.WriteFileAtomic(filepath.Join(dir, n), data, 0o640); err != nil {
+		if err := s.records.Write(n, r); err != nil {
 			return nil, fmt.Errorf("open promotions: %w", err)
 		}
 	}
 	return s, nil
 }
 
-func (s *promotionStore) read(name string) (Promotion, error) {
-	var p Promotion
-	data, err := os.ReadFile(filepath.Join(s.dir, name))
-	if err != nil {
-		return p, fmt.Errorf("read promotion: %w", err)
-	}
-	if err := json.Unmarshal(data, &p); err != nil {
-		return p, fmt.Errorf("read promotion: %s is corrupt: %w", name, err)
-	}
-	return p, nil
-}
-
-func (s *promotionStore) path(p *Promotion) string {
-	return filepath.Join(s.dir, p.Started.Format("20060102T150405Z")+"-"+p.ID+".json")
-}
-
 func (s *promotionStore) save(p *Promotion) error {
-	data, err := json.MarshalIndent(p, "", "  ")
-	if err != nil {
-		return fmt.Errorf("save promotion: %w", err)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := fsutil.WriteFileAtomic(s.path(p), data, 0o640); err != nil {
-		return fmt.Errorf("save promotion: %w", err)
+	if err := s.records.Write(fsutil.RecordName(p.Started, p.ID), p); err != nil {
+		return err
 	}
 	return s.pruneLocked()
 }
 
 // pruneLocked keeps the newest records only.
 func (s *promotionStore) pruneLocked() error {
-	names, err := s.namesLocked()
+	names, err := s.records.Names()
 	if err != nil || len(names) <= maxPromotionsKept {
 		return err
 	}
 	for _, n := range names[:len(names)-maxPromotionsKept] {
-		if err := os.Remove(filepath.Join(s.dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("prune promotions: %w", err)
+		if err := s.records.Remove(n); err != nil {
+			return err
 		}
 	}
 	return nil
-}
-
-func (s *promotionStore) namesLocked() ([]string, error) {
-	ents, err := os.ReadDir(s.dir)
-	if err != nil {
-		return nil, fmt.Errorf("list promotions: %w", err)
-	}
-	var names []string
-	for _, e := range ents {
-		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".json") && !strings.HasPrefix(e.Name(), ".") {
-			names = append(names, e.Name())
-		}
-	}
-	slices.Sort(names)
-	return names, nil
 }
 
 // list returns every record, newest first.
 func (s *promotionStore) list() ([]Promotion, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	names, err := s.namesLocked()
+	names, err := s.records.Names()
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Promotion, 0, len(names))
 	for _, n := range names {
-		p, err := s.read(n)
-		if err != nil {
+		var p Promotion
+		if err := s.records.Read(n, &p); err != nil {
 			return nil, err
 		}
 		out = append(out, p)

@@ -33,7 +33,7 @@ func (h *History) Check() (Report, error) {
 	h.mu.Lock()
 	h.retryLocked()
 	h.mu.Unlock()
-	ents, err := os.ReadDir(h.dir)
+	ents, err := os.ReadDir(h.records.Dir)
 	if err != nil {
 		return rep, fmt.Errorf("check import history: %w", err)
 	}
@@ -45,7 +45,7 @@ func (h *History) Check() (Report, error) {
 		fail := func(kind, id, format string, args ...any) {
 			rep.Problems = append(rep.Problems, Problem{Kind: kind, File: e.Name(), ID: id, Detail: fmt.Sprintf(format, args...)})
 		}
-		data, err := os.ReadFile(filepath.Join(h.dir, e.Name()))
+		data, err := os.ReadFile(filepath.Join(h.records.Dir, e.Name()))
 		if err != nil {
 			fail("unreadable-record", "", "cannot be read: %v", err)
 			continue

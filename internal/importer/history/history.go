@@ -8,13 +8,9 @@ package history
 import (
 	"cmp"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -92,7 +88,7 @@ type TagRecord struct {
 
 // History keeps import records, one JSON file each, in a folder.
 type History struct {
-	dir     string
+	records fsutil.RecordDir
 	mu      sync.Mutex
 	running map[string]bool // ids of the imports this process is running
 	// unsaved holds the final records of imports whose file could not be
@@ -113,7 +109,7 @@ func Open(dir string) (*History, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open import history: %w", err)
 	}
-	h := &History{dir: dir, running: map[string]bool{}, unsaved: map[string]unsavedRecord{}}
+	h := &History{records: fsutil.RecordDir{Dir: dir, What: "import record"}, running: map[string]bool{}, unsaved: map[string]unsavedRecord{}}
 	recs, err := h.List()
 	if err != nil {
 		return nil, err
@@ -130,9 +126,7 @@ func Open(dir string) (*History, error) {
 	return h, nil
 }
 
-func (h *History) path(rec *Record) string {
-	return filepath.Join(h.dir, rec.Started.Format("20060102T150405Z")+"-"+rec.ID+".json")
-}
+func (h *History) name(rec *Record) string { return fsutil.RecordName(rec.Started, rec.ID) }
 
 // Save writes rec, replacing what an earlier Save of the same record
 // wrote. A record that cannot be written (a full disk) is kept in memory,
@@ -154,12 +148,8 @@ func (h *History) Save(rec *Record) error {
 }
 
 func (h *History) writeLocked(rec *Record) error {
-	data, err := json.MarshalIndent(rec, "", "  ")
-	if err != nil {
-		return fmt.Errorf("save import record: %w", err)
-	}
-	if err := fsutil.WriteFileAtomic(h.path(rec), data, 0o640); err != nil {
-		return fmt.Errorf("save import record: %w", err)
+	if err := h.records.Write(h.name(rec), rec); err != nil {
+		return err
 	}
 	delete(h.unsaved, rec.ID)
 	return nil
@@ -184,22 +174,15 @@ func (h *History) List() ([]Record, error) {
 		unsaved[id] = u.rec
 	}
 	h.mu.Unlock()
-	ents, err := os.ReadDir(h.dir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("list imports: %w", err)
+	names, err := h.records.Names()
+	if err != nil {
+		return nil, err
 	}
 	var out []Record
-	for _, e := range ents {
-		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(h.dir, e.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("list imports: %w", err)
-		}
+	for _, n := range names {
 		var r Record
-		if err := json.Unmarshal(data, &r); err != nil {
-			return nil, fmt.Errorf("list imports: %s is corrupt: %w", e.Name(), err)
+		if err := h.records.Read(n, &r); err != nil {
+			return nil, err
 		}
 		if u, ok := unsaved[r.ID]; ok {
 			r = u
