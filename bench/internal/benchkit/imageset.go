@@ -34,6 +34,8 @@ type ImageSetOptions struct {
 	Repo                              string
 	// Archives asks for one OCI archive per image as well.
 	Archives bool
+	// NoTar leaves out the imgpkg tar (ImgpkgTar is then "").
+	NoTar bool
 }
 
 // Image is one generated image.
@@ -128,14 +130,11 @@ func WriteImageSet(ctx context.Context, work string, o ImageSetOptions) (*ImageS
 	if err := os.WriteFile(filepath.Join(ds.Layout, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil { //nolint:gosec // test data
 		return nil, err
 	}
-	if err := ds.writeImgpkgTar(o.Repo); err != nil {
-		return nil, fmt.Errorf("imgpkg tar: %w", err)
-	}
-	st, err := os.Stat(ds.ImgpkgTar)
-	if err != nil {
+	if o.NoTar {
+		ds.ImgpkgTar = ""
+	} else if err := ds.writeTar(o.Repo); err != nil {
 		return nil, err
 	}
-	ds.TarSize = st.Size()
 	if o.Archives {
 		dir := filepath.Join(work, "oci-archives")
 		if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -149,6 +148,19 @@ func WriteImageSet(ctx context.Context, work string, o ImageSetOptions) (*ImageS
 		}
 	}
 	return ds, nil
+}
+
+// writeTar writes the imgpkg tar and records its size.
+func (s *ImageSet) writeTar(repo string) error {
+	if err := s.writeImgpkgTar(repo); err != nil {
+		return fmt.Errorf("imgpkg tar: %w", err)
+	}
+	st, err := os.Stat(s.ImgpkgTar)
+	if err != nil {
+		return err
+	}
+	s.TarSize = st.Size()
+	return nil
 }
 
 // writeLayer writes one layer into the layout (see WriteLayer).
