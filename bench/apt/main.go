@@ -141,9 +141,9 @@ func run(ctx context.Context, o options) error {
 	anchor := benchkit.Median(secs[1])
 	for i, s := range servers {
 		m := benchkit.Median(secs[i])
-		benchkit.PrintResult("apt", "server", s.name, "update_s", m, "ratio_nginx", benchkit.Ratio(m, anchor),
-			"server_cpu_s", benchkit.Median(cpu[i]), "rounds", len(secs[i]))
-		r.Row(s.name, fmt.Sprintf("%.3f", m), benchkit.Ratio(m, anchor), benchkit.Median(cpu[i]), benchkit.Floats(secs[i], "%.3f"))
+		benchkit.PrintResult("apt", "server", s.name, "update_ms", 1000*m, "ratio_nginx", benchkit.Ratio(m, anchor),
+			"server_cpu_ms", 1000*benchkit.Median(cpu[i]), "rounds", len(secs[i]))
+		r.Row(s.name, fmt.Sprintf("%.3f", m), benchkit.Ratio(m, anchor), fmt.Sprintf("%.3f", benchkit.Median(cpu[i])), benchkit.Floats(secs[i], "%.3f"))
 	}
 	benchkit.PrintResult("apt", "packages", o.packages, "publish_s", publishSecs, "one_more_s", oneMoreSecs)
 	r.Note("publish of %d packages: %.2f s; one more package: %.2f s", o.packages, publishSecs, oneMoreSecs)
@@ -267,7 +267,10 @@ func tarGz(files map[string][]byte) ([]byte, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), zw.Close()
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // copyTree copies pubDir/dists into dst/dists (regular files only: aptly's
