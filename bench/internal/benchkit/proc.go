@@ -1,12 +1,10 @@
 package benchkit
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -136,94 +134,4 @@ func MiB(b int64) float64 { return float64(b) / (1 << 20) }
 // that VmHWM read later is the peak of what came after.
 func ResetPeak(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0o200)
-}
-
-// KernelTimes are the machine's CPU seconds, from /proc/stat, that no
-// process's own CPU time holds: serving interrupts and softirqs (on
-// loopback, most of TCP's receive path), and steal (a VM's host ran
-// something else).
-type KernelTimes struct {
-	IRQ, SoftIRQ, Steal float64
-}
-
-// ReadKernelTimes reads KernelTimes since boot.
-func ReadKernelTimes() KernelTimes {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return KernelTimes{}
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return KernelTimes{}
-	}
-	v := func(i int) float64 { x, _ := strconv.ParseFloat(f[i], 64); return x / userHZ }
-	// cpu user nice system idle iowait irq softirq steal
-	return KernelTimes{IRQ: v(6), SoftIRQ: v(7), Steal: v(8)}
-}
-
-// Since is k − k0.
-func (k KernelTimes) Since(k0 KernelTimes) KernelTimes {
-	return KernelTimes{IRQ: k.IRQ - k0.IRQ, SoftIRQ: k.SoftIRQ - k0.SoftIRQ, Steal: k.Steal - k0.Steal}
-}
-
-// ProcessTime is a process's name and CPU seconds (utime + stime, its
-// threads' included, its children's not).
-type ProcessTime struct {
-	PID  int
-	Name string
-	CPU  float64
-}
-
-// ReadProcessTimes reads the CPU time of every process now running.
-func ReadProcessTimes() map[int]ProcessTime {
-	out := map[int]ProcessTime{}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return out
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if i < 0 || j < i {
-			continue
-		}
-		f := strings.Fields(s[j+1:])
-		if len(f) < 13 {
-			continue
-		}
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		out[pid] = ProcessTime{PID: pid, Name: s[i+1 : j], CPU: (ut + st) / userHZ}
-	}
-	return out
-}
-
-// TopCPU is the n processes, other than skip, that used the most CPU
-// between two ReadProcessTimes (a process born in between counts from
-// zero), most first; those under 0.05 s are left out.
-func TopCPU(before, after map[int]ProcessTime, n int, skip ...int) []ProcessTime {
-	var top []ProcessTime
-	for pid, a := range after {
-		if slices.Contains(skip, pid) {
-			continue
-		}
-		d := a.CPU - before[pid].CPU
-		if before[pid].Name != "" && before[pid].Name != a.Name {
-			d = a.CPU // the pid was reused
-		}
-		if d >= 0.05 {
-			top = append(top, ProcessTime{PID: pid, Name: a.Name, CPU: d})
-		}
-	}
-	slices.SortFunc(top, func(x, y ProcessTime) int { return cmp.Compare(y.CPU, x.CPU) })
-	return top[:min(n, len(top))]
 }
