@@ -441,8 +441,11 @@ func (a *aptRunner) update(ctx context.Context, s *server) (wall, serverCPU floa
 	w := benchkit.BeginWindow(s.proc.PID())
 	err = cmd.Run()
 	server, _, _, elapsed := w.End()
-	if err != nil || bytes.Contains(out.Bytes(), []byte("\nW: ")) || bytes.HasPrefix(out.Bytes(), []byte("W: ")) {
-		return 0, 0, fmt.Errorf("apt-get update against %s: %v\n%s", s.name, err, &out)
+	if err != nil {
+		return 0, 0, fmt.Errorf("apt-get update against %s: %w\n%s", s.name, err, &out)
+	}
+	if bytes.Contains(out.Bytes(), []byte("\nW: ")) || bytes.HasPrefix(out.Bytes(), []byte("W: ")) {
+		return 0, 0, fmt.Errorf("apt-get update against %s warned:\n%s", s.name, &out)
 	}
 	if m, _ := filepath.Glob(filepath.Join(dir, "lists", "*Packages*")); len(m) == 0 {
 		return 0, 0, fmt.Errorf("apt-get update against %s left no Packages:\n%s", s.name, &out)

@@ -19,10 +19,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -146,7 +148,13 @@ func start(ctx context.Context, o options, work string) ([]*benchkit.Target, err
 		if err != nil {
 			return nil, err
 		}
-		abs, _ := filepath.Abs(o.profileDir)
+		abs, err := filepath.Abs(o.profileDir)
+		if err == nil {
+			err = os.MkdirAll(abs, 0o750)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("-profile: %w", err)
+		}
 		args = []string{"--pprof-addr", addr, "--profile-dir", abs}
 	}
 	a, err := benchkit.StartApplianceTarget(ctx, "appliance", o.Appliance, filepath.Join(work, "appliance"), args...)
@@ -261,9 +269,9 @@ func report(ctx context.Context, o options, work string, cells []*cell, mem map[
 			r.Note("%s, one HTTP/2 stream against its own HTTP/1.1: %.2f× (goal ≥ 0.8×)", name, h2/h1)
 		}
 	}
-	for name, hwm := range mem {
-		benchkit.PrintResult("blobpull", "target", name, "vmhwm_mib", hwm)
-		r.Note("%s peak memory (VmHWM, push included): %.1f MiB", name, hwm)
+	for _, name := range slices.Sorted(maps.Keys(mem)) {
+		benchkit.PrintResult("blobpull", "target", name, "vmhwm_mib", mem[name])
+		r.Note("%s peak memory (VmHWM, push included): %.1f MiB", name, mem[name])
 	}
 	return r.Write(os.Stdout, o.Out)
 }

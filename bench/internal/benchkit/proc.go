@@ -69,57 +69,15 @@ func ReadStatus(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
 }
 
-// machineTimes reads the machine's busy and iowait jiffies from /proc/stat.
-func machineTimes() (busy, iowait float64) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0, 0
-	}
-	v := make([]float64, len(f)-1)
-	for i := range v {
-		v[i], _ = strconv.ParseFloat(f[i+1], 64)
-	}
-	// user nice system idle iowait irq softirq steal
-	return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], v[4]
-}
-
-// IOWindow measures the machine's other work and iowait over a span.
-type IOWindow struct {
-	t            time.Time
-	busy, iowait float64
-}
-
-// BeginIOWindow starts an IOWindow.
-func BeginIOWindow() IOWindow {
-	b, io := machineTimes()
-	return IOWindow{t: time.Now(), busy: b, iowait: io}
-}
-
-// End returns the cores used by everything but ours (ourCPU seconds) and
-// the cores spent in iowait, on average over the window.
-func (w IOWindow) End(ourCPU float64) (other, iowait float64) {
-	b, io := machineTimes()
-	secs := time.Since(w.t).Seconds()
-	if secs <= 0 {
-		return 0, 0
-	}
-	return max(0, ((b-w.busy)/100-ourCPU)/secs), (io - w.iowait) / 100 / secs
-}
-
 // WaitQuiet waits, up to maxWait, until the machine's CPUs are less than
 // 10% busy over a second, so that a phase does not start while something
 // else runs.
 func WaitQuiet(ctx context.Context, maxWait time.Duration) {
 	deadline := time.Now().Add(maxWait)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		w := BeginIOWindow()
+		busy := MachineBusy()
 		time.Sleep(time.Second)
-		other, _ := w.End(0)
+		other := MachineBusy() - busy
 		if other < 0.1*float64(runtime.NumCPU()) {
 			return
 		}

@@ -481,15 +481,22 @@ type tokenError struct {
 
 func (e *tokenError) Error() string { return e.msg }
 
-// token fetches an anonymous token for scope from the realm of challenge,
-// which must be a Bearer challenge on the registry's own host.
+// token fetches an anonymous token for scope (see FetchToken).
 func (p *Puller) token(ctx context.Context, challenge, scope string) (string, error) {
+	return FetchToken(ctx, p.hc, p.base, challenge, scope, "", "")
+}
+
+// FetchToken answers challenge, a Bearer challenge whose realm must be on
+// base's host, with a token for scope: anonymous, or with Basic
+// credentials when user is set. It returns the whole Authorization value,
+// "Bearer …"; a refusal is a *tokenError with the HTTP status.
+func FetchToken(ctx context.Context, hc *http.Client, base *url.URL, challenge, scope, user, password string) (string, error) {
 	scheme, params := ParseChallenge(challenge)
 	if !strings.EqualFold(scheme, "bearer") || params["realm"] == "" {
 		return "", fmt.Errorf("unusable challenge %q", challenge)
 	}
-	realm, err := url.Parse(params["realm"])
-	if err != nil || realm.Host != p.base.Host {
+	realm, err := base.Parse(params["realm"])
+	if err != nil || realm.Host != base.Host {
 		return "", fmt.Errorf("token realm %q is not the registry's host (only loopback)", params["realm"])
 	}
 	q := realm.Query()
@@ -502,30 +509,33 @@ func (p *Puller) token(ctx context.Context, challenge, scope string) (string, er
 	if err != nil {
 		return "", err
 	}
-	resp, err := p.hc.Do(req)
+	if user != "" {
+		req.SetBasicAuth(user, password)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("GET token: %w", err)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	_ = resp.Body.Close()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("GET token: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", &tokenError{status: resp.StatusCode, msg: fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(body))}
+		return "", &tokenError{status: resp.StatusCode, msg: fmt.Sprintf("GET token: %s: %s", resp.Status, bytes.TrimSpace(body))}
 	}
 	var tr struct {
 		Token       string `json:"token"`
 		AccessToken string `json:"access_token"`
 	}
 	if err := json.Unmarshal(body, &tr); err != nil {
-		return "", err
+		return "", fmt.Errorf("GET token: %w", err)
 	}
 	if tr.Token == "" {
 		tr.Token = tr.AccessToken
 	}
 	if tr.Token == "" {
-		return "", errors.New("no token in the answer")
+		return "", errors.New("GET token: no token in the answer")
 	}
 	return "Bearer " + tr.Token, nil
 }

@@ -6,14 +6,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -88,42 +86,14 @@ func (t *Target) Token(ctx context.Context, hc *http.Client, scope string, push 
 	if resp.StatusCode == http.StatusOK {
 		return "", nil
 	}
-	scheme, params := ParseChallenge(resp.Header.Get("WWW-Authenticate"))
-	if resp.StatusCode != http.StatusUnauthorized || !strings.EqualFold(scheme, "bearer") || params["realm"] == "" {
-		return "", fmt.Errorf("GET /v2/: %s, challenge %q", resp.Status, resp.Header.Get("WWW-Authenticate"))
+	if resp.StatusCode != http.StatusUnauthorized {
+		return "", fmt.Errorf("GET /v2/: %s", resp.Status)
 	}
-	realm, err := t.Base.Parse(params["realm"])
-	if err != nil || realm.Host != t.Base.Host {
-		return "", fmt.Errorf("token realm %q is not the registry's host", params["realm"])
+	user, password := "", ""
+	if push {
+		user, password = t.User, t.Password
 	}
-	q := realm.Query()
-	q.Set("service", params["service"])
-	q.Set("scope", scope)
-	realm.RawQuery = q.Encode()
-	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, realm.String(), nil)
-	if push && t.User != "" {
-		req.SetBasicAuth(t.User, t.Password)
-	}
-	if resp, err = hc.Do(req); err != nil {
-		return "", fmt.Errorf("GET token: %w", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	var tr struct {
-		Token       string `json:"token"`
-		AccessToken string `json:"access_token"`
-	}
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &tr) != nil || tr.Token+tr.AccessToken == "" {
-		return "", fmt.Errorf("token endpoint: %s: %.200s", resp.Status, body)
-	}
-	return "Bearer " + cmpOr(tr.Token, tr.AccessToken), nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return FetchToken(ctx, hc, t.Base, resp.Header.Get("WWW-Authenticate"), scope, user, password)
 }
 
 // Push uploads every image of s into repo of t as t's admin (for
