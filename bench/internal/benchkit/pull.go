@@ -188,7 +188,7 @@ type PullOptions struct {
 	// the challenge's realm. Without it, requests carry no Authorization,
 	// as containerd's do when the registry answers its first request
 	// without a challenge; a challenge then is answered with a token and
-	// the request repeated (Pull.Fallback), as containerd does.
+	// the request repeated, as containerd does.
 	Token bool
 	// Timeout bounds one pull.
 	Timeout time.Duration
@@ -235,32 +235,15 @@ func (p *Puller) Close() { p.tr.CloseIdleConnections() }
 // Pull is what one pull did.
 type Pull struct {
 	Start time.Time
-	// Total is the whole pull; Auth the GET /v2/ and token GET (0 without
-	// PullOptions.Token); Manifest the manifest GET, from the request sent
-	// to its body read.
-	Total, Auth, Manifest time.Duration
-	// ManifestAt is when the manifest GET was sent.
-	ManifestAt time.Time
-	// Proto is the protocol the manifest came over.
-	Proto string
-	// Fallback: a request without Authorization was challenged, and
-	// repeated with a token.
-	Fallback bool
+	// Total is the whole pull.
+	Total time.Duration
 	// Digests counts the digests verified (the manifest's and each
 	// blob's); Bytes the blob bytes they cover.
 	Digests int
 	Bytes   int64
-	// Blobs are when each verified blob ended, and its size.
-	Blobs []BlobRead
 	// Err is why the pull failed (a *PullError), nil if every digest of
 	// the image was verified.
 	Err error
-}
-
-// BlobRead is one verified blob of a pull.
-type BlobRead struct {
-	End  time.Time
-	Size int64
 }
 
 // PullError is the step of a pull that failed, and why.
@@ -280,13 +263,6 @@ func (e *PullError) Error() string {
 }
 
 func (e *PullError) Unwrap() error { return e.Err }
-
-// Timeout tells whether the step failed because the pull's time was up,
-// or the network's.
-func (e *PullError) Timeout() bool {
-	var ne net.Error
-	return errors.Is(e.Err, context.DeadlineExceeded) || errors.As(e.Err, &ne) && ne.Timeout()
-}
 
 // Pull does what a client does to pull repo:tag, whose manifest digest must
 // be want: (with PullOptions.Token, GET /v2/ and an anonymous token), the
@@ -315,12 +291,9 @@ func (p *Puller) Pull(ctx context.Context, repo, tag, want string) Pull {
 		if err != nil {
 			return fail(step, status, err)
 		}
-		r.Auth = time.Since(r.Start)
 	}
-	r.ManifestAt = time.Now()
-	body, status, proto, err := p.manifest(ctx, repo, tag, want, &authz, &r.Fallback)
-	r.Manifest = time.Since(r.ManifestAt)
-	r.Proto = proto
+	fallback := false
+	body, status, _, err := p.manifest(ctx, repo, tag, want, &authz, &fallback)
 	if err != nil {
 		return fail("GET manifest", status, err)
 	}
@@ -334,7 +307,7 @@ func (p *Puller) Pull(ctx context.Context, repo, tag, want string) Pull {
 	}
 	for _, d := range append([]descriptor{m.Config}, m.Layers...) {
 		step := "GET blob " + d.Digest
-		resp, err := p.get(ctx, "/v2/"+repo+"/blobs/"+d.Digest, "", &authz, &r.Fallback, scope)
+		resp, err := p.get(ctx, "/v2/"+repo+"/blobs/"+d.Digest, "", &authz, &fallback, scope)
 		if err != nil {
 			return fail(step, 0, err)
 		}
@@ -354,7 +327,6 @@ func (p *Puller) Pull(ctx context.Context, repo, tag, want string) Pull {
 		}
 		r.Digests++
 		r.Bytes += n
-		r.Blobs = append(r.Blobs, BlobRead{End: time.Now(), Size: n})
 	}
 	r.Total = time.Since(r.Start)
 	return r
