@@ -133,7 +133,7 @@ func run(ctx context.Context, o options) error {
 			"rounds, medians. Server CPU from /proc schedstat.", o.packages, o.payload, o.Rounds),
 		Header:  []string{"server", "update s (median)", "× nginx", "server CPU s", "rounds s"},
 		Machine: benchkit.Machine(ctx, work, o.Appliance, map[string][]string{"nginx": {o.nginx, "-v"}, "apt-get": {"apt-get", "--version"}}),
-		Command: "make bench-apt   # or: go run ./bench/apt -appliance bin/appliance",
+		Command: benchkit.Reproduce("apt"),
 	}
 	if v := r.Machine["apt-get"]; v != "" {
 		r.Machine["apt-get"], _, _ = strings.Cut(v, "\n")

@@ -254,7 +254,7 @@ func report(ctx context.Context, o options, work string, cells []*cell, mem map[
 			"is pulled from with an anonymous token. CPU is the server's, per GiB served.", o.blobMiB, o.Rounds),
 		Header:  []string{"HTTP", "clients", "target", "MB/s (median)", "× docker-registry", "CPU s/GiB", "rounds MB/s"},
 		Machine: benchkit.Machine(ctx, work, o.Appliance, map[string][]string{"docker-registry": {o.dockerRegistry, "--version"}}),
-		Command: "make bench-blobpull   # or: go run ./bench/blobpull -appliance bin/appliance",
+		Command: benchkit.Reproduce("blobpull"),
 	}
 	for _, c := range cells {
 		m := benchkit.Median(c.mbps)

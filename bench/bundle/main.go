@@ -238,7 +238,7 @@ func (b *bench) report(ctx context.Context, sets []*set, tools []string, runs []
 		Header: []string{"set", "tool", "MB/s", "+ sync MB/s", "× skopeo", "VmHWM MiB", "rounds MB/s"},
 		Machine: benchkit.Machine(ctx, b.work, b.o.Appliance, map[string][]string{"skopeo": {b.o.skopeo, "--version"},
 			"docker-registry": {b.o.dockerRegistry, "--version"}}),
-		Command: "make bench-bundle   # or: go run ./bench/bundle -appliance bin/appliance",
+		Command: benchkit.Reproduce("bundle"),
 	}
 	hwm := map[string]float64{}
 	for i := range runs {

@@ -225,7 +225,7 @@ func report(ctx context.Context, o options, work string, ds *benchkit.ImageSet, 
 		Header: []string{"run", "MB/s (median)", "× dd", "× imgpkg", "server MiB", "client MiB", "server CPU s", "rounds MB/s"},
 		Machine: benchkit.Machine(ctx, work, o.Appliance, map[string][]string{"imgpkg": {o.imgpkg, "version"},
 			"docker-registry": {o.dockerRegistry, "--version"}}),
-		Command: "make bench-import   # or: go run ./bench/import -appliance bin/appliance",
+		Command: benchkit.Reproduce("import"),
 	}
 	if v := r.Machine["imgpkg"]; v != "" {
 		r.Machine["imgpkg"], _, _ = strings.Cut(v, "\n")

@@ -344,7 +344,7 @@ func (b *bench) report(ctx context.Context, rs results) error {
 			b.o.pullers, b.o.imageMiB, b.o.duration, b.o.sizeMiB, b.o.importAfter, probeEvery),
 		Header:  []string{"round", "pulls", "failed", "digests verified", "pull MB/s", "manifest p50 / p99 ms", "import MB/s (alone)", "VmHWM MiB"},
 		Machine: benchkit.Machine(ctx, b.work, b.o.Appliance, nil),
-		Command: "make bench-load   # or: go run ./bench/load -appliance bin/appliance",
+		Command: benchkit.Reproduce("load"),
 	}
 	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
 	for i, l := range rs {

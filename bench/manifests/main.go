@@ -101,7 +101,7 @@ func run(ctx context.Context, o options) error {
 			o.conns, o.warmup, o.duration, o.Rounds),
 		Header:  []string{"target", "GETs/s", "× docker-registry", "p50 ms", "p99 ms", "max ms", "errors", "VmHWM MiB"},
 		Machine: benchkit.Machine(ctx, work, o.Appliance, map[string][]string{"docker-registry": {o.dockerRegistry, "--version"}}),
-		Command: "make bench-manifests   # or: go run ./bench/manifests -appliance bin/appliance",
+		Command: benchkit.Reproduce("manifests"),
 	}
 	anchor := medianRate(got[1])
 	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }

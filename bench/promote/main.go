@@ -230,7 +230,7 @@ func (b *bench) report(ctx context.Context, runs [][]run) error {
 		Header: []string{"tool", "MB/s (median)", "× skopeo sync", "appliance VmHWM MiB", "rounds MB/s"},
 		Machine: benchkit.Machine(ctx, b.work, b.o.Appliance, map[string][]string{"skopeo": {b.o.skopeo, "--version"},
 			"docker-registry": {b.o.dockerRegistry, "--version"}}),
-		Command: "make bench-promote   # or: go run ./bench/promote -appliance bin/appliance",
+		Command: benchkit.Reproduce("promote"),
 	}
 	anchor := med(1, func(r run) float64 { return r.mbps })
 	for i, tool := range tools {

@@ -179,7 +179,7 @@ func run(ctx context.Context, o options) error {
 			"against one appliance on the filesystem behind the same haproxy; %d interleaved rounds, medians.", o.clients, o.layers, o.layerMiB, o.Rounds),
 		Header:  []string{"target", "aggregate MB/s", "× filesystem", "pull p50 s", "pull p95 s"},
 		Machine: benchkit.Machine(ctx, work, o.Appliance, map[string][]string{"haproxy": {"haproxy", "-v"}}),
-		Command: "make bench-replicas   # or: go run ./bench/replicas -appliance bin/appliance",
+		Command: benchkit.Reproduce("replicas"),
 	}
 	if v := rep.Machine["haproxy"]; v != "" {
 		rep.Machine["haproxy"], _, _ = strings.Cut(v, "\n")

@@ -223,6 +223,12 @@ func (f *Flags) Parse() {
 	}
 }
 
+// Reproduce is the command line that repeats this run of the benchmark
+// name from the repository's root.
+func Reproduce(name string) string {
+	return strings.TrimSpace("go run ./bench/" + name + " " + strings.Join(os.Args[1:], " "))
+}
+
 // DefaultOut is ${TMPDIR:-/tmp}/<name>-<UTC time>.md.
 func DefaultOut(name string) string {
 	return filepath.Join(os.TempDir(), name+"-"+time.Now().UTC().Format("20060102T150405Z")+".md")
