@@ -60,6 +60,8 @@ func bench(ctx context.Context, o options) error {
 	names := contestants
 	if o.imgpkg == "" {
 		names = []string{"upload", "on-server", "dd"}
+	} else if _, err := exec.LookPath(o.imgpkg); err != nil {
+		return fmt.Errorf("imgpkg, the anchor: %w (-imgpkg PATH, or -imgpkg '' to leave it out)", err)
 	}
 	work, cleanup, err := benchkit.WorkDir("", "import-bench.", o.Keep)
 	if err != nil {
