@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,7 +89,7 @@ func runBench(ctx context.Context, o options) error {
 	if err := os.MkdirAll(dockerConfig, 0o750); err != nil {
 		return err
 	}
-	b.env = append(benchkit.CleanEnv("REGISTRY_AUTH_FILE", "DOCKER_CONFIG"), "DOCKER_CONFIG="+dockerConfig)
+	b.env = append(benchkit.CleanEnv("REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "TMPDIR"), "DOCKER_CONFIG="+dockerConfig)
 	up, addr, err := benchkit.StartDockerRegistry(ctx, o.dockerRegistry, filepath.Join(work, "upstream"), benchkit.DockerRegistryOptions{Secret: "bundle-bench"})
 	if err != nil {
 		return err
@@ -177,7 +178,7 @@ func (b *bench) run(ctx context.Context, tool string, s *set) (run, error) {
 	res := run{}
 	start := time.Now()
 	for _, cmd := range cmds {
-		cmd.Env = append(b.env, "TMPDIR="+dir) // skopeo assembles an oci-archive in a folder under TMPDIR
+		cmd.Env = append(slices.Clone(b.env), "TMPDIR="+dir) // skopeo assembles an oci-archive in a folder under TMPDIR
 		var log bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &log, &log
 		if err := cmd.Start(); err != nil {
