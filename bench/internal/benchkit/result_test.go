@@ -103,3 +103,27 @@ func TestDockerRegistryConfigTLS(t *testing.T) {
 		}
 	}
 }
+
+func TestParseChallenge(t *testing.T) {
+	t.Parallel()
+	scheme, p := ParseChallenge(`Bearer realm="https://127.0.0.1:1/service/token",service="appliance",scope="repository:a/b:pull,push"`)
+	if scheme != "Bearer" || p["realm"] != "https://127.0.0.1:1/service/token" || p["service"] != "appliance" || p["scope"] != "repository:a/b:pull,push" {
+		t.Fatalf("ParseChallenge = %q %v", scheme, p)
+	}
+}
+
+func TestListFlags(t *testing.T) {
+	t.Parallel()
+	if got, err := Ints("1, 8", 1, 64); err != nil || !slices.Equal(got, []int{1, 8}) {
+		t.Errorf("Ints = %v, %v", got, err)
+	}
+	if _, err := Ints("0", 1, 64); err == nil {
+		t.Error("Ints accepted 0")
+	}
+	if got, err := SplitList("2,1.1,2", "1.1", "2"); err != nil || !slices.Equal(got, []string{"2", "1.1"}) {
+		t.Errorf("SplitList = %v, %v", got, err)
+	}
+	if _, err := SplitList("3", "1.1", "2"); err == nil {
+		t.Error("SplitList accepted 3")
+	}
+}
