@@ -41,9 +41,9 @@ const (
 
 type options struct {
 	*benchkit.Flags
-	pullers, maxPulls                     int
-	duration, importAfter, pullTimeout    time.Duration
-	sizeMiB, layerMiB, perImage, imageMiB int
+	pullers, maxPulls                           int
+	duration, importAfter, pullTimeout          time.Duration
+	sizeMiB, layerMiB, perImage, minMiB, maxMiB int
 }
 
 // kind is one kind of puller.
@@ -69,7 +69,8 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", time.Minute, "how long pulls are started (smoke: 10s)")
 	flag.DurationVar(&o.importAfter, "import-after", 5*time.Second, "when the import starts, after the pullers (smoke: 2s)")
 	flag.DurationVar(&o.pullTimeout, "pull-timeout", 3*time.Minute, "longest a pull may take")
-	flag.IntVar(&o.imageMiB, "image-mib", 80, "bytes of the pulled image, in 8 layers, MiB (smoke: 16)")
+	flag.IntVar(&o.minMiB, "image-min-mib", 4, "the pulled image's smallest of 8 layers, MiB; the others evenly up to -image-max-mib (smoke: 1)")
+	flag.IntVar(&o.maxMiB, "image-max-mib", 16, "its largest layer, MiB (smoke: 4)")
 	flag.IntVar(&o.sizeMiB, "size-mib", 2048, "layer bytes of the imported tar, MiB (smoke: 128)")
 	flag.IntVar(&o.layerMiB, "layer-mib", 64, "size of each imported layer, MiB (smoke: 32)")
 	flag.IntVar(&o.perImage, "layers", 4, "layers per imported image (smoke: 2)")
@@ -82,7 +83,7 @@ func main() {
 		return
 	}
 	if o.Smoke {
-		o.pullers, o.duration, o.importAfter, o.imageMiB = 20, 10*time.Second, 2*time.Second, 16
+		o.pullers, o.duration, o.importAfter, o.minMiB, o.maxMiB = 20, 10*time.Second, 2*time.Second, 1, 4
 		o.sizeMiB, o.layerMiB, o.perImage = 128, 32, 2
 	}
 	benchkit.Main("load", o.Timeout, func(ctx context.Context) error { return run(ctx, o) })
@@ -95,9 +96,9 @@ func run(ctx context.Context, o options) error {
 	}
 	defer cleanup()
 	b := &bench{o: o, work: work}
-	sizes := make([]int64, 8) // growing: 1, 2, … 8 units, 36 in all
+	sizes := make([]int64, 8) // from -image-min-mib to -image-max-mib, evenly
 	for i := range sizes {
-		sizes[i] = (int64(o.imageMiB) << 20) / 36 * int64(i+1)
+		sizes[i] = int64((float64(o.minMiB) + float64(o.maxMiB-o.minMiB)*float64(i)/7) * (1 << 20))
 	}
 	if b.image, err = benchkit.WriteImage(ctx, filepath.Join(work, "image"), pullTag, sizes, 1); err != nil {
 		return fmt.Errorf("generate the image: %w", err)
@@ -338,10 +339,10 @@ func probeChild(base, caFile, want string, o options) error {
 
 func (b *bench) report(ctx context.Context, rs results) error {
 	r := &benchkit.Report{Title: "Load: concurrent anonymous pulls during an import",
-		Method: fmt.Sprintf("%d anonymous pullers (HTTP/2 and HTTP/1.1, with an anonymous token or no Authorization) pull a %d MiB "+
-			"8-layer public image whole for %s, verifying every digest, while `appliance import` uploads a %d MiB imgpkg tar started %s in. "+
+		Method: fmt.Sprintf("%d anonymous pullers (HTTP/2 and HTTP/1.1, with an anonymous token or no Authorization) pull an "+
+			"8-layer public image (%.1f MiB) whole for %s, verifying every digest, while `appliance import` uploads a %d MiB imgpkg tar started %s in. "+
 			"The import alone in a fresh appliance is the anchor. The manifest latency is a lone HTTP/2 client's, in its own process, every %s.",
-			b.o.pullers, b.o.imageMiB, b.o.duration, b.o.sizeMiB, b.o.importAfter, probeEvery),
+			b.o.pullers, benchkit.MiB(b.image.BlobBytes()), b.o.duration, b.o.sizeMiB, b.o.importAfter, probeEvery),
 		Header:  []string{"round", "pulls", "failed", "digests verified", "pull MB/s", "manifest p50 / p99 ms", "import MB/s (alone)", "VmHWM MiB"},
 		Machine: benchkit.Machine(ctx, b.work, b.o.Appliance, nil),
 		Command: benchkit.Reproduce("load"),
