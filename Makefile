@@ -31,9 +31,17 @@ test: ## Run every test (unit, in-process and end-to-end with real clients)
 ova: build ## Build dist/appliance-$(VERSION).ova, as root (debootstrap; see docs/ova.md)
 	$(GO) run ./packaging/ova/mkova -binary $(BIN) -version $(VERSION) -out dist -work dist/ova-work
 
-.PHONY: bench
-bench: build ## Run the registry benchmark against Debian's docker-registry (see docs/performance.md)
-	bench/registry.sh
+BENCHES := blobpull manifests import bundle apt promote load replicas
+
+.PHONY: bench bench-smoke $(addprefix bench-,$(BENCHES))
+bench: ## List the benchmarks: make bench-NAME [ARGS='-rounds 5'] runs one (docs/performance.md)
+	@echo "make bench-NAME, NAME one of: $(BENCHES)"; echo "ARGS='...' passes flags (go run ./bench/NAME -h); make bench-smoke runs each at its smoke size"
+
+$(addprefix bench-,$(BENCHES)): bench-%: build
+	$(GO) run ./bench/$* -appliance $(BIN) $(ARGS)
+
+bench-smoke: build ## Run every benchmark at its smoke size (-smoke: small data, 1 round)
+	@for b in $(BENCHES); do $(GO) run ./bench/$$b -appliance $(BIN) -smoke $(ARGS) || exit 1; done
 
 .PHONY: lint
 lint: ## go vet, gofmt and golangci-lint

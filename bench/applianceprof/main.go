@@ -1,12 +1,12 @@
 // Command applianceprof runs the appliance in-process exactly as
 // `appliance serve` does (same flags, environment and config file, through
 // internal/config and internal/server), and also serves net/http/pprof on a
-// loopback address, so that the registry benchmark can profile the server
-// under load:
+// loopback address, so that bench/blobpull can profile the server under
+// load, one CPU profile per round:
 //
 //	go build -o /tmp/applianceprof ./bench/applianceprof
-//	go run ./bench/registry -appliance /tmp/applianceprof -profile /tmp/prof
-//	go tool pprof -top /tmp/applianceprof /tmp/prof/appliance-manifest-cpu.pprof
+//	go run ./bench/blobpull -appliance /tmp/applianceprof -profile /tmp/prof -smoke
+//	go tool pprof -top /tmp/applianceprof /tmp/prof/appliance-blob-h2-c1-r1-cpu.pprof
 //
 // It is a benchmarking aid, not a product binary.
 package main

@@ -5,286 +5,273 @@
 // registries taking turns round by round. Optionally a second appliance
 // binary (-baseline, an older build) takes its turn in the same rounds.
 //
-// Each cell is the median of -rounds rounds: n curl processes started
-// together, each pulling the whole blob to /dev/null; the aggregate MB/s
-// is n × size over the time until the last one finished. Every curl
-// reports the protocol it spoke and the bytes it received, and a round
-// whose figures are not the blob's size over the asked-for protocol fails
-// the run. The appliance is pulled from with an anonymous pull token, as
-// clients do; docker-registry runs without auth (which favours it).
-//
-// It prints one machine-readable line per cell,
-//
-//	RESULT blobpull proto=2 clients=1 target=appliance mbps=812.3 cpu_s_per_gib=1.21
-//
-// then a Markdown report (also to -out), and the figures as JSON (-json).
+// A round is n curl processes started together, each pulling the whole
+// blob to /dev/null; its figure is n × size over the time until the last
+// one finished. Every curl must report the asked-for protocol and the
+// blob's size. The appliance is pulled from with an anonymous pull token,
+// as clients do; docker-registry runs without auth (which favours it).
+// Peak memory is each server's VmHWM over the whole run, push included.
 package main
 
 import (
+	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net/http"
-	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/appliance-dev/appliance/bench/internal/benchkit"
 )
 
-const (
-	repo = "bench/blob"
-	tag  = "v1"
-)
+const repo = "bench/blob"
 
 type options struct {
-	appliance, baseline, dockerRegistry string
-	blobMiB, rounds                     int
-	clients                             []int
-	protos                              []string
-	quietWait, timeout                  time.Duration
-	out, jsonOut, profileDir            string
-	keep                                bool
+	*benchkit.Flags
+	baseline, dockerRegistry, profileDir string
+	pprof                                *string // applianceprof's pprof base URL, once started
+	blobMiB                              int
+	clients                              []int
+	protos                               []string
 }
 
-// target is one registry under test.
-type target struct {
-	name           string
-	base           *url.URL
-	ca             string // the CA file curl trusts
-	proc           *benchkit.Process
-	user, password string // the appliance's admin, who pushes; pulls are anonymous
-	rss            *benchkit.Sampler
-	pprof          string // applianceprof's pprof base URL, or ""
-}
-
-// cell is one (protocol, clients, target) figure.
-type Cell struct {
-	Proto      string    `json:"proto"`
-	Clients    int       `json:"clients"`
-	Target     string    `json:"target"`
-	MBps       []float64 `json:"mbps"`
-	CPUPerGiB  []float64 `json:"cpu_s_per_gib"`
-	OtherCores []float64 `json:"other_cores"`
+// cell is one (protocol, clients, target) figure, one value per round.
+type cell struct {
+	proto     string
+	clients   int
+	target    string
+	mbps, cpu []float64
 }
 
 func main() {
-	var o options
+	o := options{Flags: benchkit.CommonFlags("blobpull", 5, 30*time.Minute), pprof: new(string)}
 	var clients, protos string
-	flag.StringVar(&o.appliance, "appliance", "", "appliance binary (required)")
-	flag.StringVar(&o.baseline, "baseline", "", "an older appliance binary to measure in the same rounds (optional)")
+	flag.StringVar(&o.baseline, "baseline", "", "an older appliance binary to measure in the same rounds")
 	flag.StringVar(&o.dockerRegistry, "docker-registry", "/usr/bin/docker-registry", "docker-registry (distribution 2.8) binary")
-	flag.IntVar(&o.blobMiB, "blob-mib", 256, "size of the blob in MiB")
-	flag.IntVar(&o.rounds, "rounds", 5, "rounds per cell (the median is reported)")
+	flag.IntVar(&o.blobMiB, "blob-mib", 256, "size of the blob in MiB (smoke: 16)")
 	flag.StringVar(&clients, "clients", "1,8", "comma-separated numbers of concurrent clients")
 	flag.StringVar(&protos, "protos", "1.1,2", "comma-separated HTTP versions: 1.1 and/or 2")
-	flag.DurationVar(&o.quietWait, "quiet-wait", 20*time.Second, "before each round, wait up to this long for a quiet machine")
-	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "hard limit for the whole run")
-	flag.StringVar(&o.out, "out", "", "also write the Markdown report here")
-	flag.StringVar(&o.jsonOut, "json", "", "also write the figures as JSON here")
-	flag.BoolVar(&o.keep, "keep", false, "keep the work folder")
-	flag.StringVar(&o.profileDir, "profile", "", "with -appliance built from bench/applianceprof: write a CPU profile of the appliance per cell into this folder")
-	flag.Parse()
-	if err := parseLists(&o, clients, protos); err != nil {
+	flag.StringVar(&o.profileDir, "profile", "", "with -appliance built from bench/applianceprof: a CPU profile of the appliance per round into this folder")
+	o.Parse()
+	if o.Smoke {
+		o.blobMiB = 16
+	}
+	var err error
+	if o.protos, err = benchkit.SplitList(protos, "1.1", "2"); err == nil {
+		o.clients, err = benchkit.Ints(clients, 1, 64)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "blobpull:", err)
 		os.Exit(2)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
-	defer cancel()
-	if err := run(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, "blobpull:", err)
-		os.Exit(1)
-	}
-}
-
-func parseLists(o *options, clients, protos string) error {
-	if o.appliance == "" {
-		return errors.New("-appliance is required")
-	}
-	for _, s := range strings.Split(clients, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 64 {
-			return fmt.Errorf("-clients: %q is not a number from 1 to 64", s)
-		}
-		o.clients = append(o.clients, n)
-	}
-	var err error
-	o.protos, err = benchkit.SplitList(protos, "1.1", "2")
-	if err != nil {
-		return fmt.Errorf("-protos: %w", err)
-	}
-	if o.rounds < 1 || o.rounds > 50 {
-		return errors.New("-rounds: from 1 to 50")
-	}
-	return nil
+	benchkit.Main("blobpull", o.Timeout, func(ctx context.Context) error { return run(ctx, o) })
 }
 
 func run(ctx context.Context, o options) error {
-	work, cleanup, err := benchkit.WorkDir("", "blobpull", o.keep)
+	work, cleanup, err := benchkit.WorkDir("", "blobpull", o.Keep)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
 	benchkit.Logf("writing a %d MiB layer", o.blobMiB)
-	img, err := benchkit.WriteImage(ctx, filepath.Join(work, "layout"), tag, []int64{int64(o.blobMiB) << 20}, 7)
+	img, err := benchkit.WriteImage(ctx, filepath.Join(work, "layout"), "v1", []int64{int64(o.blobMiB) << 20}, 7)
 	if err != nil {
 		return err
 	}
-	layer := img.Images[0].Layers[0]
-
-	var targets []*target
-	defer func() {
-		for _, t := range targets {
-			t.proc.Stop()
-		}
-	}()
-	bins := [][2]string{{"appliance", o.appliance}}
-	if o.baseline != "" {
-		bins = append(bins, [2]string{"baseline", o.baseline})
+	targets, err := start(ctx, o, work)
+	defer benchkit.StopAll(targets)
+	if err != nil {
+		return err
 	}
-	for i, b := range bins {
-		prof := ""
-		if i == 0 {
-			prof = o.profileDir
-		}
-		t, err := startAppliance(ctx, b[0], b[1], filepath.Join(work, b[0]), prof)
-		if err != nil {
+	samplers := map[string]*benchkit.Sampler{}
+	for _, t := range targets {
+		if err := t.Push(ctx, repo, img); err != nil {
 			return err
 		}
-		targets = append(targets, t)
+		samplers[t.Name] = benchkit.NewSampler(t.Proc.PID())
 	}
-	dr, err := startDockerRegistry(ctx, o.dockerRegistry, filepath.Join(work, "docker-registry"))
-	if err != nil {
-		return err
-	}
-	targets = append(targets, dr)
-	for _, t := range targets {
-		if err := push(ctx, t, img); err != nil {
-			return fmt.Errorf("%s: push: %w", t.name, err)
-		}
-		t.rss = benchkit.NewSampler(t.proc.PID())
-	}
-
-	var cells []*Cell
+	var cells []*cell
 	for _, proto := range o.protos {
 		for _, n := range o.clients {
-			byTarget := map[string]*Cell{}
-			for _, t := range targets {
-				c := &Cell{Proto: proto, Clients: n, Target: t.name}
-				byTarget[t.name] = c
-				cells = append(cells, c)
+			row := make([]*cell, len(targets))
+			for i, t := range targets {
+				row[i] = &cell{proto: proto, clients: n, target: t.Name}
 			}
-			for r := range o.rounds {
-				for i := range targets {
-					t := targets[(i+r)%len(targets)] // rotate who goes first
-					benchkit.WaitQuiet(ctx, o.quietWait)
-					if err := profile(ctx, t, true, fmt.Sprintf("blob-h%s-c%d-r%d", strings.ReplaceAll(proto, ".", ""), n, r+1)); err != nil {
-						return err
-					}
-					mbps, cpu, other, err := round(ctx, t, proto, n, layer)
-					if perr := profile(ctx, t, false, ""); err == nil {
-						err = perr
-					}
-					if err != nil {
-						return fmt.Errorf("%s HTTP/%s %d clients: %w", t.name, proto, n, err)
-					}
-					c := byTarget[t.name]
-					c.MBps = append(c.MBps, mbps)
-					c.CPUPerGiB = append(c.CPUPerGiB, cpu)
-					c.OtherCores = append(c.OtherCores, other)
-					benchkit.Logf("HTTP/%s %d clients round %d %s: %.0f MB/s, %.2f CPU s/GiB, %.2f other cores", proto, n, r+1, t.name, mbps, cpu, other)
+			cells = append(cells, row...)
+			err := benchkit.Interleave(ctx, o.Rounds, len(targets), o.QuietWait, func(r, i int) error {
+				t, c := targets[i], row[i]
+				name := fmt.Sprintf("blob-h%s-c%d-r%d", strings.ReplaceAll(proto, ".", ""), n, r+1)
+				prof := *o.pprof
+				if i != 0 {
+					prof = "" // only the appliance under test is profiled
 				}
+				if err := profile(ctx, prof, name); err != nil {
+					return err
+				}
+				mbps, cpu, err := round(ctx, t, proto, n, img.Images[0].Layers[0])
+				if perr := profile(ctx, prof, ""); err == nil {
+					err = perr
+				}
+				if err != nil {
+					return fmt.Errorf("%s HTTP/%s %d clients: %w", t.Name, proto, n, err)
+				}
+				c.mbps, c.cpu = append(c.mbps, mbps), append(c.cpu, cpu)
+				benchkit.Logf("HTTP/%s %d clients round %d %s: %.0f MB/s, %.2f CPU s/GiB", proto, n, r+1, t.Name, mbps, cpu)
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		}
 	}
 	mem := map[string]float64{}
-	for _, t := range targets {
-		_, hwm := t.rss.Stop()
-		mem[t.name] = hwm
+	for name, s := range samplers {
+		_, mem[name] = s.Stop()
 	}
-	for _, c := range cells {
-		fmt.Printf("RESULT blobpull proto=%s clients=%d target=%s mbps=%.1f cpu_s_per_gib=%.2f\n",
-			c.Proto, c.Clients, c.Target, benchkit.Median(c.MBps), benchkit.Median(c.CPUPerGiB))
-	}
-	machine := benchkit.Machine(ctx, work, o.appliance, map[string][]string{
-		"curl": {"curl", "--version"}, "docker-registry": {o.dockerRegistry, "--version"},
-	})
-	if v := machine["curl"]; v != "" {
-		machine["curl"], _, _ = strings.Cut(v, "\n")
-	}
-	md := report(o, cells, mem, machine)
-	return benchkit.WriteReport(md, map[string]any{"cells": cells, "vmhwm_mib": mem, "machine": machine}, o.out, o.jsonOut)
+	return report(ctx, o, work, cells, mem)
 }
 
-func startAppliance(ctx context.Context, name, bin, dir, profileDir string) (*target, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, err
-	}
+// start runs the appliance, the baseline if any, and docker-registry.
+func start(ctx context.Context, o options, work string) ([]*benchkit.Target, error) {
 	var args []string
-	pprof := ""
-	if profileDir != "" {
-		abs, err := filepath.Abs(profileDir)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(abs, 0o750); err != nil {
-			return nil, err
-		}
+	if o.profileDir != "" {
 		addr, err := benchkit.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
+		abs, err := filepath.Abs(o.profileDir)
+		if err == nil {
+			err = os.MkdirAll(abs, 0o750)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("-profile: %w", err)
+		}
 		args = []string{"--pprof-addr", addr, "--profile-dir", abs}
-		pprof = "http://" + addr
 	}
-	a, err := benchkit.StartAppliance(ctx, bin, benchkit.ApplianceOptions{DataDir: filepath.Join(dir, "data"),
-		LogPath: filepath.Join(dir, "appliance.log"), Env: benchkit.CleanEnv("REGISTRY_"), Args: args, Ready: "/healthz"})
+	a, err := benchkit.StartApplianceTarget(ctx, "appliance", o.Appliance, filepath.Join(work, "appliance"), args...)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, err
 	}
-	return &target{name: name, base: &url.URL{Scheme: "https", Host: a.HTTPSAddr}, ca: a.CAFile, proc: a.Proc,
-		user: "admin", password: a.Password, pprof: pprof}, nil
+	targets := []*benchkit.Target{a}
+	if len(args) > 0 {
+		*o.pprof = "http://" + args[1]
+	}
+	if o.baseline != "" {
+		b, err := benchkit.StartApplianceTarget(ctx, "baseline", o.baseline, filepath.Join(work, "baseline"))
+		if err != nil {
+			return targets, err
+		}
+		targets = append(targets, b)
+	}
+	d, err := benchkit.StartDockerRegistryTLS(ctx, "docker-registry", o.dockerRegistry, filepath.Join(work, "docker-registry"))
+	if err != nil {
+		return targets, err
+	}
+	return append(targets, d), nil
 }
 
-// profile starts (start) or stops a CPU profile of t named name, when t
-// was started with one.
-func profile(ctx context.Context, t *target, start bool, name string) error {
-	if t.pprof == "" {
+// round has n curl processes pull the layer from t at once over HTTP/proto.
+// It returns the aggregate MB/s and t's CPU seconds per GiB pulled.
+func round(ctx context.Context, t *benchkit.Target, proto string, n int, layer benchkit.Layer) (mbps, cpuPerGiB float64, err error) {
+	hc := t.Client(1)
+	authz, err := t.Token(ctx, hc, "repository:"+repo+":pull", false)
+	hc.CloseIdleConnections()
+	if err != nil {
+		return 0, 0, fmt.Errorf("anonymous pull token: %w", err)
+	}
+	args := []string{"-sS", "--fail", "-o", "/dev/null", "--cacert", t.CAFile, map[string]string{"1.1": "--http1.1", "2": "--http2"}[proto],
+		"--max-time", "300", "-w", "%{http_version} %{size_download}"}
+	if authz != "" {
+		args = append(args, "-H", "Authorization: "+authz)
+	}
+	args = append(args, t.Base.JoinPath("/v2/", repo, "/blobs/", layer.Digest).String())
+	outs := make([]bytes.Buffer, n)
+	errs := make([]error, n)
+	w := benchkit.BeginWindow(t.Proc.PID())
+	var wg sync.WaitGroup
+	for i := range n {
+		cmd := exec.CommandContext(ctx, "curl", args...)
+		cmd.Stdout, cmd.Stderr = &outs[i], &outs[i]
+		wg.Go(func() { errs[i] = cmd.Run() })
+	}
+	wg.Wait()
+	server, _, _, elapsed := w.End()
+	for i := range n {
+		if errs[i] != nil {
+			return 0, 0, fmt.Errorf("curl: %w: %s", errs[i], &outs[i])
+		}
+		if f := strings.Fields(outs[i].String()); len(f) != 2 || f[0] != proto || f[1] != strconv.FormatInt(layer.Size, 10) {
+			return 0, 0, fmt.Errorf("curl got HTTP/version and bytes %q, want HTTP/%s and %d", &outs[i], proto, layer.Size)
+		}
+	}
+	if elapsed <= 0 {
+		return 0, 0, errors.New("no time elapsed")
+	}
+	total := float64(n) * float64(layer.Size)
+	return total / elapsed / 1e6, server / (total / (1 << 30)), nil
+}
+
+// profile starts a CPU profile named name of the applianceprof server at
+// base, or stops it when name is ""; nothing when base is "".
+func profile(ctx context.Context, base, name string) error {
+	if base == "" {
 		return nil
 	}
-	u := t.pprof + "/bench/cpu/stop"
-	if start {
-		u = t.pprof + "/bench/cpu/start?name=" + name
+	u := base + "/bench/cpu/stop"
+	if name != "" {
+		u = base + "/bench/cpu/start?name=" + name
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("profile: %w", err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("profile: %s: %s", u, resp.Status)
 	}
 	return nil
 }
 
-func startDockerRegistry(ctx context.Context, bin, dir string) (*target, error) {
-	cert, err := benchkit.WriteTestCert(dir)
-	if err != nil {
-		return nil, err
+// report prints the RESULT lines and writes the report.
+func report(ctx context.Context, o options, work string, cells []*cell, mem map[string]float64) error {
+	med := map[string]float64{}
+	for _, c := range cells {
+		med[fmt.Sprint(c.proto, c.clients, c.target)] = benchkit.Median(c.mbps)
 	}
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
-	p, addr, err := benchkit.StartDockerRegistry(ctx, bin, dir, benchkit.DockerRegistryOptions{
-		Secret: hex.EncodeToString(secret), CertFile: cert.CertFile, KeyFile: cert.KeyFile, RootCAs: cert.Pool})
-	if err != nil {
-		return nil, err
+	r := &benchkit.Report{Title: "Blob pull over TLS: curl, HTTP/1.1 and HTTP/2",
+		Method: fmt.Sprintf("One %d MiB random layer pulled whole by n curl processes at once to /dev/null; %d interleaved rounds per cell "+
+			"(who goes first rotates); medians of aggregate MB/s (10^6 B/s). docker-registry 2.8 serves TLS without auth; the appliance "+
+			"is pulled from with an anonymous token. CPU is the server's, per GiB served.", o.blobMiB, o.Rounds),
+		Header:  []string{"HTTP", "clients", "target", "MB/s (median)", "× docker-registry", "CPU s/GiB", "rounds MB/s"},
+		Machine: benchkit.Machine(ctx, work, o.Appliance, map[string][]string{"docker-registry": {o.dockerRegistry, "--version"}}),
+		Command: benchkit.Reproduce("blobpull"),
 	}
-	return &target{name: "docker-registry", base: &url.URL{Scheme: "https", Host: addr}, ca: cert.CertFile, proc: p}, nil
+	for _, c := range cells {
+		m := benchkit.Median(c.mbps)
+		ratio := benchkit.Ratio(m, med[fmt.Sprint(c.proto, c.clients, "docker-registry")])
+		benchkit.PrintResult("blobpull", "proto", c.proto, "clients", c.clients, "target", c.target, "mbps", m,
+			"ratio_docker_registry", ratio, "cpu_s_per_gib", benchkit.Median(c.cpu), "rounds", len(c.mbps))
+		r.Row(c.proto, c.clients, c.target, fmt.Sprintf("%.0f", m), ratio, benchkit.Median(c.cpu), benchkit.Floats(c.mbps, "%.0f"))
+	}
+	for _, name := range []string{"appliance", "baseline"} {
+		if h1, h2 := med[fmt.Sprint("1.1", 1, name)], med[fmt.Sprint("2", 1, name)]; h1 > 0 && h2 > 0 {
+			benchkit.PrintResult("blobpull", "target", name, "h2_over_h1", h2/h1)
+			r.Note("%s, one HTTP/2 stream against its own HTTP/1.1: %.2f× (goal ≥ 0.8×)", name, h2/h1)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(mem)) {
+		benchkit.PrintResult("blobpull", "target", name, "vmhwm_mib", mem[name])
+		r.Note("%s peak memory (VmHWM, push included): %.1f MiB", name, mem[name])
+	}
+	return r.Write(os.Stdout, o.Out)
 }

@@ -10,11 +10,7 @@
 // digest verified) once over HTTP/1.1 and TLS; the aggregate MB/s is the
 // bytes of all pulls over the time until the last one finished, the
 // latency a pull's whole time. Each cell is the median of -rounds rounds.
-// It prints one line per cell,
-//
-//	RESULT replicas target=s3-2-replicas clients=8 mbps=140.2 p50_s=1.91 p95_s=2.40
-//
-// then a Markdown report (also to -out) and the figures as JSON (-json).
+// It prints one RESULT line per cell, then the report.
 package main
 
 import (
@@ -32,13 +28,11 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/appliance-dev/appliance/bench/internal/benchkit"
@@ -46,48 +40,31 @@ import (
 )
 
 type options struct {
-	appliance, haproxyCfg, out, jsonOut string
-	layerMiB, layers, clients, rounds   int
-	keep                                bool
+	*benchkit.Flags
+	haproxyCfg                string
+	layerMiB, layers, clients int
 }
 
-// cell is one target's figures.
+// cell is one target's figures, one per round.
 type cell struct {
-	Target  string    `json:"target"`
-	Clients int       `json:"clients"`
-	MBps    []float64 `json:"mbps"`
-	P50     []float64 `json:"p50_s"`
-	P95     []float64 `json:"p95_s"`
+	mbps, p50, p95 []float64
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "replicas:", err)
-		os.Exit(1)
+	o := options{Flags: benchkit.CommonFlags("replicas", 3, 30*time.Minute)}
+	flag.StringVar(&o.haproxyCfg, "haproxy-config", "configs/haproxy.cfg", "the example haproxy configuration")
+	flag.IntVar(&o.layerMiB, "layer-mib", 32, "MiB per layer (smoke: 8)")
+	flag.IntVar(&o.layers, "layers", 2, "layers of the image")
+	flag.IntVar(&o.clients, "clients", 8, "concurrent pullers (smoke: 4)")
+	o.Parse()
+	if o.Smoke {
+		o.layerMiB, o.clients = 8, 4
 	}
+	benchkit.Main("replicas", o.Timeout, func(ctx context.Context) error { return run(ctx, o) })
 }
 
-func run(ctx context.Context, args []string) error {
-	var o options
-	fs := flag.NewFlagSet("replicas", flag.ContinueOnError)
-	fs.StringVar(&o.appliance, "appliance", "", "the appliance binary")
-	fs.StringVar(&o.haproxyCfg, "haproxy-config", "configs/haproxy.cfg", "the example haproxy configuration")
-	fs.IntVar(&o.layerMiB, "layer-mib", 32, "MiB per layer")
-	fs.IntVar(&o.layers, "layers", 2, "layers of the image")
-	fs.IntVar(&o.clients, "clients", 8, "concurrent pullers")
-	fs.IntVar(&o.rounds, "rounds", 3, "rounds (the median is reported)")
-	fs.StringVar(&o.out, "out", "", "Markdown report file")
-	fs.StringVar(&o.jsonOut, "json", "", "JSON figures file")
-	fs.BoolVar(&o.keep, "keep", false, "keep the work folder")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if o.appliance == "" {
-		return errors.New("-appliance is required")
-	}
-	work, cleanup, err := benchkit.WorkDir("", "replicas-bench-", o.keep)
+func run(ctx context.Context, o options) error {
+	work, cleanup, err := benchkit.WorkDir("", "replicas-bench-", o.Keep)
 	if err != nil {
 		return err
 	}
@@ -117,7 +94,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	writer, err := benchkit.StartAppliance(ctx, o.appliance, benchkit.ApplianceOptions{DataDir: filepath.Join(work, "writer"),
+	writer, err := benchkit.StartAppliance(ctx, o.Appliance, benchkit.ApplianceOptions{DataDir: filepath.Join(work, "writer"),
 		LogPath: filepath.Join(work, "writer.log"), Env: benchkit.CleanEnv(), Args: []string{"--config", wcfg}, Ready: "/readyz"})
 	if err != nil {
 		return err
@@ -129,14 +106,14 @@ func run(ctx context.Context, args []string) error {
 	}
 	var replicas []backend
 	for i := range 3 {
-		b, err := startReplica(ctx, o.appliance, work, writer, rcfg, i+1)
+		b, err := startReplica(ctx, o.Appliance, work, writer, rcfg, i+1)
 		if err != nil {
 			return err
 		}
 		defer b.proc.Stop()
 		replicas = append(replicas, b)
 	}
-	local, err := benchkit.StartAppliance(ctx, o.appliance, benchkit.ApplianceOptions{DataDir: filepath.Join(work, "filesystem"),
+	local, err := benchkit.StartAppliance(ctx, o.Appliance, benchkit.ApplianceOptions{DataDir: filepath.Join(work, "filesystem"),
 		LogPath: filepath.Join(work, "filesystem.log"), Env: benchkit.CleanEnv(), Ready: "/readyz"})
 	if err != nil {
 		return err
@@ -173,38 +150,48 @@ func run(ctx context.Context, args []string) error {
 		{"filesystem", lb.local, 0}, {"s3-1-replica", lb.addr, 1}, {"s3-2-replicas", lb.addr, 2}, {"s3-3-replicas", lb.addr, 3},
 	}
 	cells := make([]cell, len(targets))
-	for r := range o.rounds {
-		for i, tg := range targets {
-			if tg.up > 0 {
-				if err := lb.use(ctx, tg.up); err != nil {
-					return err
-				}
+	err = benchkit.Interleave(ctx, o.Rounds, len(targets), o.QuietWait, func(r, i int) error {
+		tg := targets[i]
+		if tg.up > 0 {
+			if err := lb.use(ctx, tg.up); err != nil {
+				return err
 			}
-			roots := writer.Roots // the replicas' CA
-			if tg.up == 0 {
-				roots = local.Roots
-			}
-			mbps, p50, p95, err := pullRound(ctx, tg.addr, roots, o.clients, img.ManifestDigest, set.Payload)
-			if err != nil {
-				return fmt.Errorf("round %d, %s: %w", r+1, tg.name, err)
-			}
-			c := &cells[i]
-			c.Target, c.Clients = tg.name, o.clients
-			c.MBps, c.P50, c.P95 = append(c.MBps, mbps), append(c.P50, p50), append(c.P95, p95)
-			benchkit.Logf("round %d %s: %.1f MB/s, p50 %.2f s", r+1, tg.name, mbps, p50)
 		}
+		roots := writer.Roots // the replicas' CA
+		if tg.up == 0 {
+			roots = local.Roots
+		}
+		mbps, p50, p95, err := pullRound(ctx, tg.addr, roots, o.clients, img.ManifestDigest, set.Payload)
+		if err != nil {
+			return fmt.Errorf("round %d, %s: %w", r+1, tg.name, err)
+		}
+		c := &cells[i]
+		c.mbps, c.p50, c.p95 = append(c.mbps, mbps), append(c.p50, p50), append(c.p95, p95)
+		benchkit.Logf("round %d %s: %.1f MB/s, p50 %.2f s", r+1, tg.name, mbps, p50)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	var md strings.Builder
-	fmt.Fprintf(&md, "# Blob pulls through haproxy: replicas on Ceph against one appliance on the filesystem\n\n")
-	fmt.Fprintf(&md, "%d anonymous pullers at once, each pulling one image of %d × %d MiB over HTTP/1.1 and TLS; median of %d rounds, targets interleaved. %d CPUs.\n\n",
-		o.clients, o.layers, o.layerMiB, o.rounds, numCPU())
-	fmt.Fprintf(&md, "| target | aggregate MB/s | pull p50 s | pull p95 s |\n| --- | ---: | ---: | ---: |\n")
-	for _, c := range cells {
-		m, p50, p95 := benchkit.Median(c.MBps), benchkit.Median(c.P50), benchkit.Median(c.P95)
-		fmt.Printf("RESULT replicas target=%s clients=%d mbps=%.1f p50_s=%.2f p95_s=%.2f\n", c.Target, c.Clients, m, p50, p95)
-		fmt.Fprintf(&md, "| %s | %.1f | %.2f | %.2f |\n", c.Target, m, p50, p95)
+	rep := &benchkit.Report{Title: "Blob pulls through haproxy: replicas on Ceph against one appliance on the filesystem",
+		Method: fmt.Sprintf("%d anonymous pullers at once, each pulling one image of %d × %d MiB over HTTP/1.1 and TLS through haproxy "+
+			"(configs/haproxy.cfg); 1, 2, 3 read-only replicas on one Ceph bucket (../shared/ceph), set through haproxy's stats socket, "+
+			"against one appliance on the filesystem behind the same haproxy; %d interleaved rounds, medians.", o.clients, o.layers, o.layerMiB, o.Rounds),
+		Header:  []string{"target", "aggregate MB/s", "× filesystem", "pull p50 s", "pull p95 s"},
+		Machine: benchkit.Machine(ctx, work, o.Appliance, map[string][]string{"haproxy": {"haproxy", "-v"}}),
+		Command: benchkit.Reproduce("replicas"),
 	}
-	return benchkit.WriteReport(md.String(), cells, o.out, o.jsonOut)
+	if v := rep.Machine["haproxy"]; v != "" {
+		rep.Machine["haproxy"], _, _ = strings.Cut(v, "\n")
+	}
+	anchor := benchkit.Median(cells[0].mbps)
+	for i, c := range cells {
+		m, p50, p95 := benchkit.Median(c.mbps), benchkit.Median(c.p50), benchkit.Median(c.p95)
+		benchkit.PrintResult("replicas", "target", targets[i].name, "clients", o.clients, "mbps", m, "ratio_filesystem", benchkit.Ratio(m, anchor),
+			"p50_s", p50, "p95_s", p95, "rounds", len(c.mbps))
+		rep.Row(targets[i].name, fmt.Sprintf("%.1f", m), benchkit.Ratio(m, anchor), p50, p95)
+	}
+	return rep.Write(os.Stdout, o.Out)
 }
 
 // backend is one appliance behind haproxy.
@@ -365,25 +352,29 @@ func (h *lb) command(c string) (string, error) {
 
 // pullRound runs clients pullers at once against addr and returns the
 // aggregate MB/s and the pulls' median and 95th percentile in seconds.
+// (Until 2026-12-02 14:00 the pullers went through benchkit.Parallel, at
+// most as many at once as there are CPUs, up to 4: not all at once.)
 func pullRound(ctx context.Context, addr string, pool *x509.CertPool, clients int, want string, payload int64) (mbps, p50, p95 float64, err error) {
 	secs := make([]float64, clients)
+	errs := make([]error, clients)
 	start := time.Now()
-	err = benchkit.Parallel(ctx, clients, func(i int) error {
-		p := benchkit.NewPuller(&url.URL{Scheme: "https", Host: addr}, benchkit.PullOptions{Roots: pool, Token: true, Timeout: 10 * time.Minute})
-		defer p.Close()
-		r := p.Pull(ctx, "bench/blob", "v1", want)
-		secs[i] = r.Total.Seconds()
-		return r.Err
-	})
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			p := benchkit.NewPuller(&url.URL{Scheme: "https", Host: addr}, benchkit.PullOptions{Roots: pool, Token: true, Timeout: 10 * time.Minute})
+			defer p.Close()
+			r := p.Pull(ctx, "bench/blob", "v1", want)
+			secs[i], errs[i] = r.Total.Seconds(), r.Err
+		})
+	}
+	wg.Wait()
 	wall := time.Since(start).Seconds()
-	if err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return 0, 0, 0, err
 	}
 	slices.Sort(secs)
 	return float64(clients) * float64(payload) / 1e6 / wall, secs[len(secs)/2], secs[(len(secs)*95+99)/100-1], nil
 }
-
-func numCPU() int { return runtime.NumCPU() }
 
 func tlsConfig(roots *x509.CertPool) *tls.Config {
 	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}

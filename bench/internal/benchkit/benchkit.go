@@ -1,8 +1,12 @@
-// Package benchkit holds what the benchmark programs under bench/ share:
-// running the servers they measure as child processes, finding free
-// loopback ports, waiting for readiness, accounting CPU time so that a
-// measurement disturbed by other work on the machine can be recognised, and
-// writing the reports.
+// Package benchkit holds what the benchmark programs under bench/ share,
+// so that each program is mostly its method: the common flags and main
+// (CommonFlags, Main), the servers under test as child processes
+// (StartApplianceTarget, StartDockerRegistryTLS), the wait for a quiet
+// machine, /proc sampling of CPU and VmHWM, interleaved rounds
+// (Interleave) and medians, the generated images and imgpkg tars, the
+// machine's facts, the one machine-readable line every program prints
+// (Result, documented in result.go) and the short Markdown report
+// (Report).
 package benchkit
 
 import (

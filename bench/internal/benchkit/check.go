@@ -14,6 +14,16 @@ import (
 // manifest digest, and each layer and config is there with its size. It
 // returns how many tags and blobs it checked.
 func CheckImageSet(ctx context.Context, hc *http.Client, base *url.URL, repo string, s *ImageSet) (tags, blobs int, err error) {
+	return checkImageSet(ctx, hc, base, repo, s, false)
+}
+
+// CheckImageSetByDigest is CheckImageSet with each manifest fetched by
+// its digest, for tools (imgpkg) that tag the images their own way.
+func CheckImageSetByDigest(ctx context.Context, hc *http.Client, base *url.URL, repo string, s *ImageSet) (manifests, blobs int, err error) {
+	return checkImageSet(ctx, hc, base, repo, s, true)
+}
+
+func checkImageSet(ctx context.Context, hc *http.Client, base *url.URL, repo string, s *ImageSet, byDigest bool) (tags, blobs int, err error) {
 	// head answers the headers only: the body of a HEAD is empty, and closed here.
 	head := func(path, accept string) (http.Header, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodHead, base.JoinPath(path).String(), nil)
@@ -35,7 +45,11 @@ func CheckImageSet(ctx context.Context, hc *http.Client, base *url.URL, repo str
 	}
 	seen := map[string]bool{}
 	for _, img := range s.Images {
-		h, err := head("/v2/"+repo+"/manifests/"+img.Tag, strings.Join([]string{MediaTypeManifest, MediaTypeIndex}, ", "))
+		ref := img.Tag
+		if byDigest {
+			ref = img.ManifestDigest
+		}
+		h, err := head("/v2/"+repo+"/manifests/"+ref, strings.Join([]string{MediaTypeManifest, MediaTypeIndex}, ", "))
 		if err != nil {
 			return tags, blobs, err
 		}
@@ -64,3 +78,25 @@ func CheckImageSet(ctx context.Context, hc *http.Client, base *url.URL, repo str
 	}
 	return tags, blobs, nil
 }
+
+// WithAuthorization is hc with authz (a whole Authorization value) set on
+// every request that has none.
+func WithAuthorization(hc *http.Client, authz string) *http.Client {
+	c := *hc
+	next := hc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	c.Transport = roundTripper(func(req *http.Request) (*http.Response, error) {
+		if authz != "" && req.Header.Get("Authorization") == "" {
+			req = req.Clone(req.Context())
+			req.Header.Set("Authorization", authz)
+		}
+		return next.RoundTrip(req)
+	})
+	return &c
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }

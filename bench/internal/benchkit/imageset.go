@@ -32,8 +32,8 @@ type ImageSetOptions struct {
 	SizeMiB, LayerMiB, LayersPerImage int
 	Seed                              uint64
 	Repo                              string
-	// Archives asks for one OCI archive per image as well.
-	Archives bool
+	// NoTar leaves out the imgpkg tar (ImgpkgTar is then "").
+	NoTar bool
 }
 
 // Image is one generated image.
@@ -42,7 +42,6 @@ type Image struct {
 	Config, Manifest             []byte
 	ConfigDigest, ManifestDigest string
 	Layers                       []Layer
-	Archive                      string // OCI archive of this image alone, when asked for
 }
 
 // ImageSet is the import benchmark's set of images, which the other
@@ -75,8 +74,8 @@ func (s *ImageSet) BlobBytes() int64 {
 	return n
 }
 
-// WriteImageSet generates the set into work (oci-layout/, bundle.tar and,
-// with o.Archives, oci-archives/). The same options give the same bytes.
+// WriteImageSet generates the set into work: oci-layout/ and, unless
+// o.NoTar, bundle.tar. The same options give the same bytes.
 func WriteImageSet(ctx context.Context, work string, o ImageSetOptions) (*ImageSet, error) {
 	if o.SizeMiB < o.LayerMiB || o.LayerMiB < 1 || o.LayersPerImage < 1 {
 		return nil, fmt.Errorf("image set: need size ≥ layer size ≥ 1 MiB and at least one layer per image")
@@ -128,27 +127,25 @@ func WriteImageSet(ctx context.Context, work string, o ImageSetOptions) (*ImageS
 	if err := os.WriteFile(filepath.Join(ds.Layout, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil { //nolint:gosec // test data
 		return nil, err
 	}
-	if err := ds.writeImgpkgTar(o.Repo); err != nil {
-		return nil, fmt.Errorf("imgpkg tar: %w", err)
-	}
-	st, err := os.Stat(ds.ImgpkgTar)
-	if err != nil {
+	if o.NoTar {
+		ds.ImgpkgTar = ""
+	} else if err := ds.writeTar(o.Repo); err != nil {
 		return nil, err
 	}
-	ds.TarSize = st.Size()
-	if o.Archives {
-		dir := filepath.Join(work, "oci-archives")
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, err
-		}
-		for i := range ds.Images {
-			ds.Images[i].Archive = filepath.Join(dir, ds.Images[i].Tag+".tar")
-			if err := ds.writeOCIArchive(ds.Images[i]); err != nil {
-				return nil, fmt.Errorf("OCI archive: %w", err)
-			}
-		}
-	}
 	return ds, nil
+}
+
+// writeTar writes the imgpkg tar and records its size.
+func (s *ImageSet) writeTar(repo string) error {
+	if err := s.writeImgpkgTar(repo); err != nil {
+		return fmt.Errorf("imgpkg tar: %w", err)
+	}
+	st, err := os.Stat(s.ImgpkgTar)
+	if err != nil {
+		return err
+	}
+	s.TarSize = st.Size()
+	return nil
 }
 
 // writeLayer writes one layer into the layout (see WriteLayer).
@@ -264,36 +261,6 @@ func (s *ImageSet) writeImgpkgTar(repo string) error {
 		}
 		for _, d := range names {
 			if err := tarFile(tw, "sha256-"+strings.TrimPrefix(d, "sha256:")+".tar.gz", s.BlobPath(d), blobs[d]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-func (s *ImageSet) writeOCIArchive(img Image) error {
-	return createTar(img.Archive, func(tw *tar.Writer) error {
-		idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": MediaTypeIndex, "manifests": []map[string]any{{
-			"mediaType": MediaTypeManifest, "digest": img.ManifestDigest, "size": len(img.Manifest), "annotations": map[string]string{refNameAnnotation: img.Tag}}}})
-		if err := tarBytes(tw, "oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
-			return err
-		}
-		if err := tarBytes(tw, "index.json", idx); err != nil {
-			return err
-		}
-		for _, dir := range []string{"blobs/", "blobs/sha256/"} {
-			if err := tw.WriteHeader(&tar.Header{Name: dir, Mode: 0o755, ModTime: time.Unix(0, 0), Typeflag: tar.TypeDir}); err != nil {
-				return err
-			}
-		}
-		if err := tarBytes(tw, "blobs/sha256/"+strings.TrimPrefix(img.ManifestDigest, "sha256:"), img.Manifest); err != nil {
-			return err
-		}
-		if err := tarBytes(tw, "blobs/sha256/"+strings.TrimPrefix(img.ConfigDigest, "sha256:"), img.Config); err != nil {
-			return err
-		}
-		for _, l := range img.Layers {
-			if err := tarFile(tw, "blobs/sha256/"+strings.TrimPrefix(l.Digest, "sha256:"), s.BlobPath(l.Digest), l.Size); err != nil {
 				return err
 			}
 		}

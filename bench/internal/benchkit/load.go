@@ -2,7 +2,6 @@ package benchkit
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -42,26 +41,6 @@ func QuantilesOf(d []time.Duration) Quantiles {
 		return s[min(max(i, 0), len(s)-1)]
 	}
 	return Quantiles{N: len(s), P50: rank(0.50), P90: rank(0.90), P99: rank(0.99), Max: s[len(s)-1], Min: s[0]}
-}
-
-// Cells renders p50, p90, p99 and max as four Markdown table cells in
-// milliseconds ("| 12.3 | … |" without the leading bar), or dashes when
-// empty.
-func (q Quantiles) Cells() string {
-	if q.N == 0 {
-		return " – | – | – | – |"
-	}
-	ms := func(d time.Duration) string {
-		v := float64(d) / 1e6
-		switch {
-		case v >= 100:
-			return fmt.Sprintf("%.0f", v)
-		case v >= 10:
-			return fmt.Sprintf("%.1f", v)
-		}
-		return fmt.Sprintf("%.2f", v)
-	}
-	return fmt.Sprintf(" %s | %s | %s | %s |", ms(q.P50), ms(q.P90), ms(q.P99), ms(q.Max))
 }
 
 // Probe is one lone request of ProbeManifest.

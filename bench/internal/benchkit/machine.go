@@ -49,6 +49,9 @@ func Machine(ctx context.Context, work, applianceBin string, tools map[string][]
 		m["disk"] = strings.Join(strings.Fields(LastLine(string(out))), " ")
 	}
 	if applianceBin != "" {
+		if out, err := exec.CommandContext(ctx, applianceBin, "version").Output(); err == nil {
+			m["appliance version"] = strings.Join(strings.Fields(string(out)), " ") // "appliance v… commit: … go: …"
+		}
 		if bi, err := buildinfo.ReadFile(applianceBin); err == nil {
 			m["appliance built with"] = bi.GoVersion
 			for _, s := range bi.Settings {

@@ -1,12 +1,10 @@
 package benchkit
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,57 +69,15 @@ func ReadStatus(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
 }
 
-// machineTimes reads the machine's busy and iowait jiffies from /proc/stat.
-func machineTimes() (busy, iowait float64) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0, 0
-	}
-	v := make([]float64, len(f)-1)
-	for i := range v {
-		v[i], _ = strconv.ParseFloat(f[i+1], 64)
-	}
-	// user nice system idle iowait irq softirq steal
-	return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], v[4]
-}
-
-// IOWindow measures the machine's other work and iowait over a span.
-type IOWindow struct {
-	t            time.Time
-	busy, iowait float64
-}
-
-// BeginIOWindow starts an IOWindow.
-func BeginIOWindow() IOWindow {
-	b, io := machineTimes()
-	return IOWindow{t: time.Now(), busy: b, iowait: io}
-}
-
-// End returns the cores used by everything but ours (ourCPU seconds) and
-// the cores spent in iowait, on average over the window.
-func (w IOWindow) End(ourCPU float64) (other, iowait float64) {
-	b, io := machineTimes()
-	secs := time.Since(w.t).Seconds()
-	if secs <= 0 {
-		return 0, 0
-	}
-	return max(0, ((b-w.busy)/100-ourCPU)/secs), (io - w.iowait) / 100 / secs
-}
-
 // WaitQuiet waits, up to maxWait, until the machine's CPUs are less than
 // 10% busy over a second, so that a phase does not start while something
 // else runs.
 func WaitQuiet(ctx context.Context, maxWait time.Duration) {
 	deadline := time.Now().Add(maxWait)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		w := BeginIOWindow()
+		busy := MachineBusy()
 		time.Sleep(time.Second)
-		other, _ := w.End(0)
+		other := MachineBusy() - busy
 		if other < 0.1*float64(runtime.NumCPU()) {
 			return
 		}
@@ -136,94 +92,4 @@ func MiB(b int64) float64 { return float64(b) / (1 << 20) }
 // that VmHWM read later is the peak of what came after.
 func ResetPeak(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0o200)
-}
-
-// KernelTimes are the machine's CPU seconds, from /proc/stat, that no
-// process's own CPU time holds: serving interrupts and softirqs (on
-// loopback, most of TCP's receive path), and steal (a VM's host ran
-// something else).
-type KernelTimes struct {
-	IRQ, SoftIRQ, Steal float64
-}
-
-// ReadKernelTimes reads KernelTimes since boot.
-func ReadKernelTimes() KernelTimes {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return KernelTimes{}
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return KernelTimes{}
-	}
-	v := func(i int) float64 { x, _ := strconv.ParseFloat(f[i], 64); return x / userHZ }
-	// cpu user nice system idle iowait irq softirq steal
-	return KernelTimes{IRQ: v(6), SoftIRQ: v(7), Steal: v(8)}
-}
-
-// Since is k − k0.
-func (k KernelTimes) Since(k0 KernelTimes) KernelTimes {
-	return KernelTimes{IRQ: k.IRQ - k0.IRQ, SoftIRQ: k.SoftIRQ - k0.SoftIRQ, Steal: k.Steal - k0.Steal}
-}
-
-// ProcessTime is a process's name and CPU seconds (utime + stime, its
-// threads' included, its children's not).
-type ProcessTime struct {
-	PID  int
-	Name string
-	CPU  float64
-}
-
-// ReadProcessTimes reads the CPU time of every process now running.
-func ReadProcessTimes() map[int]ProcessTime {
-	out := map[int]ProcessTime{}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return out
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if i < 0 || j < i {
-			continue
-		}
-		f := strings.Fields(s[j+1:])
-		if len(f) < 13 {
-			continue
-		}
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		out[pid] = ProcessTime{PID: pid, Name: s[i+1 : j], CPU: (ut + st) / userHZ}
-	}
-	return out
-}
-
-// TopCPU is the n processes, other than skip, that used the most CPU
-// between two ReadProcessTimes (a process born in between counts from
-// zero), most first; those under 0.05 s are left out.
-func TopCPU(before, after map[int]ProcessTime, n int, skip ...int) []ProcessTime {
-	var top []ProcessTime
-	for pid, a := range after {
-		if slices.Contains(skip, pid) {
-			continue
-		}
-		d := a.CPU - before[pid].CPU
-		if before[pid].Name != "" && before[pid].Name != a.Name {
-			d = a.CPU // the pid was reused
-		}
-		if d >= 0.05 {
-			top = append(top, ProcessTime{PID: pid, Name: a.Name, CPU: d})
-		}
-	}
-	slices.SortFunc(top, func(x, y ProcessTime) int { return cmp.Compare(y.CPU, x.CPU) })
-	return top[:min(n, len(top))]
 }

@@ -188,7 +188,7 @@ type PullOptions struct {
 	// the challenge's realm. Without it, requests carry no Authorization,
 	// as containerd's do when the registry answers its first request
 	// without a challenge; a challenge then is answered with a token and
-	// the request repeated (Pull.Fallback), as containerd does.
+	// the request repeated, as containerd does.
 	Token bool
 	// Timeout bounds one pull.
 	Timeout time.Duration
@@ -235,32 +235,15 @@ func (p *Puller) Close() { p.tr.CloseIdleConnections() }
 // Pull is what one pull did.
 type Pull struct {
 	Start time.Time
-	// Total is the whole pull; Auth the GET /v2/ and token GET (0 without
-	// PullOptions.Token); Manifest the manifest GET, from the request sent
-	// to its body read.
-	Total, Auth, Manifest time.Duration
-	// ManifestAt is when the manifest GET was sent.
-	ManifestAt time.Time
-	// Proto is the protocol the manifest came over.
-	Proto string
-	// Fallback: a request without Authorization was challenged, and
-	// repeated with a token.
-	Fallback bool
+	// Total is the whole pull.
+	Total time.Duration
 	// Digests counts the digests verified (the manifest's and each
 	// blob's); Bytes the blob bytes they cover.
 	Digests int
 	Bytes   int64
-	// Blobs are when each verified blob ended, and its size.
-	Blobs []BlobRead
 	// Err is why the pull failed (a *PullError), nil if every digest of
 	// the image was verified.
 	Err error
-}
-
-// BlobRead is one verified blob of a pull.
-type BlobRead struct {
-	End  time.Time
-	Size int64
 }
 
 // PullError is the step of a pull that failed, and why.
@@ -280,13 +263,6 @@ func (e *PullError) Error() string {
 }
 
 func (e *PullError) Unwrap() error { return e.Err }
-
-// Timeout tells whether the step failed because the pull's time was up,
-// or the network's.
-func (e *PullError) Timeout() bool {
-	var ne net.Error
-	return errors.Is(e.Err, context.DeadlineExceeded) || errors.As(e.Err, &ne) && ne.Timeout()
-}
 
 // Pull does what a client does to pull repo:tag, whose manifest digest must
 // be want: (with PullOptions.Token, GET /v2/ and an anonymous token), the
@@ -315,12 +291,9 @@ func (p *Puller) Pull(ctx context.Context, repo, tag, want string) Pull {
 		if err != nil {
 			return fail(step, status, err)
 		}
-		r.Auth = time.Since(r.Start)
 	}
-	r.ManifestAt = time.Now()
-	body, status, proto, err := p.manifest(ctx, repo, tag, want, &authz, &r.Fallback)
-	r.Manifest = time.Since(r.ManifestAt)
-	r.Proto = proto
+	fallback := false
+	body, status, _, err := p.manifest(ctx, repo, tag, want, &authz, &fallback)
 	if err != nil {
 		return fail("GET manifest", status, err)
 	}
@@ -334,7 +307,7 @@ func (p *Puller) Pull(ctx context.Context, repo, tag, want string) Pull {
 	}
 	for _, d := range append([]descriptor{m.Config}, m.Layers...) {
 		step := "GET blob " + d.Digest
-		resp, err := p.get(ctx, "/v2/"+repo+"/blobs/"+d.Digest, "", &authz, &r.Fallback, scope)
+		resp, err := p.get(ctx, "/v2/"+repo+"/blobs/"+d.Digest, "", &authz, &fallback, scope)
 		if err != nil {
 			return fail(step, 0, err)
 		}
@@ -354,7 +327,6 @@ func (p *Puller) Pull(ctx context.Context, repo, tag, want string) Pull {
 		}
 		r.Digests++
 		r.Bytes += n
-		r.Blobs = append(r.Blobs, BlobRead{End: time.Now(), Size: n})
 	}
 	r.Total = time.Since(r.Start)
 	return r
@@ -481,15 +453,22 @@ type tokenError struct {
 
 func (e *tokenError) Error() string { return e.msg }
 
-// token fetches an anonymous token for scope from the realm of challenge,
-// which must be a Bearer challenge on the registry's own host.
+// token fetches an anonymous token for scope (see FetchToken).
 func (p *Puller) token(ctx context.Context, challenge, scope string) (string, error) {
+	return FetchToken(ctx, p.hc, p.base, challenge, scope, "", "")
+}
+
+// FetchToken answers challenge, a Bearer challenge whose realm must be on
+// base's host, with a token for scope: anonymous, or with Basic
+// credentials when user is set. It returns the whole Authorization value,
+// "Bearer …"; a refusal is a *tokenError with the HTTP status.
+func FetchToken(ctx context.Context, hc *http.Client, base *url.URL, challenge, scope, user, password string) (string, error) {
 	scheme, params := ParseChallenge(challenge)
 	if !strings.EqualFold(scheme, "bearer") || params["realm"] == "" {
 		return "", fmt.Errorf("unusable challenge %q", challenge)
 	}
-	realm, err := url.Parse(params["realm"])
-	if err != nil || realm.Host != p.base.Host {
+	realm, err := base.Parse(params["realm"])
+	if err != nil || realm.Host != base.Host {
 		return "", fmt.Errorf("token realm %q is not the registry's host (only loopback)", params["realm"])
 	}
 	q := realm.Query()
@@ -502,94 +481,33 @@ func (p *Puller) token(ctx context.Context, challenge, scope string) (string, er
 	if err != nil {
 		return "", err
 	}
-	resp, err := p.hc.Do(req)
+	if user != "" {
+		req.SetBasicAuth(user, password)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("GET token: %w", err)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	_ = resp.Body.Close()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("GET token: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", &tokenError{status: resp.StatusCode, msg: fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(body))}
+		return "", &tokenError{status: resp.StatusCode, msg: fmt.Sprintf("GET token: %s: %s", resp.Status, bytes.TrimSpace(body))}
 	}
 	var tr struct {
 		Token       string `json:"token"`
 		AccessToken string `json:"access_token"`
 	}
 	if err := json.Unmarshal(body, &tr); err != nil {
-		return "", err
+		return "", fmt.Errorf("GET token: %w", err)
 	}
 	if tr.Token == "" {
 		tr.Token = tr.AccessToken
 	}
 	if tr.Token == "" {
-		return "", errors.New("no token in the answer")
+		return "", errors.New("GET token: no token in the answer")
 	}
 	return "Bearer " + tr.Token, nil
-}
-
-// AnonymousAccess is how a registry answers an anonymous client.
-type AnonymousAccess struct {
-	// PingStatus and Challenge: GET /v2/ without credentials.
-	PingStatus int
-	Challenge  string
-	// ManifestStatus: GET of the manifest without Authorization.
-	ManifestStatus int
-	// TokenStatus: the anonymous token GET from the challenge's realm
-	// (0 when there was no challenge); TokenManifestStatus: the manifest
-	// GET with that token.
-	TokenStatus, TokenManifestStatus int
-}
-
-// ProbeAnonymous finds out how the registry answers an anonymous pull of
-// repo:tag: with a challenge on /v2/ only, or on the manifest too, and
-// whether its anonymous token is accepted.
-func (p *Puller) ProbeAnonymous(ctx context.Context, repo, tag string) (AnonymousAccess, error) {
-	var a AnonymousAccess
-	ctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
-	defer cancel()
-	status := func(path, authz string) (int, http.Header, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base.JoinPath(path).String(), nil)
-		if err != nil {
-			return 0, nil, err
-		}
-		req.Header.Set("Accept", ManifestAccept)
-		if authz != "" {
-			req.Header.Set("Authorization", authz)
-		}
-		resp, err := p.hc.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<20))
-		_ = resp.Body.Close()
-		return resp.StatusCode, resp.Header, nil
-	}
-	code, h, err := status("/v2/", "")
-	if err != nil {
-		return a, err
-	}
-	a.PingStatus, a.Challenge = code, h.Get("WWW-Authenticate")
-	if a.ManifestStatus, _, err = status("/v2/"+repo+"/manifests/"+tag, ""); err != nil {
-		return a, err
-	}
-	if a.Challenge == "" {
-		return a, nil
-	}
-	tok, err := p.token(ctx, a.Challenge, "repository:"+repo+":pull")
-	var te *tokenError
-	switch {
-	case errors.As(err, &te):
-		a.TokenStatus = te.status
-		return a, nil
-	case err != nil:
-		return a, err
-	}
-	a.TokenStatus = http.StatusOK
-	if a.TokenManifestStatus, _, err = status("/v2/"+repo+"/manifests/"+tag, tok); err != nil {
-		return a, err
-	}
-	return a, nil
 }
