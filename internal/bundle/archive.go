@@ -154,7 +154,7 @@ func (a *ArchiveWriter) Blob(b Blob, r io.Reader, verified bool) error {
 		return fmt.Errorf("write bundle: blob %s written twice", b.Digest)
 	}
 	name := blobPrefix + hexDigest
-	if err := a.tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: b.Size, ModTime: a.mtime, Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
+	if err := a.tw.WriteHeader(blobHeader(b, a.mtime)); err != nil {
 		return fmt.Errorf("write bundle %s: %w", name, err)
 	}
 	h := sha256.New()
@@ -177,6 +177,11 @@ func (a *ArchiveWriter) Blob(b Blob, r io.Reader, verified bool) error {
 	}
 	a.written[b.Digest] = true
 	return nil
+}
+
+// blobHeader is the tar header of a blob's entry.
+func blobHeader(b Blob, mtime time.Time) *tar.Header {
+	return &tar.Header{Name: blobPrefix + strings.TrimPrefix(b.Digest, "sha256:"), Mode: 0o644, Size: b.Size, ModTime: mtime, Typeflag: tar.TypeReg, Format: tar.FormatPAX}
 }
 
 // Close checks that every listed blob was written and ends the archive.

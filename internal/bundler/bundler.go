@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -26,7 +25,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/appliance-dev/appliance/internal/bundle"
-	"github.com/appliance-dev/appliance/internal/fsutil"
 )
 
 // Progress hears how the download and the writing go.
@@ -205,10 +203,12 @@ func (b *builder) fetchNow(ctx context.Context, repo name.Repository, d string, 
 	if b.cache.has(d, size) {
 		return nil
 	}
-	return b.download1(ctx, d, fetchItem{repo: repo, size: size})
+	return b.download1(ctx, d, fetchItem{repo: repo, size: size}, nil)
 }
 
-func (b *builder) download1(ctx context.Context, d string, it fetchItem) error {
+// download1 fetches one blob into the cache and, when also is set, into
+// also at the same time.
+func (b *builder) download1(ctx context.Context, d string, it fetchItem, also io.Writer) error {
 	ref := it.repo.Digest(d)
 	l, err := remote.Layer(ref, b.up.remote(remote.WithContext(ctx))...)
 	if err != nil {
@@ -225,7 +225,7 @@ func (b *builder) download1(ctx context.Context, d string, it fetchItem) error {
 	}
 	// go-containerregistry's reader checks the digest itself and fails at
 	// the end on a mismatch, before the cache renames the file into place.
-	if err := b.cache.putVerified(d, it.size, rc, count); err != nil {
+	if err := b.cache.store(d, it.size, rc, count, true, also); err != nil {
 		return explain(ref.String(), err)
 	}
 	return nil
@@ -245,7 +245,7 @@ func (b *builder) download(ctx context.Context, keys []string, ready chan<- stri
 	g.SetLimit(b.o.Parallel)
 	for _, d := range keys {
 		g.Go(func() error {
-			if err := b.download1(gctx, d, b.fetch[d]); err != nil {
+			if err := b.download1(gctx, d, b.fetch[d], nil); err != nil {
 				return err
 			}
 			ready <- d
@@ -335,7 +335,7 @@ func (b *builder) write(ctx context.Context) (*Result, error) {
 		}
 		return res, nil
 	}
-	if err := writeAtomic(ctx, b.o.Out, func(w io.Writer) error { return b.stream(ctx, w, inv, index) }); err != nil {
+	if err := b.place(ctx, inv, index); err != nil {
 		return nil, err
 	}
 	res.Files = []string{b.o.Out}
@@ -420,31 +420,6 @@ func (c countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.p.Add(int64(n))
 	return n, err
-}
-
-// writeAtomic writes path through a temporary file, synced and renamed.
-func writeAtomic(ctx context.Context, path string, fill func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write bundle: %w", err)
-	}
-	defer func() { _ = os.Remove(f.Name()) }()
-	dw := fsutil.NewDirectWriter(f) // the archive is not read back: no page cache
-	defer dw.Release()
-	err = fill(ctxWriter{ctx, dw})
-	if err == nil {
-		err = dw.Finish()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write bundle %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write bundle: %w", err)
-	}
-	return fsutil.SyncDir(filepath.Dir(path))
 }
 
 type ctxWriter struct {

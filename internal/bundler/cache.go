@@ -52,16 +52,19 @@ func (c *cache) has(d string, size int64) bool {
 
 // put streams r into the cache, checking size (when >= 0) and digest.
 func (c *cache) put(d string, size int64, r io.Reader, count func(int64)) error {
-	return c.store(d, size, r, count, false)
+	return c.store(d, size, r, count, false, nil)
 }
 
 // putVerified is put for a reader that verifies the digest itself and
 // fails at its end on a mismatch: the bytes are not hashed a second time.
 func (c *cache) putVerified(d string, size int64, r io.Reader, count func(int64)) error {
-	return c.store(d, size, r, count, true)
+	return c.store(d, size, r, count, true, nil)
 }
 
-func (c *cache) store(d string, size int64, r io.Reader, count func(int64), verified bool) error {
+// store streams r into the cache and, when also is set, into also as well
+// (the blob's place in the archive): one pass over the bytes for both.
+// Whatever also received is worthless unless store succeeds.
+func (c *cache) store(d string, size int64, r io.Reader, count func(int64), verified bool, also io.Writer) error {
 	hexDigest, ok := strings.CutPrefix(d, "sha256:")
 	if !ok || len(hexDigest) != 64 {
 		return fmt.Errorf("cache %s: only sha256 digests are supported", d)
@@ -80,10 +83,14 @@ func (c *cache) store(d string, size int64, r io.Reader, count func(int64), veri
 	// cache (fsutil.DirectWriter), and is read once, into the archive.
 	dw := fsutil.NewDirectWriter(f)
 	defer dw.Release()
-	dst := io.MultiWriter(dw, h, counter(count))
-	if verified {
-		dst = io.MultiWriter(dw, counter(count))
+	dsts := []io.Writer{dw, counter(count)}
+	if !verified {
+		dsts = append(dsts, h)
 	}
+	if also != nil {
+		dsts = append(dsts, also)
+	}
+	dst := io.MultiWriter(dsts...)
 	buf := make([]byte, 1<<20)
 	n, err := io.CopyBuffer(dst, src, buf)
 	if err == nil {
