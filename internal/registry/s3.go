@@ -69,3 +69,16 @@ func (r *Registry) Ready(ctx context.Context) error {
 	}
 	return nil
 }
+
+// FileObjects are the objects of the file store (storage.FileObjects).
+type FileObjects = storage.FileObjects
+
+// FileObjects returns the file store's objects in the registry's bucket,
+// through its own driver (read-only on a replica), and false on the
+// filesystem backend.
+func (r *Registry) FileObjects() (FileObjects, bool) {
+	if !r.onS3 {
+		return FileObjects{}, false
+	}
+	return storage.NewFileObjects(r.driver), true
+}

@@ -52,7 +52,15 @@ type Deps struct {
 	TokenTTL time.Duration
 	Interval time.Duration
 	Role     string
-	Logger   *slog.Logger
+	// Files, when set, is the file store a replica reads again at every
+	// poll (its writer's commits).
+	Files  Files
+	Logger *slog.Logger
+}
+
+// Files is what a replica needs of the file store.
+type Files interface {
+	Refresh(ctx context.Context) error
 }
 
 // API is one appliance's part in replication.
@@ -76,8 +84,14 @@ func New(ctx context.Context, d Deps) (*API, error) {
 		return a, nil
 	}
 	if d.Registry.IsReplica() {
+		tick := d.Registry.ReplicaTick
+		if d.Files != nil {
+			tick = func(ctx context.Context) error {
+				return errors.Join(d.Registry.ReplicaTick(ctx), d.Files.Refresh(ctx))
+			}
+		}
 		f, err := replica.NewFollower(objects, replica.Target{Users: d.Users, Projects: d.Projects, Tokens: d.Tokens}.Apply,
-			d.Registry.ReplicaTick, d.Interval, d.Logger)
+			tick, d.Interval, d.Logger)
 		if err != nil {
 			return nil, err
 		}
