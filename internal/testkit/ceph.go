@@ -158,7 +158,8 @@ func (c *Ceph) gatewayNoDelay(ctx context.Context) error {
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	fields[len(fields)-1] = fmt.Sprint(cmd.Process.Pid) // ceph-down stops the new one, not a stranger of the old pid
+	// ceph-down stops the new one, not a stranger given the old pid.
+	fields[len(fields)-1] = fmt.Sprint(cmd.Process.Pid)
 	if err := os.WriteFile(pidsFile, []byte(strings.Join(fields, "\n")+"\n"), 0o600); err != nil { //nolint:gosec // G703: ceph-up's list in the test's folder
 		return err
 	}
@@ -194,7 +195,7 @@ func (c *Ceph) Stop() error {
 }
 
 // s3 runs one signed S3 request with curl and returns the HTTP status.
-func (c *Ceph) s3(t testing.TB, method, path string) int {
+func (c *Ceph) s3(t testing.TB, method, path string, body ...string) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -205,6 +206,9 @@ func (c *Ceph) s3(t testing.TB, method, path string) int {
 	args := append([]string{"-s", "-o", "/dev/null", "-w", "%{http_code}",
 		"--aws-sigv4", "aws:amz:us-east-1:s3", "--user", c.AccessKey + ":" + c.SecretKey,
 		"-H", "x-amz-content-sha256:UNSIGNED-PAYLOAD"}, verb...)
+	for _, file := range body {
+		args = append(args, "--data-binary", "@"+file)
+	}
 	out, err := exec.CommandContext(ctx, "curl", append(args, c.URL+path)...).Output() //nolint:gosec // G204: a test's own request to its own Ceph
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
@@ -232,6 +236,19 @@ func (c *Ceph) ObjectExists(t testing.TB, bucket, key string) bool {
 		t.Fatalf("HEAD %s/%s: HTTP %d", bucket, key, code)
 	}
 	return code == 200
+}
+
+// PutObject writes data as key in bucket, behind the appliance's back (a
+// test's corruption of what it stored).
+func (c *Ceph) PutObject(t testing.TB, bucket, key string, data []byte) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "object")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.s3(t, "PUT", "/"+bucket+"/"+key, file); code != 200 {
+		t.Fatalf("PUT %s/%s: HTTP %d", bucket, key, code)
+	}
 }
 
 // DeleteObject removes key from bucket.
