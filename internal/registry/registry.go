@@ -351,7 +351,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	switch req.Method {
 	case http.MethodGet, http.MethodHead:
 		r.noteHead(req)
-		if r.serveReferrers(w, req) || r.serveCachedManifest(w, req) || r.serveBlob(w, req) {
+		if r.serveReferrers(w, req) || r.serveCachedManifest(w, req) || r.serveBlob(w, req) || r.serveUnknownTags(w, req) {
 			return
 		}
 	case http.MethodOptions:
