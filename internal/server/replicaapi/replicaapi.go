@@ -150,6 +150,15 @@ func (a *API) Gate(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// Followed returns, on a replica, the mode of the writer in the state in
+// force and that writer; false on a writer or the filesystem.
+func (a *API) Followed() (replica.Mode, string, bool) {
+	if a.follower == nil {
+		return replica.Mode{}, "", false
+	}
+	return a.follower.Status().Mode, a.d.Registry.Writer(), true
+}
+
 // Replication is the answer of GET /api/v1/replication.
 type Replication struct {
 	Role   string          `json:"role"`
