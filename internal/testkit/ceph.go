@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -236,6 +238,26 @@ func (c *Ceph) ObjectExists(t testing.TB, bucket, key string) bool {
 		t.Fatalf("HEAD %s/%s: HTTP %d", bucket, key, code)
 	}
 	return code == 200
+}
+
+// HasObjects tells whether any object's key in bucket starts with prefix.
+func (c *Ceph) HasObjects(t testing.TB, bucket, prefix string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	u := c.URL + "/" + bucket + "?list-type=2&max-keys=1&prefix=" + url.QueryEscape(prefix)
+	out, err := exec.CommandContext(ctx, "curl", "-s", "-f", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", c.AccessKey+":"+c.SecretKey, //nolint:gosec // G204: a test's own request to its own Ceph
+		"-H", "x-amz-content-sha256:UNSIGNED-PAYLOAD", u).Output()
+	if err != nil {
+		t.Fatalf("list %s/%s: %v", bucket, prefix, err)
+	}
+	var res struct {
+		KeyCount int `xml:"KeyCount"`
+	}
+	if err := xml.Unmarshal(out, &res); err != nil {
+		t.Fatalf("list %s/%s: %v: %s", bucket, prefix, err, out)
+	}
+	return res.KeyCount > 0
 }
 
 // PutObject writes data as key in bucket, behind the appliance's back (a

@@ -120,7 +120,7 @@ func (k *killedImport) interrupt(t *testing.T) {
 
 func (k *killedImport) nothingVisible(t *testing.T) {
 	assertNoTags(t, k.a, "fault/import")
-	if hasStaging(k.a.dataDir) {
+	if hasStaging(t, k.a) {
 		t.Error("the killed import's staging repository survived the restart")
 	}
 	assertImportRecorded(t, k.a, filepath.Base(k.layout), history.OutcomeInterrupted)
@@ -412,7 +412,7 @@ func (f *fullImport) interrupt(t *testing.T) {
 
 func (f *fullImport) nothingVisible(t *testing.T) {
 	assertNoTags(t, f.a, "fault/import")
-	if hasStaging(f.a.dataDir) {
+	if hasStaging(t, f.a) {
 		t.Error("the failed import left its staging repository")
 	}
 	assertImportRecorded(t, f.a, filepath.Base(f.layout), history.OutcomeFailed)
