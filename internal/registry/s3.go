@@ -15,6 +15,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/appliance-dev/appliance/internal/registry/fileobjects"
 	"github.com/appliance-dev/appliance/internal/registry/storage"
 )
 
@@ -77,8 +78,8 @@ func (r *Registry) Ready(ctx context.Context) error {
 	return nil
 }
 
-// FileObjects are the objects of the file store (storage.FileObjects).
-type FileObjects = storage.FileObjects
+// FileObjects are the objects of the file store (fileobjects.Objects).
+type FileObjects = fileobjects.Objects
 
 // FileObjects returns the file store's objects in the registry's bucket,
 // through its own driver (read-only on a replica), and false on the
@@ -87,7 +88,7 @@ func (r *Registry) FileObjects() (FileObjects, bool) {
 	if !r.onS3 {
 		return FileObjects{}, false
 	}
-	return storage.NewFileObjects(r.driver), true
+	return fileobjects.New(r.driver), true
 }
 
 // serveUnknownTags answers a tag list of a repository that has never had

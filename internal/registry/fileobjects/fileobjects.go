@@ -1,4 +1,12 @@
-package storage
+// Package fileobjects keeps the file store's index and content as objects
+// in the registry's bucket (storage.backend s3), under the prefix's files/
+// folder beside distribution's docker/ and the appliance/ folder of the
+// lock and the replicas' state. It goes through the registry's own
+// storage driver, so the same client, credentials and CA, and on a
+// read-only replica that driver refuses every write. It provides
+// filestore.Bucket; only packages under internal/registry import
+// distribution.
+package fileobjects
 
 import (
 	"bytes"
@@ -13,29 +21,29 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 )
 
-// FilesKey is the driver key of the folder that holds the file store's
+// Key is the driver key of the folder that holds the file store's
 // index and content on an object store (under the prefix, beside
 // distribution's docker/ and the appliance/ folder of the lock and state).
-const FilesKey = "/files"
+const Key = "/files"
 
-// smallObject is the size under which FileObjects.Upload writes an object
+// smallObject is the size under which Objects.Upload writes an object
 // in one PUT rather than a multipart upload.
 const smallObject = 8 << 20
 
-// FileObjects are the file store's objects under FilesKey, through the
-// registry's own driver (its client, credentials and CA). A missing object
-// is an error matching fs.ErrNotExist; on a replica every write is refused.
-type FileObjects struct{ d storagedriver.StorageDriver }
+// Objects are the file store's objects under Key, through the registry's
+// own driver. A missing object is an error matching fs.ErrNotExist; on a
+// replica every write is refused.
+type Objects struct{ d storagedriver.StorageDriver }
 
-// NewFileObjects returns the file store's objects in d.
-func NewFileObjects(d storagedriver.StorageDriver) FileObjects { return FileObjects{d: d} }
+// New returns the file store's objects in d.
+func New(d storagedriver.StorageDriver) Objects { return Objects{d: d} }
 
 func fileKey(key string) (string, error) {
 	clean := path.Clean("/" + key)
 	if key == "" || clean != "/"+key || strings.Contains(key, "..") {
 		return "", fmt.Errorf("file store object %q: want a clean relative key", key)
 	}
-	return FilesKey + clean, nil
+	return Key + clean, nil
 }
 
 func notFound(key string, err error) error {
@@ -50,7 +58,7 @@ func notFound(key string, err error) error {
 // multipart upload that becomes the object only when it completes (a
 // writer killed meanwhile leaves no object, only parts for the bucket's
 // lifecycle rule to remove).
-func (o FileObjects) Upload(ctx context.Context, key string, r io.Reader, size int64) (err error) {
+func (o Objects) Upload(ctx context.Context, key string, r io.Reader, size int64) (err error) {
 	k, err := fileKey(key)
 	if err != nil {
 		return err
@@ -91,7 +99,7 @@ func (o FileObjects) Upload(ctx context.Context, key string, r io.Reader, size i
 }
 
 // Open reads the object from offset.
-func (o FileObjects) Open(ctx context.Context, key string, offset int64) (io.ReadCloser, error) {
+func (o Objects) Open(ctx context.Context, key string, offset int64) (io.ReadCloser, error) {
 	k, err := fileKey(key)
 	if err != nil {
 		return nil, err
@@ -112,7 +120,7 @@ func (o FileObjects) Open(ctx context.Context, key string, offset int64) (io.Rea
 }
 
 // Size is the object's length.
-func (o FileObjects) Size(ctx context.Context, key string) (int64, error) {
+func (o Objects) Size(ctx context.Context, key string) (int64, error) {
 	k, err := fileKey(key)
 	if err != nil {
 		return 0, err
@@ -128,7 +136,7 @@ func (o FileObjects) Size(ctx context.Context, key string) (int64, error) {
 }
 
 // Delete removes the object; a missing one is no error.
-func (o FileObjects) Delete(ctx context.Context, key string) error {
+func (o Objects) Delete(ctx context.Context, key string) error {
 	k, err := fileKey(key)
 	if err != nil {
 		return err
@@ -142,7 +150,7 @@ func (o FileObjects) Delete(ctx context.Context, key string) error {
 }
 
 // List names the objects directly under the folder dir.
-func (o FileObjects) List(ctx context.Context, dir string) ([]string, error) {
+func (o Objects) List(ctx context.Context, dir string) ([]string, error) {
 	k, err := fileKey(dir)
 	if err != nil {
 		return nil, err
