@@ -43,6 +43,7 @@ func (s *Store) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimPrefix(r.URL.Path, "/")
 	// A commit may replace a name and remove its old blob between the
 	// lookup and the open: look again in the index that replaced it.
+	refreshed := false
 	for range 3 {
 		snap := s.cur.Load()
 		switch done, err := s.serveName(w, r, snap, name); {
@@ -51,9 +52,11 @@ func (s *Store) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		case err == nil:
 			http.Error(w, "file not found", http.StatusNotFound)
 			return
-		case errors.Is(err, fs.ErrNotExist) && s.bucket != nil && s.cur.Load() == snap:
+		case errors.Is(err, fs.ErrNotExist) && s.bucket != nil && s.cur.Load() == snap && !refreshed:
 			// A replica's index may be older than its writer's, which
-			// replaced the name and removed the content: read it again.
+			// replaced the name and removed the content: read it again,
+			// once.
+			refreshed = true
 			if rerr := s.Refresh(r.Context()); rerr != nil {
 				s.log.Error("file index not read again", "name", name, "err", rerr)
 				http.Error(w, "file content unavailable", http.StatusInternalServerError)

@@ -51,7 +51,8 @@ func get(t *testing.T, h http.Handler, name, rng string) (int, []byte) {
 // is visible of a commit whose index switch failed or of a writer killed
 // after its upload (the writer removes such content when it opens again);
 // a replica refuses to stage and its driver to upload; a name the writer
-// replaced is served new by a replica that still had the old index.
+// replaced is served new by a replica that still had the old index, and
+// content lost from the bucket is an error.
 func TestS3Files(t *testing.T) {
 	c := ceph.Get(t)
 	c.CreateBucket(t, "files")
@@ -183,5 +184,11 @@ func TestS3Files(t *testing.T) {
 	}
 	if code, body := get(t, rs.Handler(), "nim/profile.tgz", ""); code != http.StatusOK || !bytes.Equal(body, v2) {
 		t.Fatalf("a replica with the old index serves nim/profile.tgz: %d %q, want the new content", code, body)
+	}
+	// Content lost behind the store's back is an error, after one more
+	// read of the index, not a request retried without end.
+	c.DeleteObject(t, "files", "site-a/files/blobs/sha256/"+sum(v2)[7:])
+	if code, _ := get(t, rs.Handler(), "nim/profile.tgz", ""); code != http.StatusInternalServerError {
+		t.Fatalf("a file whose content is gone: %d, want 500", code)
 	}
 }
