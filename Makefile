@@ -27,7 +27,7 @@ run: build ## Run the appliance on its embedded defaults (data in ./data, HTTPS 
 # (test/e2e APPLIANCE_E2E_STORAGE=s3; docs/architecture.md, "Tests on S3"),
 # save the faults that only a local disk has.
 E2E_S3_RUN  := ^(TestRealClients|TestImportThroughCLI|TestImportSurvivesKilledServer|TestUserCommands|TestPrivateProjectUnreachable|TestBundleRoundTrip|TestFsckAndGCThroughCLI|TestFaults)$$
-E2E_S3_SKIP := ^TestFaults$$/^(full_disk|kill_during_gc|kill_during_import)
+E2E_S3_SKIP := ^TestFaults$$/^(full_disk|kill_during_gc)
 
 .PHONY: test
 test: ## Run every test (unit, in-process and end-to-end with real clients; the core e2e tests again on S3)

@@ -240,24 +240,66 @@ func (c *Ceph) ObjectExists(t testing.TB, bucket, key string) bool {
 	return code == 200
 }
 
-// HasObjects tells whether any object's key in bucket starts with prefix.
-func (c *Ceph) HasObjects(t testing.TB, bucket, prefix string) bool {
+// listPage is one page of a ListObjectsV2 answer.
+type listPage struct {
+	KeyCount  int    `xml:"KeyCount"`
+	Truncated bool   `xml:"IsTruncated"`
+	Next      string `xml:"NextContinuationToken"`
+	Contents  []struct {
+		Size int64 `xml:"Size"`
+	} `xml:"Contents"`
+}
+
+// list reads one page of the keys in bucket starting with prefix; query
+// holds further parameters (max-keys, continuation-token).
+func (c *Ceph) list(t testing.TB, bucket, prefix string, query url.Values) listPage {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	u := c.URL + "/" + bucket + "?list-type=2&max-keys=1&prefix=" + url.QueryEscape(prefix)
+	q := url.Values{"list-type": {"2"}, "prefix": {prefix}}
+	for k, v := range query {
+		q[k] = v
+	}
+	// Encode sorts the parameters, as SigV4's canonical request wants
+	// them (curl signs them in the order given).
+	u := c.URL + "/" + bucket + "?" + strings.ReplaceAll(q.Encode(), "+", "%20")
 	out, err := exec.CommandContext(ctx, "curl", "-s", "-f", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", c.AccessKey+":"+c.SecretKey, //nolint:gosec // G204: a test's own request to its own Ceph
 		"-H", "x-amz-content-sha256:UNSIGNED-PAYLOAD", u).Output()
 	if err != nil {
 		t.Fatalf("list %s/%s: %v", bucket, prefix, err)
 	}
-	var res struct {
-		KeyCount int `xml:"KeyCount"`
-	}
-	if err := xml.Unmarshal(out, &res); err != nil {
+	var page listPage
+	if err := xml.Unmarshal(out, &page); err != nil {
 		t.Fatalf("list %s/%s: %v: %s", bucket, prefix, err, out)
 	}
-	return res.KeyCount > 0
+	return page
+}
+
+// HasObjects tells whether any object's key in bucket starts with prefix.
+func (c *Ceph) HasObjects(t testing.TB, bucket, prefix string) bool {
+	t.Helper()
+	return c.list(t, bucket, prefix, url.Values{"max-keys": {"1"}}).KeyCount > 0
+}
+
+// BytesUnder sums the sizes of the objects in bucket whose keys start
+// with prefix (complete objects: a multipart upload counts once it
+// completes).
+func (c *Ceph) BytesUnder(t testing.TB, bucket, prefix string) int64 {
+	t.Helper()
+	var n int64
+	query := url.Values{}
+	for range 1000 {
+		page := c.list(t, bucket, prefix, query)
+		for _, o := range page.Contents {
+			n += o.Size
+		}
+		if !page.Truncated || page.Next == "" {
+			return n
+		}
+		query = url.Values{"continuation-token": {page.Next}}
+	}
+	t.Fatalf("list %s/%s: more than 1000 pages", bucket, prefix)
+	return 0
 }
 
 // PutObject writes data as key in bucket, behind the appliance's back (a

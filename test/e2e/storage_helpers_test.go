@@ -52,3 +52,12 @@ func hasStaging(t *testing.T, a *appliance) bool {
 	ents, err := os.ReadDir(filepath.Join(a.dataDir, "registry", filepath.FromSlash(key)))
 	return err == nil && len(ents) > 0
 }
+
+// storedBytes is what the appliance's registry storage holds, in bytes.
+func storedBytes(t *testing.T, a *appliance) int64 {
+	t.Helper()
+	if b := bucketOf(a.dataDir); b != "" {
+		return ceph.Get(t).BytesUnder(t, b, "appliance/docker/")
+	}
+	return treeBytes(t, filepath.Join(a.dataDir, "registry"))
+}
