@@ -19,6 +19,14 @@
 // removes what a crash leaves behind: staging folders, temporary index files
 // and blobs no name refers to. One Store owns its folder: two processes must
 // not open the same one.
+//
+// With InBucket (storage.backend s3) the index and the content are objects
+// in a bucket instead, index.json and blobs/sha256/<hex> under the
+// bucket's files/ prefix, and the folder holds only the staging area. A
+// commit uploads the staged blobs (each verified as it streamed in, and
+// its size checked in the bucket), then replaces index.json, which is the
+// switch point there: a PUT appears whole. A read-only replica opens the
+// same bucket read-only and follows the writer's index with Refresh.
 package filestore
 
 import (
@@ -103,6 +111,10 @@ type Store struct {
 	blobs   string // <dir>/blobs/sha256
 	staging string // <dir>/.staging
 	log     *slog.Logger
+	// bucket, when set, holds the content and the index (InBucket);
+	// readOnly stores never write it.
+	bucket   Bucket
+	readOnly bool
 
 	mu  sync.Mutex // held by Commit
 	cur atomic.Pointer[snapshot]
@@ -110,8 +122,10 @@ type Store struct {
 
 // Open opens the store in dir, creating the folder if needed. It removes
 // what a crash may have left behind: staging folders, temporary index files
-// and blobs that no name refers to. A nil log discards.
-func Open(dir string, log *slog.Logger) (*Store, error) {
+// and blobs that no name refers to. A nil log discards. With InBucket the
+// index and content are read from the bucket (a read-only store cleans
+// nothing there).
+func Open(ctx context.Context, dir string, log *slog.Logger, opts ...Option) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -124,13 +138,34 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 		staging: filepath.Join(dir, stagingDir),
 		log:     log,
 	}
-	for _, d := range []string{s.blobs, s.staging} {
+	for _, o := range opts {
+		o(s)
+	}
+	dirs := []string{s.blobs, s.staging}
+	if s.bucket != nil {
+		dirs = []string{s.staging}
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, dirPerm); err != nil {
 			return nil, &Error{Op: "open", Err: err}
 		}
 	}
 	if err := s.cleanStaging(); err != nil {
 		return nil, &Error{Op: "open", Err: err}
+	}
+	if s.bucket != nil {
+		idx, err := s.readBucketIndex(ctx)
+		if err != nil {
+			return nil, &Error{Op: "open", Err: err}
+		}
+		snap := newSnapshot(idx)
+		s.cur.Store(snap)
+		if !s.readOnly {
+			if err := s.removeUnreferencedObjects(ctx, snap); err != nil {
+				return nil, &Error{Op: "open", Err: err}
+			}
+		}
+		return s, nil
 	}
 	if err := s.removeTempIndexes(); err != nil {
 		return nil, &Error{Op: "open", Err: err}
@@ -208,32 +243,37 @@ func (s *Store) removeUnreferenced(snap *snapshot) error {
 }
 
 func readIndex(path string) (map[string]Entry, error) {
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) //nolint:gosec // G304: the store's own index
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[string]Entry{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
+	return parseIndex(data, path)
+}
+
+// parseIndex reads an index's JSON and checks every entry; where names it.
+func parseIndex(data []byte, where string) (map[string]Entry, error) {
 	var idx map[string]Entry
 	if err := json.Unmarshal(data, &idx); err != nil {
-		return nil, fmt.Errorf("read %s: %w: %w", path, ErrCorrupt, err)
+		return nil, fmt.Errorf("read %s: %w: %w", where, ErrCorrupt, err)
 	}
 	if idx == nil {
 		idx = map[string]Entry{}
 	}
 	for name, e := range idx {
 		if e.Name != name {
-			return nil, fmt.Errorf("read %s: %w: entry %q names itself %q", path, ErrCorrupt, name, e.Name)
+			return nil, fmt.Errorf("read %s: %w: entry %q names itself %q", where, ErrCorrupt, name, e.Name)
 		}
 		if err := validateName(name); err != nil {
-			return nil, fmt.Errorf("read %s: %w: %w", path, ErrCorrupt, err)
+			return nil, fmt.Errorf("read %s: %w: %w", where, ErrCorrupt, err)
 		}
 		if _, err := parseDigest(e.Digest); err != nil {
-			return nil, fmt.Errorf("read %s: %w: %q: %w", path, ErrCorrupt, name, err)
+			return nil, fmt.Errorf("read %s: %w: %q: %w", where, ErrCorrupt, name, err)
 		}
 		if e.Size < 0 {
-			return nil, fmt.Errorf("read %s: %w: %q: negative size", path, ErrCorrupt, name)
+			return nil, fmt.Errorf("read %s: %w: %q: negative size", where, ErrCorrupt, name)
 		}
 	}
 	return idx, nil
@@ -242,11 +282,17 @@ func readIndex(path string) (map[string]Entry, error) {
 // writeIndex replaces index.json: temporary file, fsync, rename, fsync of
 // the folder. switched tells whether the rename happened, after which the
 // new index is what a restart reads even when the error is not nil.
-func (s *Store) writeIndex(idx map[string]Entry) (switched bool, err error) {
+func (s *Store) writeIndex(ctx context.Context, idx map[string]Entry) (switched bool, err error) {
 	path := filepath.Join(s.dir, indexFile)
 	data, err := json.MarshalIndent(idx, "", "  ")
 	if err != nil {
 		return false, fmt.Errorf("write %s: %w", path, err)
+	}
+	if s.bucket != nil {
+		if err := s.writeBucketIndex(ctx, append(data, '\n')); err != nil {
+			return false, err
+		}
+		return true, nil
 	}
 	tmp, err := os.CreateTemp(s.dir, "."+indexFile+".tmp-*")
 	if err != nil {
@@ -356,8 +402,7 @@ func (s *Store) Commit(ctx context.Context, st *Stage, entries []Entry) ([]Entry
 			var stored bool
 			size, stored = old.sizes[e.Digest]
 			if stored {
-				_, err := os.Stat(s.blobPath(e.Digest))
-				stored = err == nil
+				stored = s.holds(ctx, e.Digest, size)
 			}
 			if !stored {
 				return fail(e, ErrMissingBlob)
@@ -379,34 +424,9 @@ func (s *Store) Commit(ctx context.Context, st *Stage, entries []Entry) ([]Entry
 
 	// Move the staged blobs in. They are not visible yet: only names in
 	// the index are served. On failure they go back to the stage.
-	var moved []string
-	undo := func() {
-		for _, d := range moved {
-			if err := os.Rename(s.blobPath(d), st.path(d)); err != nil {
-				s.log.Warn("blob not moved back to its stage", "import", st.id, "digest", d, "err", err)
-			}
-		}
-	}
-	for _, d := range move {
-		dst := s.blobPath(d)
-		if _, err := os.Lstat(dst); err == nil {
-			continue // already stored (the same content: it has the same digest)
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			undo()
-			return fail(Entry{Digest: d}, err)
-		}
-		if err := os.Rename(st.path(d), dst); err != nil {
-			undo()
-			return fail(Entry{Digest: d}, err)
-		}
-		moved = append(moved, d)
-	}
-	if len(moved) > 0 {
-		// The renames must be durable before an index names them.
-		if err := fsutil.SyncDir(s.blobs); err != nil {
-			undo()
-			return fail(Entry{}, err)
-		}
+	moved, undo, err := s.moveIn(ctx, st, move)
+	if err != nil {
+		return nil, err // an *Error naming the import and the digest
 	}
 	if err := ctx.Err(); err != nil {
 		undo()
@@ -428,7 +448,7 @@ func (s *Store) Commit(ctx context.Context, st *Stage, entries []Entry) ([]Entry
 		out[i] = e
 		next[e.Name] = e
 	}
-	switched, err := s.writeIndex(next)
+	switched, err := s.writeIndex(ctx, next)
 	if !switched {
 		undo()
 		return fail(Entry{}, err)
@@ -451,7 +471,7 @@ func (s *Store) Commit(ctx context.Context, st *Stage, entries []Entry) ([]Entry
 		if _, ok := snap.sizes[d]; ok {
 			continue
 		}
-		if err := os.Remove(s.blobPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.removeBlob(ctx, d); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			s.log.Warn("unreferenced blob not removed", "digest", d, "err", err)
 			continue
 		}
@@ -464,4 +484,78 @@ func (s *Store) Commit(ctx context.Context, st *Stage, entries []Entry) ([]Entry
 		res[i] = e.clone()
 	}
 	return res, nil
+}
+
+// holds tells whether the stored content of digest is there, with size
+// bytes in a bucket.
+func (s *Store) holds(ctx context.Context, digest string, size int64) bool {
+	if s.bucket != nil {
+		have, err := s.bucket.Size(ctx, blobKey(digest))
+		return err == nil && have == size
+	}
+	_, err := os.Stat(s.blobPath(digest))
+	return err == nil
+}
+
+// moveIn puts the staged blobs of digests where the store keeps content:
+// renamed into blobs/sha256 (and the folder synced), or uploaded to the
+// bucket. It returns the digests moved and how to take them back out.
+func (s *Store) moveIn(ctx context.Context, st *Stage, digests []string) (moved []string, undo func(), err error) {
+	if s.bucket != nil {
+		undo = func() {
+			for _, d := range moved {
+				if err := s.bucket.Delete(context.WithoutCancel(ctx), blobKey(d)); err != nil {
+					s.log.Warn("uploaded blob not removed", "import", st.id, "digest", d, "err", err)
+				}
+			}
+		}
+		for _, d := range digests {
+			uploaded, err := s.uploadBlob(ctx, st, d, st.blobs[d])
+			if uploaded {
+				moved = append(moved, d)
+			}
+			if err != nil {
+				undo()
+				return nil, nil, &Error{Op: "commit", Import: st.id, Digest: d, Err: err}
+			}
+		}
+		return moved, undo, nil
+	}
+	undo = func() {
+		for _, d := range moved {
+			if err := os.Rename(s.blobPath(d), st.path(d)); err != nil {
+				s.log.Warn("blob not moved back to its stage", "import", st.id, "digest", d, "err", err)
+			}
+		}
+	}
+	for _, d := range digests {
+		dst := s.blobPath(d)
+		if _, err := os.Lstat(dst); err == nil {
+			continue // already stored (the same content: it has the same digest)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			undo()
+			return nil, nil, &Error{Op: "commit", Import: st.id, Digest: d, Err: err}
+		}
+		if err := os.Rename(st.path(d), dst); err != nil {
+			undo()
+			return nil, nil, &Error{Op: "commit", Import: st.id, Digest: d, Err: err}
+		}
+		moved = append(moved, d)
+	}
+	if len(moved) > 0 {
+		// The renames must be durable before an index names them.
+		if err := fsutil.SyncDir(s.blobs); err != nil {
+			undo()
+			return nil, nil, &Error{Op: "commit", Import: st.id, Err: err}
+		}
+	}
+	return moved, undo, nil
+}
+
+// removeBlob removes the stored content of digest.
+func (s *Store) removeBlob(ctx context.Context, digest string) error {
+	if s.bucket != nil {
+		return s.bucket.Delete(context.WithoutCancel(ctx), blobKey(digest))
+	}
+	return os.Remove(s.blobPath(digest))
 }

@@ -42,7 +42,7 @@ func newFile(s string) file {
 
 func openStore(t *testing.T, dir string) *filestore.Store {
 	t.Helper()
-	s, err := filestore.Open(dir, slog.New(slog.DiscardHandler))
+	s, err := filestore.Open(t.Context(), dir, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("Open(%s): %v", dir, err)
 	}
@@ -780,7 +780,7 @@ func TestOpenCorruptIndex(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			mustWrite(t, filepath.Join(dir, "index.json"), content)
-			_, err := filestore.Open(dir, nil)
+			_, err := filestore.Open(t.Context(), dir, nil)
 			if !errors.Is(err, filestore.ErrCorrupt) || !strings.Contains(err.Error(), filepath.Join(dir, "index.json")) {
 				t.Fatalf("Open = %v, want ErrCorrupt naming index.json", err)
 			}

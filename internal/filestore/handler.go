@@ -1,10 +1,12 @@
 package filestore
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -41,6 +43,7 @@ func (s *Store) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimPrefix(r.URL.Path, "/")
 	// A commit may replace a name and remove its old blob between the
 	// lookup and the open: look again in the index that replaced it.
+	refreshed := false
 	for range 3 {
 		snap := s.cur.Load()
 		switch done, err := s.serveName(w, r, snap, name); {
@@ -49,6 +52,16 @@ func (s *Store) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		case err == nil:
 			http.Error(w, "file not found", http.StatusNotFound)
 			return
+		case errors.Is(err, fs.ErrNotExist) && s.bucket != nil && s.cur.Load() == snap && !refreshed:
+			// A replica's index may be older than its writer's, which
+			// replaced the name and removed the content: read it again,
+			// once.
+			refreshed = true
+			if rerr := s.Refresh(r.Context()); rerr != nil {
+				s.log.Error("file index not read again", "name", name, "err", rerr)
+				http.Error(w, "file content unavailable", http.StatusInternalServerError)
+				return
+			}
 		case !errors.Is(err, fs.ErrNotExist) || s.cur.Load() == snap:
 			s.log.Error("file content unavailable", "name", name, "err", err)
 			http.Error(w, "file content unavailable", http.StatusInternalServerError)
@@ -99,15 +112,13 @@ func (s *Store) serveName(w http.ResponseWriter, r *http.Request, snap *snapshot
 // be replaced twice within a second, and a client's If-Modified-Since would
 // then be answered 304 with the old content. The ETag is the validator.
 func (s *Store) serveBlob(w http.ResponseWriter, r *http.Request, e Entry) (bool, error) {
-	f, err := os.Open(s.blobPath(e.Digest))
+	f, size, err := s.openBlob(r.Context(), e)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return false, err
-	} else if fi.Size() != e.Size {
-		s.log.Error("file content has the wrong size", "name", e.Name, "digest", e.Digest, "size", fi.Size(), "want", e.Size)
+	if size != e.Size {
+		s.log.Error("file content has the wrong size", "name", e.Name, "digest", e.Digest, "size", size, "want", e.Size)
 		http.Error(w, "file content damaged", http.StatusInternalServerError)
 		return true, nil
 	}
@@ -121,6 +132,27 @@ func (s *Store) serveBlob(w http.ResponseWriter, r *http.Request, e Entry) (bool
 	defer coalesce.Gather(w, r)()
 	http.ServeContent(w, r, path.Base(e.Name), time.Time{}, f)
 	return true, nil
+}
+
+// openBlob opens the content of e for serving and returns its size.
+func (s *Store) openBlob(ctx context.Context, e Entry) (io.ReadSeekCloser, int64, error) {
+	if s.bucket != nil {
+		size, err := s.bucket.Size(ctx, blobKey(e.Digest))
+		if err != nil {
+			return nil, 0, err
+		}
+		return &objectReader{ctx: ctx, b: s.bucket, key: blobKey(e.Digest), size: size}, size, nil
+	}
+	f, err := os.Open(s.blobPath(e.Digest))
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, 0, err
+	}
+	return f, fi.Size(), nil
 }
 
 // sumLine is e's line in sha256sum's format, naming the file as name.

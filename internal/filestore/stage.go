@@ -40,6 +40,9 @@ func (s *Store) Stage(id string) (*Stage, error) {
 	if err := validateID(id); err != nil {
 		return nil, &Error{Op: "stage", Err: err}
 	}
+	if s.readOnly {
+		return nil, &Error{Op: "stage", Import: id, Err: ErrReadOnly}
+	}
 	dir := filepath.Join(s.staging, id)
 	if err := os.Mkdir(dir, dirPerm); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -67,7 +70,9 @@ func (st *Stage) fail(digest string, err error) error {
 // A digest already staged, or already in the store, is not written again
 // and r is not read. Content already in the store is linked into the stage,
 // so it stays available to this import even if another commit meanwhile
-// replaces the last name that held it.
+// replaces the last name that held it. A store in a bucket has no links:
+// there r is streamed into the stage again, and Commit uploads only what
+// the bucket does not hold.
 func (st *Stage) Write(ctx context.Context, digest string, size int64, r io.Reader) error {
 	if _, err := parseDigest(digest); err != nil {
 		return st.fail(digest, err)
@@ -90,7 +95,7 @@ func (st *Stage) Write(ctx context.Context, digest string, size int64, r io.Read
 	if err := ctx.Err(); err != nil {
 		return st.fail(digest, err)
 	}
-	if have, stored := st.s.cur.Load().sizes[digest]; stored {
+	if have, stored := st.s.cur.Load().sizes[digest]; stored && st.s.bucket == nil {
 		if have != size {
 			return st.fail(digest, fmt.Errorf("%w: stored with %d bytes, announced with %d", ErrSizeMismatch, have, size))
 		}
@@ -184,7 +189,8 @@ func (st *Stage) Has(digest string) bool {
 
 // Path returns the local path of the content of digest, staged or already
 // in the store, for callers that need a file (the apt repository). Staged
-// paths are valid until the stage is committed or discarded.
+// paths are valid until the stage is committed or discarded. Content of a
+// store in a bucket has a local path only once staged.
 func (st *Stage) Path(digest string) (string, bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -194,7 +200,7 @@ func (st *Stage) Path(digest string) (string, bool) {
 	if _, ok := st.blobs[digest]; ok {
 		return st.path(digest), true
 	}
-	if _, ok := st.s.cur.Load().sizes[digest]; ok {
+	if _, ok := st.s.cur.Load().sizes[digest]; ok && st.s.bucket == nil {
 		return st.s.blobPath(digest), true
 	}
 	return "", false

@@ -64,7 +64,13 @@ func (s *Store) Verify(ctx context.Context) (VerifyReport, error) {
 
 // verifyBlob returns what is wrong with an entry's content, or "".
 func (s *Store) verifyBlob(ctx context.Context, e Entry, buf []byte) string {
-	f, err := os.Open(s.blobPath(e.Digest))
+	var f io.ReadCloser
+	var err error
+	if s.bucket != nil {
+		f, err = s.bucket.Open(ctx, blobKey(e.Digest), 0)
+	} else {
+		f, err = os.Open(s.blobPath(e.Digest))
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return "the content is missing from the store"
 	}

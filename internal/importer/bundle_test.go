@@ -90,7 +90,7 @@ func testBundle(t *testing.T) ([]byte, ab.Trust, v1.Hash) {
 
 func withFiles(t *testing.T, e *env) *filestore.Store {
 	t.Helper()
-	fs, err := filestore.Open(filepath.Join(e.dir, "files"), slog.New(slog.DiscardHandler))
+	fs, err := filestore.Open(t.Context(), filepath.Join(e.dir, "files"), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

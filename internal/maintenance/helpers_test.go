@@ -69,7 +69,7 @@ func newStack(t *testing.T, withApt bool, opts ...maintenance.Option) *stack {
 	if s.hist, err = history.Open(filepath.Join(dir, "imports")); err != nil {
 		t.Fatal(err)
 	}
-	if s.files, err = filestore.Open(filepath.Join(dir, "files"), nil); err != nil {
+	if s.files, err = filestore.Open(t.Context(), filepath.Join(dir, "files"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if s.imp, err = importer.New(reg, s.hist, importer.WithFiles(s.files)); err != nil {

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/opencontainers/go-digest"
 
@@ -23,11 +24,6 @@ const DefaultGrace = storage.DefaultGrace
 // repositories: they hold blob links while an import streams, are never
 // visible, and what a refused or killed import left in them is garbage.
 const StagingProject = storage.StagingProject
-
-// ErrNotOnObjectStore is returned when gc and repair are refused while the content is in
-// an object store (S3): they remove in a crash-safe order measured on a
-// local filesystem's file times.
-var ErrNotOnObjectStore = storage.ErrNotOnObjectStore
 
 // IsStaging tells whether repo is a staging repository of the importer.
 func IsStaging(repo string) bool { return storage.IsStaging(repo) }
@@ -69,14 +65,23 @@ func (r *Registry) Check(ctx context.Context, opts CheckOptions) (CheckReport, e
 
 // Repair removes what is provably broken among problems, and nothing
 // else, holding the registry alone (storage.Store.Repair).
+// A read-only replica refuses it, naming its writer (ErrReplica).
 func (r *Registry) Repair(ctx context.Context, problems []Problem) ([]Removal, error) {
+	if err := r.RefusedOnReplica(); err != nil {
+		return nil, fmt.Errorf("repair: %w", err)
+	}
 	return r.store.Repair(ctx, problems)
 }
 
 // GC removes what nothing visible references, taking turns with writers
 // and giving up with ErrBusy when ctx ends before they leave it a moment
 // (storage.Store.GC).
+// A read-only replica refuses it, naming its writer (ErrReplica): gc is
+// the writer's.
 func (r *Registry) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
+	if err := r.RefusedOnReplica(); err != nil {
+		return GCReport{}, fmt.Errorf("gc: %w", err)
+	}
 	return r.store.GC(ctx, opts)
 }
 

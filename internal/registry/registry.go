@@ -87,8 +87,8 @@ type Options struct {
 	// Logger receives distribution's warnings and errors.
 	Logger *slog.Logger
 	// S3, when set, keeps the content in an object store instead of
-	// under RootDir (s3.go); RootDir is then unused. fsck reads through
-	// the driver; gc and repair are refused (storage.ErrNotOnObjectStore).
+	// under RootDir (s3.go); RootDir is then unused. fsck, repair and gc
+	// read and remove through the driver.
 	S3 *S3
 }
 
@@ -359,7 +359,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	switch req.Method {
 	case http.MethodGet, http.MethodHead:
 		r.noteHead(req)
-		if r.serveReferrers(w, req) || r.serveCachedManifest(w, req) || r.serveBlob(w, req) {
+		if r.serveReferrers(w, req) || r.serveCachedManifest(w, req) || r.serveBlob(w, req) || r.serveUnknownTags(w, req) {
 			return
 		}
 	case http.MethodOptions:

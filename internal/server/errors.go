@@ -193,9 +193,5 @@ func maintenanceStatus(err error) (int, string, bool) {
 	if errors.Is(err, maintenance.ErrBusy) || errors.Is(err, registry.ErrBusy) {
 		return http.StatusConflict, "BUSY", true
 	}
-	if errors.Is(err, registry.ErrNotOnObjectStore) {
-		// gc and repair on storage.backend s3: not yet, and it says so.
-		return http.StatusNotImplemented, "UNSUPPORTED", true
-	}
 	return 0, "", false
 }

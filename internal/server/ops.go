@@ -63,7 +63,11 @@ func (s *Server) opsRoutes(api *echo.Group) error {
 		Lifecycle: s.life, Promoter: s.promoter, Follower: s.follower, Handover: s.handover, Maintainer: s.maint,
 		Registry: s.reg, Log: s.log,
 		Appliance: opsapi.Appliance{Hostnames: s.cfg.Hostnames, CertNames: s.pki.Names, CAPEM: s.pki.CAPEM,
-			CAFingerprint: s.caFingerprint, HTTPSPort: port, Started: s.started, DataDir: s.cfg.DataDir},
+			CAFingerprint: s.caFingerprint, HTTPSPort: port, Started: s.started, DataDir: s.cfg.DataDir, Role: s.cfg.Role},
+		Followed: func() (opsapi.Followed, bool) {
+			m, writer, ok := s.replication.Followed()
+			return opsapi.Followed{Lifecycle: m.Lifecycle, ReadOnly: m.ReadOnly, Reason: m.Reason, Writer: writer}, ok
+		},
 		Principal: principal,
 		Bind:      bind,
 		Note:      func(c echo.Context, target string, kv ...string) { auditNote(c, target, kv...) },

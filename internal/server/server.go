@@ -185,7 +185,13 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		closeStores()
 		return nil, err
 	}
-	if s.files, err = filestore.Open(filepath.Join(dir, filesDir), log); err != nil {
+	var filesOpts []filestore.Option
+	if objs, ok := s.reg.FileObjects(); ok {
+		// On S3 the file store's index and content are in the bucket too
+		// (<prefix>/files/); only the staging area stays in data_dir.
+		filesOpts = append(filesOpts, filestore.InBucket(objs, s.reg.IsReplica()))
+	}
+	if s.files, err = filestore.Open(ctx, filepath.Join(dir, filesDir), log, filesOpts...); err != nil {
 		closeStores()
 		return nil, err
 	}
@@ -222,7 +228,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, 
 		Mode: func() replica.Mode {
 			m := s.reg.Mode()
 			return replica.Mode{Lifecycle: string(s.life.Mode()), ReadOnly: m.ReadOnly, Reason: m.Reason}
-		}, DataDir: dir, TokenTTL: cfg.Auth.TokenTTL, Interval: cfg.Replica.PollInterval, Role: cfg.Role, Logger: log}); err != nil {
+		}, DataDir: dir, TokenTTL: cfg.Auth.TokenTTL, Interval: cfg.Replica.PollInterval, Role: cfg.Role, Files: s.files, Logger: log}); err != nil {
 		closeStores()
 		return nil, err
 	}

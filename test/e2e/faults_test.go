@@ -100,7 +100,7 @@ func newKilledImport(t *testing.T, a *appliance, _ image) operation {
 func (k *killedImport) interrupt(t *testing.T) {
 	a := k.a
 	proxy := startThrottle(t, a.host(), 8<<20)
-	before := treeBytes(t, filepath.Join(a.dataDir, "registry"))
+	before := storedBytes(t, a)
 	done := make(chan cliResult, 1)
 	go func() {
 		out, err := a.cliEnvTimeout(2*time.Minute, []string{"APPLIANCE_SERVER=https://" + proxy.addr()}, a.password+"\n",
@@ -109,9 +109,9 @@ func (k *killedImport) interrupt(t *testing.T) {
 	}()
 	waitFor(t, "the import to write 16 MiB", time.Minute, func() bool {
 		return importOutcome(t, a, filepath.Base(k.layout)) == history.OutcomeRunning &&
-			treeBytes(t, filepath.Join(a.dataDir, "registry")) >= before+16<<20
+			storedBytes(t, a) >= before+16<<20
 	})
-	t.Logf("killed with %d MiB of the import in storage", (treeBytes(t, filepath.Join(a.dataDir, "registry"))-before)>>20)
+	t.Logf("killed with %d MiB of the import in storage", (storedBytes(t, a)-before)>>20)
 	a.kill()
 	r := <-done
 	mustFail(t, "the killed import", r.out, r.err)
@@ -120,7 +120,7 @@ func (k *killedImport) interrupt(t *testing.T) {
 
 func (k *killedImport) nothingVisible(t *testing.T) {
 	assertNoTags(t, k.a, "fault/import")
-	if hasStaging(k.a.dataDir) {
+	if hasStaging(t, k.a) {
 		t.Error("the killed import's staging repository survived the restart")
 	}
 	assertImportRecorded(t, k.a, filepath.Base(k.layout), history.OutcomeInterrupted)
@@ -412,7 +412,7 @@ func (f *fullImport) interrupt(t *testing.T) {
 
 func (f *fullImport) nothingVisible(t *testing.T) {
 	assertNoTags(t, f.a, "fault/import")
-	if hasStaging(f.a.dataDir) {
+	if hasStaging(t, f.a) {
 		t.Error("the failed import left its staging repository")
 	}
 	assertImportRecorded(t, f.a, filepath.Base(f.layout), history.OutcomeFailed)

@@ -15,7 +15,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,6 +65,88 @@ type appliance struct {
 	done      chan error
 	password  string // admin password
 	exitCode  int    // of the last stopped process
+	// storageEnv puts the registry's content in a bucket of its own on
+	// the package's Ceph when the run is on S3 (e2eOnS3).
+	storageEnv []string
+}
+
+// e2eStorageVar names the run's storage backend: unset, the appliances
+// keep their content on the filesystem; "s3", every appliance a test
+// starts (save those that configure storage themselves) keeps it in a
+// bucket of its own on a real Ceph (make test's second run of the core
+// tests, docs/architecture.md "Tests on S3").
+const e2eStorageVar = "APPLIANCE_E2E_STORAGE"
+
+// e2eOnS3 tells whether this run keeps the appliances' content on S3.
+func e2eOnS3(t *testing.T) bool {
+	t.Helper()
+	switch v := os.Getenv(e2eStorageVar); v {
+	case "", "filesystem":
+		return false
+	case "s3":
+		return true
+	default:
+		t.Fatalf("%s=%q: want filesystem or s3", e2eStorageVar, v)
+		return false
+	}
+}
+
+var (
+	bucketsMu sync.Mutex
+	buckets   = map[string][]string{} // data directory -> its storage environment
+)
+
+// s3Env is the storage environment of the appliance on dataDir: a bucket
+// of its own on the package's Ceph, made the first time, kept for every
+// later start on the same data directory.
+func s3Env(t *testing.T, dataDir string) []string {
+	t.Helper()
+	bucketsMu.Lock()
+	defer bucketsMu.Unlock()
+	if env, ok := buckets[dataDir]; ok {
+		return env
+	}
+	c := ceph.Get(t)
+	bucket := fmt.Sprintf("e2e-%d", len(buckets)+1)
+	c.CreateBucket(t, bucket)
+	creds, err := os.MkdirTemp("", "appliance-e2e-s3-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, sk := c.CredentialFiles(t, creds)
+	env := []string{"APPLIANCE_STORAGE_BACKEND=s3", "APPLIANCE_STORAGE_S3_ENDPOINT=" + c.URL, "APPLIANCE_STORAGE_S3_BUCKET=" + bucket,
+		"APPLIANCE_STORAGE_S3_PREFIX=appliance", "APPLIANCE_STORAGE_S3_ACCESS_KEY_FILE=" + ak, "APPLIANCE_STORAGE_S3_SECRET_KEY_FILE=" + sk}
+	buckets[dataDir] = env
+	return env
+}
+
+// configuresS3 tells whether the arguments name a configuration file that
+// puts the content in an object store itself (TestReplicas' writer and
+// replicas on one bucket).
+func configuresS3(t *testing.T, args []string) bool {
+	t.Helper()
+	i := slices.Index(args, "--config")
+	if i < 0 || i+1 >= len(args) {
+		return false
+	}
+	data, err := os.ReadFile(args[i+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(data), "backend: s3")
+}
+
+// bucketOf is the bucket the appliance on dataDir keeps its content in,
+// on S3 ("" on the filesystem).
+func bucketOf(dataDir string) string {
+	bucketsMu.Lock()
+	defer bucketsMu.Unlock()
+	for _, kv := range buckets[dataDir] {
+		if v, ok := strings.CutPrefix(kv, "APPLIANCE_STORAGE_S3_BUCKET="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // freeAddr returns a loopback address with a port the kernel just gave out.
@@ -81,6 +165,9 @@ func freeAddr(t *testing.T) string {
 func startAppliance(t *testing.T, dataDir string, extra ...string) *appliance {
 	t.Helper()
 	a := &appliance{t: t, dataDir: dataDir, httpsAddr: freeAddr(t), httpAddr: freeAddr(t)}
+	if e2eOnS3(t) && !configuresS3(t, extra) {
+		a.storageEnv = s3Env(t, dataDir)
+	}
 	// A port just closed may be handed out again at once.
 	for i := 0; i < 10 && a.httpAddr == a.httpsAddr; i++ {
 		a.httpAddr = freeAddr(t)
@@ -97,7 +184,7 @@ func (a *appliance) start(extra ...string) {
 	t.Helper()
 	args := append([]string{"serve", "--data-dir", a.dataDir, "--https-addr", a.httpsAddr, "--http-addr", a.httpAddr, "--log-level", "debug"}, extra...)
 	a.cmd = exec.Command(binary, args...)
-	a.cmd.Env = cleanEnv()
+	a.cmd.Env = append(cleanEnv(), a.storageEnv...)
 	a.stderr = &testkit.SyncBuffer{}
 	a.cmd.Stdout, a.cmd.Stderr = a.stderr, a.stderr
 	if err := a.cmd.Start(); err != nil {
@@ -128,6 +215,9 @@ func (a *appliance) start(extra ...string) {
 	}
 	if m := passwordRE.FindStringSubmatch(a.stderr.String()); m != nil {
 		a.password = m[1]
+	}
+	if a.storageEnv != nil && !ceph.Get(t).ObjectExists(t, bucketOf(a.dataDir), "appliance/appliance/writer.lock") {
+		t.Fatalf("the appliance on S3 holds no lock object in bucket %s:\n%s", bucketOf(a.dataDir), a.stderr.String())
 	}
 }
 

@@ -132,7 +132,7 @@ func TestImportSurvivesKilledServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for !hasStaging(a.dataDir) {
+	for !hasStaging(t, a) {
 		if time.Now().After(deadline) {
 			t.Fatal("the import never started writing")
 		}
@@ -143,7 +143,7 @@ func TestImportSurvivesKilledServer(t *testing.T) {
 	<-done
 
 	a.start()
-	if hasStaging(a.dataDir) {
+	if hasStaging(t, a) {
 		t.Fatal("the interrupted import's staging area survived the restart")
 	}
 	code, _, body := status(t, a, http.MethodGet, "/v2/_catalog", "admin", a.password)
@@ -160,9 +160,4 @@ func TestImportSurvivesKilledServer(t *testing.T) {
 	if code, _, _ := status(t, a, http.MethodGet, "/v2/enclave/bundle/manifests/sha256-1a63919db6a9701b060d2d74652913f6f53e96aeb28b6d5399e1e5fbdd0bb24d.imgpkg", "", ""); code != http.StatusOK {
 		t.Fatalf("bundle after re-running = %d", code)
 	}
-}
-
-func hasStaging(dataDir string) bool {
-	ents, err := os.ReadDir(filepath.Join(dataDir, "registry", "docker", "registry", "v2", "repositories", "appliance-import-staging"))
-	return err == nil && len(ents) > 0
 }

@@ -72,7 +72,7 @@ func TestFsckAndGCThroughCLI(t *testing.T) {
 	}
 	for _, r := range dry.Removed {
 		if r.What == "blob" {
-			if _, err := os.Stat(blobPath(a, r.Digest)); err == nil {
+			if blobStored(t, a, r.Digest) {
 				t.Errorf("blob %s survived gc", r.Digest)
 			}
 		}
@@ -85,7 +85,7 @@ func TestFsckAndGCThroughCLI(t *testing.T) {
 
 	// A corrupt blob: named, and the command fails.
 	layers := layoutBlobs(t, layoutDir)
-	flip(t, blobPath(a, layers[0]))
+	corruptBlob(t, a, layers[0])
 	out, err = cli("fsck")
 	mustFail(t, "fsck of a corrupt blob", out, err, "corrupt-blob", layers[0], "enclave/app@", "--repair")
 	out, err = cli("fsck", "--json")
@@ -101,7 +101,7 @@ func TestFsckAndGCThroughCLI(t *testing.T) {
 	// --repair removes it, and says so; the image then lacks the layer.
 	out, err = cli("fsck", "--repair")
 	mustFail(t, "fsck --repair", out, err, "removed:", "blob", layers[0], "remaining:", "missing-blob", "1 problem remains")
-	if _, err := os.Stat(blobPath(a, layers[0])); err == nil {
+	if blobStored(t, a, layers[0]) {
 		t.Fatal("the corrupt blob is still there")
 	}
 	// Importing the image again brings the layer back: fsck passes.
@@ -137,11 +137,6 @@ func layoutBlobs(t *testing.T, dir string) []string {
 		out = append(out, l.Digest)
 	}
 	return out
-}
-
-func blobPath(a *appliance, d string) string {
-	hex := strings.TrimPrefix(d, "sha256:")
-	return filepath.Join(a.dataDir, "registry", "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex, "data")
 }
 
 func flip(t *testing.T, path string) {

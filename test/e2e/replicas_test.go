@@ -237,6 +237,45 @@ storage:
 		!strings.Contains(rep.Writer, writer.host()) || rep.State.Version < 3 || rep.State.Error != "" {
 		t.Errorf("GET /api/v1/replication on a replica: HTTP %d %s", code, body)
 	}
+
+	// gc is the writer's: a replica refuses it, naming the writer; on the
+	// writer it runs on the bucket.
+	out, err = replicas[1].cli(in, append([]string{"gc", "--dry-run"}, admin...)...)
+	mustFail(t, "gc on a replica", out, err, "read-only replica", writer.host())
+	out, err = writer.cliLong(in, append([]string{"gc", "--dry-run"}, admin...)...)
+	mustOK(t, "gc --dry-run on the writer", out, err)
+
+	// A replica's status shows the mode of the writer it follows, and
+	// its role: the writer's read-only switch reaches it within the bound.
+	replicaStatus := func(r *appliance) (st struct {
+		Mode     string `json:"mode"`
+		Role     string `json:"role"`
+		Writer   string `json:"writer"`
+		ReadOnly struct {
+			ReadOnly bool   `json:"read_only"`
+			Reason   string `json:"reason"`
+		} `json:"read_only"`
+	}) {
+		code, _, body := status(t, r, http.MethodGet, "/api/v1/status", "", "")
+		if err := json.Unmarshal([]byte(body), &st); code != http.StatusOK || err != nil {
+			t.Fatalf("GET /api/v1/status on a replica: HTTP %d %s", code, body)
+		}
+		return st
+	}
+	if st := replicaStatus(replicas[1]); st.Role != "replica" || !strings.Contains(st.Writer, writer.host()) || st.Mode != "bootstrap" || st.ReadOnly.ReadOnly {
+		t.Errorf("status of a replica: %+v; want role replica, writer %s, the writer's mode bootstrap, read-write", st, writer.host())
+	}
+	out, err = writer.cli(in, append([]string{"readonly", "enable", "--reason", "writer maintenance"}, admin...)...)
+	mustOK(t, "readonly enable on the writer", out, err)
+	waitReplicas(t, replicas[1:], "read-only in its status", time.Now(), func(r *appliance) bool {
+		st := replicaStatus(r)
+		return st.ReadOnly.ReadOnly && st.ReadOnly.Reason == "writer maintenance"
+	})
+	out, err = replicas[1].cli("", "status")
+	mustOK(t, "status on a replica", out, err)
+	if !strings.Contains(out, "role: read-only replica of") || !strings.Contains(out, "(the writer's, which this replica follows)") || !strings.Contains(out, "read-only (writer maintenance)") {
+		t.Errorf("appliance status on a replica:\n%s", out)
+	}
 }
 
 // waitReplicas polls every replica until ok holds on each, within twice

@@ -54,7 +54,12 @@ func (c cmds) statusCmd() *cobra.Command {
 }
 
 func printStatus(w io.Writer, st opsapi.Status) {
-	fmt.Fprintf(w, "mode: %s since %s\n", st.Mode, st.Since.Format(time.RFC3339))
+	if st.Writer != "" {
+		fmt.Fprintf(w, "role: read-only replica of %s\n", st.Writer)
+		fmt.Fprintf(w, "mode: %s (the writer's, which this replica follows)\n", st.Mode)
+	} else {
+		fmt.Fprintf(w, "mode: %s since %s\n", st.Mode, st.Since.Format(time.RFC3339))
+	}
 	if st.ReadOnly.ReadOnly {
 		fmt.Fprintf(w, "registry: read-only (%s)\n", st.ReadOnly.Reason)
 	} else {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -423,9 +422,6 @@ type Removal struct {
 // returns every removal. Content it removes is gone: Check afterwards
 // names the manifests that lack it, to be imported again.
 func (s *Store) Repair(ctx context.Context, problems []Problem) ([]Removal, error) {
-	if !s.tree.local() {
-		return nil, fmt.Errorf("repair: %w", ErrNotOnObjectStore)
-	}
 	release, err := s.turns.Exclusive(ctx)
 	if err != nil {
 		return nil, err
@@ -445,7 +441,7 @@ func (s *Store) Repair(ctx context.Context, problems []Problem) ([]Removal, erro
 			continue
 		}
 		seen[d] = true
-		info, err := os.Stat(s.BlobDataPath(d))
+		info, err := s.tree.stat(ctx, s.BlobDataPath(d))
 		if err != nil {
 			continue
 		}
@@ -459,10 +455,10 @@ func (s *Store) Repair(ctx context.Context, problems []Problem) ([]Removal, erro
 		if again.Kind != ProblemCorruptBlob {
 			continue // unreadable now: not proven corrupt
 		}
-		if err := removeDir(s.blobDir(d), blobsRoot); err != nil {
+		if err := s.tree.remove(ctx, s.blobDir(d), blobsRoot); err != nil {
 			return out, fmt.Errorf("repair: remove blob %s: %w", d, err)
 		}
-		out = append(out, Removal{What: "blob", Digest: d.String(), Size: info.Size(), Reason: again.Detail})
+		out = append(out, Removal{What: "blob", Digest: d.String(), Size: info.size, Reason: again.Detail})
 		s.log.Warn("fsck removed a corrupt blob", "digest", d, "detail", again.Detail)
 	}
 	repos, err := s.listRepos(ctx)
@@ -496,7 +492,7 @@ func (s *Store) repairRepo(ctx context.Context, repo string) ([]Removal, error) 
 	}()
 	root := s.repoPath(repo)
 	blobThere := func(d digest.Digest) bool {
-		_, err := os.Stat(s.BlobDataPath(d))
+		_, err := s.tree.stat(ctx, s.BlobDataPath(d))
 		return err == nil
 	}
 	for _, kind := range []struct {
@@ -514,7 +510,7 @@ func (s *Store) repairRepo(ctx context.Context, repo string) ([]Removal, error) 
 			default:
 				continue
 			}
-			if err := removeDir(l.dir, root); err != nil {
+			if err := s.tree.remove(ctx, l.dir, root); err != nil {
 				return out, fmt.Errorf("repair: remove %s %s of %s: %w", kind.what, d, repo, err)
 			}
 			changed = true
@@ -538,7 +534,7 @@ func (s *Store) repairRepo(ctx context.Context, repo string) ([]Removal, error) 
 		} else {
 			continue
 		}
-		if err := removeDir(l.dir, root); err != nil {
+		if err := s.tree.remove(ctx, l.dir, root); err != nil {
 			return out, fmt.Errorf("repair: remove tag %s:%s: %w", repo, tag, err)
 		}
 		changed = true

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"time"
@@ -72,9 +71,6 @@ type GCReport struct {
 // its links and last its data, so a blob is only removed once no
 // remaining manifest can reference it. The next gc finishes the work.
 func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
-	if !s.tree.local() {
-		return GCReport{}, fmt.Errorf("gc: %w", ErrNotOnObjectStore)
-	}
 	if opts.Grace <= 0 {
 		opts.Grace = DefaultGrace
 	}
@@ -173,7 +169,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		rep.StagingRepos++
 		rep.Removed = append(rep.Removed, Removal{What: "staging-repository", Repository: repo, Reason: "left by an import that is no longer running"})
 		if !opts.DryRun {
-			if err := s.removeRepository(repo); err != nil {
+			if err := s.removeRepository(ctx, repo); err != nil {
 				return rep, fmt.Errorf("gc: %w", err)
 			}
 			if err := s.step("staging repository %s removed", repo); err != nil {
@@ -185,7 +181,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		rep.Manifests++
 		rep.Removed = append(rep.Removed, Removal{What: "manifest", Repository: m.repo, Digest: m.d.String(), Reason: "no tag reaches it"})
 		if !opts.DryRun {
-			if err := s.removeRevision(m.repo, m.d, m.tags); err != nil {
+			if err := s.removeRevision(ctx, m.repo, m.d, m.tags); err != nil {
 				return rep, fmt.Errorf("gc: %w", err)
 			}
 			if err := s.step("manifest %s@%s removed", m.repo, m.d); err != nil {
@@ -203,7 +199,10 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 			continue
 		}
 		for _, repo := range links[d] {
-			err := removeDir(s.repoPath(repo, "_layers", d.Algorithm().String(), d.Encoded()), s.repoPath(repo))
+			err := s.tree.remove(ctx, s.repoPath(repo, "_layers", d.Algorithm().String(), d.Encoded()), s.repoPath(repo))
+			if errors.Is(err, fs.ErrNotExist) {
+				err = nil // gone meanwhile: an object store lists what a stopped gc left
+			}
 			if err != nil {
 				return rep, fmt.Errorf("gc: remove layer link %s of %s: %w", d, repo, err)
 			}
@@ -211,7 +210,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 				return rep, err
 			}
 		}
-		if err := removeDir(s.blobDir(d), blobsRoot); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.tree.remove(ctx, s.blobDir(d), blobsRoot); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return rep, fmt.Errorf("gc: remove blob %s: %w", d, err)
 		}
 		if err := s.step("blob %s removed", d); err != nil {
@@ -243,19 +242,17 @@ func unreadReached(g *repoGraph, reached map[digest.Digest]bool) (digest.Digest,
 // removeRevision removes a manifest from a repository: its tag history
 // entries, then its revision link. The manifest's blob stays for the
 // blob sweep to judge.
-func (s *Store) removeRevision(repo string, d digest.Digest, tags map[string]link) error {
+func (s *Store) removeRevision(ctx context.Context, repo string, d digest.Digest, tags map[string]link) error {
 	s.changes.Invalidate(repo)
 	defer s.changes.Invalidate(repo)
 	root := s.repoPath(repo)
 	for _, l := range tags {
 		entry := filepath.Join(l.dir, "index", d.Algorithm().String(), d.Encoded())
-		if _, err := os.Stat(entry); err == nil {
-			if err := removeDir(entry, root); err != nil {
-				return fmt.Errorf("remove tag history of %s in %s: %w", d, repo, err)
-			}
+		if err := s.tree.remove(ctx, entry, root); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove tag history of %s in %s: %w", d, repo, err)
 		}
 	}
-	if err := removeDir(s.repoPath(repo, "_manifests", "revisions", d.Algorithm().String(), d.Encoded()), root); err != nil {
+	if err := s.tree.remove(ctx, s.repoPath(repo, "_manifests", "revisions", d.Algorithm().String(), d.Encoded()), root); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove manifest %s of %s: %w", d, repo, err)
 	}
 	return nil

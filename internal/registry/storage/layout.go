@@ -132,13 +132,13 @@ func (s *Store) Revisions(ctx context.Context, repo string) ([]digest.Digest, er
 
 // removeRepository removes a repository's folder (its links, tags and
 // uploads; not the blobs), as distribution's RepositoryRemover does.
-func (s *Store) removeRepository(repo string) error {
+func (s *Store) removeRepository(ctx context.Context, repo string) error {
 	s.changes.Invalidate(repo)
 	defer s.changes.Invalidate(repo)
 	if _, err := reference.WithName(repo); err != nil {
 		return fmt.Errorf("%w: %q", ErrInvalidName, repo)
 	}
-	if err := os.RemoveAll(s.repoPath(repo)); err != nil {
+	if err := s.tree.remove(ctx, s.repoPath(repo), s.v2Path("repositories")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove repository %s: %w", repo, err)
 	}
 	return nil

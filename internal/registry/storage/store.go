@@ -13,9 +13,10 @@
 // It reads the layout straight from disk rather than through
 // distribution's storage driver (a stat per file, and no modification
 // times, which gc's grace period is measured on), save when the content
-// is in an object store (Options.Driver; tree.go): then it reads through
-// the driver, and gc and repair, which remove in a crash-safe order on a
-// local filesystem, are refused with ErrNotOnObjectStore. Of distribution it
+// is in an object store (Options.Driver; tree.go): then it reads and
+// removes through the driver (gc's grace period measured on the objects'
+// modification times, and its removals in the same crash-safe order:
+// links before data). Of distribution it
 // needs only the layout and its rule for repository names (the
 // reference module); its tests write content through distribution's own
 // storage. Writing content (uploads, manifests, tags) is the registry's,
@@ -96,9 +97,9 @@ type Options struct {
 	Asked Asked
 	// Logger receives what gc and repair removed; discarded when nil.
 	Logger *slog.Logger
-	// Driver, when set, is where the layout is read from (an object
-	// store): root is then ignored, and gc and repair are refused with
-	// ErrNotOnObjectStore. Unset, the layout is read from disk under root.
+	// Driver, when set, is where the layout is read from and removed
+	// (an object store): root is then ignored. Unset, the layout is read
+	// from disk under root.
 	Driver storagedriver.StorageDriver
 }
 

@@ -14,12 +14,6 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 )
 
-// ErrNotOnObjectStore is returned for an operation that needs the layout on a local
-// filesystem (gc's and repair's removals, which take gc's grace period
-// from file times and remove folders in a crash-safe order) asked of a
-// store kept in an object store.
-var ErrNotOnObjectStore = errors.New("not supported yet when registry content is in an object store (storage.backend s3)")
-
 // tree is where the layout is read from: the local filesystem under the
 // store's root (the fast path: a stat per file), or distribution's
 // storage driver for an object store. Paths are the layout's, joined with
@@ -34,9 +28,11 @@ type tree interface {
 	open(ctx context.Context, p string) (io.ReadCloser, error)
 	// used sums the sizes of every file under root.
 	used(ctx context.Context, root string) (int64, error)
-	// local tells whether the tree is the local filesystem (which gc and
-	// repair need).
-	local() bool
+	// remove removes the folder (or file) p and everything under it; on
+	// the local filesystem also the parents it leaves empty, up to (not
+	// including) stop. An object store has no folders: removing the
+	// objects under p is all. Absent, it is an fs.ErrNotExist.
+	remove(ctx context.Context, p, stop string) error
 }
 
 type entry struct {
@@ -93,7 +89,7 @@ func (osTree) used(_ context.Context, root string) (int64, error) {
 	return total, err
 }
 
-func (osTree) local() bool { return true }
+func (osTree) remove(_ context.Context, p, stop string) error { return removeDir(p, stop) }
 
 // driverTree is the layout read through distribution's storage driver.
 type driverTree struct{ d storagedriver.StorageDriver }
@@ -150,7 +146,14 @@ func (t driverTree) used(ctx context.Context, root string) (int64, error) {
 	return total, err
 }
 
-func (driverTree) local() bool { return false }
+// remove deletes every object under p (the driver lists and deletes them
+// in batches). An object store has no rename, so a folder goes object by
+// object: a removal stopped half-way leaves part of it, which is why gc
+// and repair remove a blob's links before its data, and a link's
+// folder's objects before nothing else needs them.
+func (t driverTree) remove(ctx context.Context, p, _ string) error {
+	return notExist(t.d.Delete(ctx, filepath.ToSlash(p)))
+}
 
 // notExist makes the driver's "path not found" an fs.ErrNotExist, which
 // the layout's readers test for.

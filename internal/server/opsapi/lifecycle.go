@@ -40,6 +40,11 @@ type Status struct {
 	// for the appliance (0 when it cannot be read).
 	StorageFreeBytes int64     `json:"storage_free_bytes"`
 	Started          time.Time `json:"started"`
+	// Role is "writer" or "replica". A read-only replica follows its
+	// writer: Mode and ReadOnly are the writer's, as the state in force
+	// names them, and Writer names it.
+	Role   string `json:"role"`
+	Writer string `json:"writer,omitempty"`
 }
 
 // PromotionSummary is the last promotion, in brief.
@@ -61,7 +66,15 @@ func (a *api) getStatus(c echo.Context) error {
 	ls := a.Lifecycle.State()
 	st := Status{Mode: ls.Mode, Since: ls.Since, ReadOnly: a.Registry.Mode(), Primary: ls.Primary, History: ls.History,
 		Version: version.Get(), Hostnames: a.Appliance.CertNames, CAFingerprint: a.Appliance.CAFingerprint,
-		StorageUsedBytes: used, StorageFreeBytes: freeBytes(a.Appliance.DataDir), Started: a.Appliance.Started}
+		StorageUsedBytes: used, StorageFreeBytes: freeBytes(a.Appliance.DataDir), Started: a.Appliance.Started, Role: a.Appliance.Role}
+	if st.Role == "" {
+		st.Role = "writer"
+	}
+	if a.Followed != nil {
+		if f, ok := a.Followed(); ok {
+			st.Mode, st.ReadOnly, st.Writer = bootstrap.Mode(f.Lifecycle), registry.Mode{ReadOnly: f.ReadOnly, Reason: f.Reason}, f.Writer
+		}
+	}
 	if ls.Primary != nil {
 		sync := a.visibleSync(c, a.Follower.Status())
 		st.Standby = &sync

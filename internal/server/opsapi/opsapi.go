@@ -117,6 +117,17 @@ type Appliance struct {
 	// DataDir is the data directory, whose file system's free space the
 	// status reports.
 	DataDir string
+	// Role is "writer" or "replica" (on an object store).
+	Role string
+}
+
+// Followed is, on a read-only replica, the mode of the writer it follows
+// as the state in force names it, and that writer.
+type Followed struct {
+	Lifecycle string
+	ReadOnly  bool
+	Reason    string
+	Writer    string
 }
 
 // Deps is what the routes need. Every field is required.
@@ -148,6 +159,9 @@ type Deps struct {
 	// MayPull tells whether the caller may pull from a repository: what
 	// the status and the standby's state show of repositories follows it.
 	MayPull func(c echo.Context, repo string) bool
+	// Followed, when set, returns the writer's mode on a replica (false
+	// on a writer): the status shows it in place of the replica's own.
+	Followed func() (Followed, bool)
 }
 
 func (d Deps) check() error {

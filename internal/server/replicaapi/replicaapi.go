@@ -52,7 +52,15 @@ type Deps struct {
 	TokenTTL time.Duration
 	Interval time.Duration
 	Role     string
-	Logger   *slog.Logger
+	// Files, when set, is the file store a replica reads again at every
+	// poll (its writer's commits).
+	Files  Files
+	Logger *slog.Logger
+}
+
+// Files is what a replica needs of the file store.
+type Files interface {
+	Refresh(ctx context.Context) error
 }
 
 // API is one appliance's part in replication.
@@ -76,8 +84,14 @@ func New(ctx context.Context, d Deps) (*API, error) {
 		return a, nil
 	}
 	if d.Registry.IsReplica() {
+		tick := d.Registry.ReplicaTick
+		if d.Files != nil {
+			tick = func(ctx context.Context) error {
+				return errors.Join(d.Registry.ReplicaTick(ctx), d.Files.Refresh(ctx))
+			}
+		}
 		f, err := replica.NewFollower(objects, replica.Target{Users: d.Users, Projects: d.Projects, Tokens: d.Tokens}.Apply,
-			d.Registry.ReplicaTick, d.Interval, d.Logger)
+			tick, d.Interval, d.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -134,6 +148,15 @@ func (a *API) Gate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return err
 	}
+}
+
+// Followed returns, on a replica, the mode of the writer in the state in
+// force and that writer; false on a writer or the filesystem.
+func (a *API) Followed() (replica.Mode, string, bool) {
+	if a.follower == nil {
+		return replica.Mode{}, "", false
+	}
+	return a.follower.Status().Mode, a.d.Registry.Writer(), true
 }
 
 // Replication is the answer of GET /api/v1/replication.
