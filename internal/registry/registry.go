@@ -49,6 +49,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/fsutil"
 	"github.com/appliance-dev/appliance/internal/registry/directfs"
 	"github.com/appliance-dev/appliance/internal/registry/storage"
+	"github.com/appliance-dev/appliance/internal/registry/turns"
 )
 
 // Access is one permission a registry request needs.
@@ -109,8 +110,8 @@ type Registry struct {
 	authorizer Authorizer
 	cache      *manifestCache
 	refs       *referrersCache
-	turns      *turns     // gc takes turns with writers (turns.go)
-	asked      askedBlobs // blobs clients found present (turns.go)
+	turns      *turns.Turns // gc takes turns with writers (turns.go)
+	asked      askedBlobs   // blobs clients found present (turns.go)
 	s3         *S3
 	// writer describes the appliance that holds the bucket's lock, on a
 	// read-only replica; nil on a writer (replica.go).
@@ -233,7 +234,7 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		_ = app.Shutdown()
 		return nil, fmt.Errorf("new registry: %w", err)
 	}
-	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), refs: newReferrersCache(), turns: newTurns(), stateFile: opts.StateFile, log: opts.Logger, onS3: opts.S3 != nil, rootDir: opts.RootDir, s3: opts.S3}
+	r := &Registry{app: app, namespace: ns, driver: driver, authorizer: opts.Authorizer, cache: newManifestCache(), refs: newReferrersCache(), turns: turns.New(), stateFile: opts.StateFile, log: opts.Logger, onS3: opts.S3 != nil, rootDir: opts.RootDir, s3: opts.S3}
 	if opts.S3 != nil && opts.S3.Replica {
 		r.writer.Store(&writer)
 	}

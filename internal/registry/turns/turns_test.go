@@ -1,4 +1,4 @@
-package registry
+package turns
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 // keeping new ones out, and gives up naming them when its wait ends.
 func TestTurns(t *testing.T) {
 	t.Parallel()
-	tu := newTurns()
+	tu := New()
 	ctx := context.Background()
 	release, err := tu.Hold(ctx, "import 1")
 	if err != nil {
