@@ -40,6 +40,7 @@ import (
 	"github.com/appliance-dev/appliance/internal/registry"
 	"github.com/appliance-dev/appliance/internal/replica"
 	"github.com/appliance-dev/appliance/internal/server/aptapi"
+	"github.com/appliance-dev/appliance/internal/server/catalog"
 	"github.com/appliance-dev/appliance/internal/server/httpmetrics"
 	"github.com/appliance-dev/appliance/internal/server/replicaapi"
 	"github.com/appliance-dev/appliance/internal/server/validationapi"
@@ -387,7 +388,11 @@ func (s *Server) httpsHandler() (http.Handler, error) {
 	}
 	s.mounted = map[string][]*echo.Route{"https": e.Routes()}
 	api := s.metrics.Instrument(s.log, func(r *http.Request) string { return httpmetrics.EchoRoute(e, r) }, e)
-	v2 := s.metrics.Instrument(s.log, httpmetrics.RegistryRoute, s.auditRegistry(s.memberCatalog(s.reg.Handler())))
+	members, err := catalog.New(catalog.Deps{Authz: s.authz, ConsolePrincipal: s.consolePrincipal, Repositories: s.reg.Repositories, Log: s.log})
+	if err != nil {
+		return nil, err
+	}
+	v2 := s.metrics.Instrument(s.log, httpmetrics.RegistryRoute, s.auditRegistry(members.Wrap(s.reg.Handler())))
 	inner = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
 			if s.refuseLockedOut(w, r) {
