@@ -103,7 +103,7 @@ func (b *builder) copyCached(ctx context.Context, bl bundle.Blob, w io.Writer) e
 		return fmt.Errorf("write bundle: blob %s: %w", bl.Digest, err)
 	}
 	defer rc.Close()
-	var r io.Reader = fsutil.ContextReader(ctx, rc)
+	r := fsutil.ContextReader(ctx, rc)
 	if b.o.Progress != nil {
 		r = countingReader{r, b.o.Progress}
 	}

@@ -88,10 +88,10 @@ func (d *Driver) Writer(ctx context.Context, subPath string, appendTo bool) (sto
 		return d.Driver.Writer(ctx, subPath, appendTo)
 	}
 	full := filepath.Join(d.root, filepath.FromSlash(subPath))
-	if err := os.MkdirAll(filepath.Dir(full), 0o777); err != nil {
+	if err := os.MkdirAll(filepath.Dir(full), 0o750); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
+	f, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
