@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -69,10 +68,10 @@ starts on its previous configuration. See docs/ova.md.`,
 				}
 			} else {
 				cdroms, _ := filepath.Glob(filepath.Join(root, "dev", "sr[0-9]*"))
-				src := firstboot.Source{Run: runCommand, CDROMs: cdroms, MountDir: filepath.Join(root, "run", "appliance-ovfenv"), Log: o.Log}
+				src := firstboot.Source{Run: firstboot.Exec, CDROMs: cdroms, MountDir: filepath.Join(root, "run", "appliance-ovfenv"), Log: o.Log}
 				props, where, err = src.Read(ctx)
 				if errors.Is(err, firstboot.ErrNoEnvironment) {
-					o.Log.Info("no OVF environment; the configuration stays as it is", "looked_at", append([]string{"guestinfo.ovfEnv"}, cdroms...))
+					o.Log.Info("no OVF environment; the configuration stays as it is", "looked_at", append([]string{firstboot.GuestinfoKey}, cdroms...), "found", err.Error())
 					return nil
 				}
 				if err != nil {
@@ -226,20 +225,6 @@ func (w consoleWriter) Write(p []byte) (int, error) {
 	}
 	_, _ = w.f.Write(out)
 	return len(p), nil
-}
-
-func runCommand(ctx context.Context, name string, args ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).Output() //nolint:gosec // G204: fixed commands of first boot
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && len(ee.Stderr) > 0 {
-			return out, fmt.Errorf("%s: %w: %s", name, err, ee.Stderr)
-		}
-		return out, fmt.Errorf("%s: %w", name, err)
-	}
-	return out, nil
 }
 
 // machineAddresses are the machine's global unicast addresses.
