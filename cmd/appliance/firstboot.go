@@ -55,6 +55,9 @@ starts on its previous configuration. See docs/ova.md.`,
 				return err
 			}
 			defer closeConsole()
+			if _, err := firstboot.OwnData(o); err != nil {
+				return fmt.Errorf("firstboot: %w", err)
+			}
 			var props map[string]string
 			where := envFile
 			if envFile != "" {
