@@ -126,7 +126,7 @@ func (c cmds) bannerCmd(root, userName *string, console *bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := completeStandby(cmd.Context(), o, *root, cfg, server); err != nil {
+			if err := completeStandby(cmd.Context(), o, *root, cfg, server, wait); err != nil {
 				return err
 			}
 			names := slices.Clone(cfg.Hostnames)
@@ -146,7 +146,11 @@ func (c cmds) bannerCmd(root, userName *string, console *bool) *cobra.Command {
 // completeStandby makes the running appliance the standby the properties
 // ask for, through its API as admin, if that is still pending. A failure
 // is shown and the switch stays pending; the banner still shows.
-func completeStandby(ctx context.Context, o firstboot.Options, root string, cfg config.Config, server string) error {
+//
+// The appliance service counts as started once it runs, before it listens,
+// and its CA is already on the data disk at any boot but the first: so the
+// switch waits, at most wait, for the API to answer.
+func completeStandby(ctx context.Context, o firstboot.Options, root string, cfg config.Config, server string, wait time.Duration) error {
 	p, err := firstboot.ReadPendingStandby(o)
 	if err != nil || p == nil {
 		return err
@@ -166,6 +170,20 @@ func completeStandby(ctx context.Context, o firstboot.Options, root string, cfg 
 	cl, err := apiclient.New(apiclient.Options{Server: server, CAFile: caFile, Username: "admin", Password: p.AdminPassword})
 	if err != nil {
 		return fmt.Errorf("banner: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		var st opsapi.Status
+		err := cl.Do(ctx, http.MethodGet, "/api/v1/status", nil, &st)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		o.Log.Debug("waiting for the appliance's API", "error", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
 	req := opsapi.StandbyRequest{Primary: p.URL, PrimaryCA: p.CAPEM, PrimaryUsername: p.Username, PrimaryPassword: p.Password,
 		Reason: "vApp property guestinfo.mode=standby"}
