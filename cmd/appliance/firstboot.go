@@ -50,11 +50,10 @@ starts on its previous configuration. See docs/ova.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			o, closeConsole, err := c.firstbootOptions(root, userName, console)
+			o, err := c.firstbootOptions(root, userName, console)
 			if err != nil {
 				return err
 			}
-			defer closeConsole()
 			if _, err := firstboot.OwnData(o); err != nil {
 				return fmt.Errorf("firstboot: %w", err)
 			}
@@ -107,11 +106,10 @@ func (c cmds) bannerCmd(root, userName *string, console *bool) *cobra.Command {
 		Short: "Show the appliance's URLs and CA fingerprint on the console and at the login prompt",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, closeConsole, err := c.firstbootOptions(*root, *userName, *console)
+			o, err := c.firstbootOptions(*root, *userName, *console)
 			if err != nil {
 				return err
 			}
-			defer closeConsole()
 			fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 			config.RegisterFlags(fs)
 			if err := fs.Parse([]string{"--config", filepath.Join(*root, firstboot.ConfigFile)}); err != nil {
@@ -196,13 +194,13 @@ func completeStandby(ctx context.Context, o firstboot.Options, root string, cfg 
 	return firstboot.StandbyDone(o)
 }
 
-// firstbootOptions opens the consoles and finds the appliance's user.
-func (c cmds) firstbootOptions(root, userName string, console bool) (firstboot.Options, func(), error) {
-	o := firstboot.Options{Root: root, UID: -1, GID: -1, Log: slog.New(slog.NewTextHandler(c.Stderr, nil))}
+// firstbootOptions finds the appliance's user and the consoles.
+func (c cmds) firstbootOptions(root, userName string, console bool) (firstboot.Options, error) {
+	o := firstboot.Options{Root: root, UID: -1, GID: -1, Log: slog.New(slog.NewTextHandler(c.Stderr, nil)), Console: io.Discard}
 	if userName != "" {
 		u, err := user.Lookup(userName)
 		if err != nil {
-			return o, nil, fmt.Errorf("firstboot: the appliance's user: %w", err)
+			return o, fmt.Errorf("firstboot: the appliance's user: %w", err)
 		}
 		o.UID, _ = strconv.Atoi(u.Uid)
 		o.GID, _ = strconv.Atoi(u.Gid)
@@ -210,31 +208,19 @@ func (c cmds) firstbootOptions(root, userName string, console bool) (firstboot.O
 	if root == "/" {
 		o.SetHostname = func(h string) error { return syscall.Sethostname([]byte(h)) }
 	}
-	var (
-		writers []io.Writer
-		files   []*os.File
-	)
 	if console {
-		for _, p := range consoles {
-			f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NOCTTY, 0)
-			if err != nil {
-				continue
-			}
-			files = append(files, f)
-			writers = append(writers, consoleWriter{f})
-		}
+		o.Console = consoleWriter{paths: consoles}
 	}
-	o.Console = io.MultiWriter(writers...)
-	return o, func() {
-		for _, f := range files {
-			_ = f.Close()
-		}
-	}, nil
+	return o, nil
 }
 
-// consoleWriter writes CRLF line ends and ignores a port with nothing
-// behind it (a VM without a serial port still has /dev/ttyS0).
-type consoleWriter struct{ f *os.File }
+// consoleWriter writes to each console with CRLF line ends, opening it
+// for each write: the banner runs while the gettys start, and systemd
+// hangs a terminal up before starting agetty on it (TTYVHangup=yes),
+// which would silence a descriptor opened earlier. A console that cannot
+// be opened or has nothing behind it (a VM without a serial port still
+// has /dev/ttyS0) is skipped.
+type consoleWriter struct{ paths []string }
 
 func (w consoleWriter) Write(p []byte) (int, error) {
 	out := make([]byte, 0, len(p)+8)
@@ -244,7 +230,14 @@ func (w consoleWriter) Write(p []byte) (int, error) {
 		}
 		out = append(out, b)
 	}
-	_, _ = w.f.Write(out)
+	for _, path := range w.paths {
+		f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOCTTY, 0)
+		if err != nil {
+			continue
+		}
+		_, _ = f.Write(out)
+		_ = f.Close()
+	}
 	return len(p), nil
 }
 
