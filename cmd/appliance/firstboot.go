@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -51,11 +50,13 @@ starts on its previous configuration. See docs/ova.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			o, closeConsole, err := c.firstbootOptions(root, userName, console)
+			o, err := c.firstbootOptions(root, userName, console)
 			if err != nil {
 				return err
 			}
-			defer closeConsole()
+			if _, err := firstboot.OwnData(o); err != nil {
+				return fmt.Errorf("firstboot: %w", err)
+			}
 			var props map[string]string
 			where := envFile
 			if envFile != "" {
@@ -69,10 +70,10 @@ starts on its previous configuration. See docs/ova.md.`,
 				}
 			} else {
 				cdroms, _ := filepath.Glob(filepath.Join(root, "dev", "sr[0-9]*"))
-				src := firstboot.Source{Run: runCommand, CDROMs: cdroms, MountDir: filepath.Join(root, "run", "appliance-ovfenv"), Log: o.Log}
+				src := firstboot.Source{Run: firstboot.Exec, CDROMs: cdroms, MountDir: filepath.Join(root, "run", "appliance-ovfenv"), Log: o.Log}
 				props, where, err = src.Read(ctx)
 				if errors.Is(err, firstboot.ErrNoEnvironment) {
-					o.Log.Info("no OVF environment; the configuration stays as it is", "looked_at", append([]string{"guestinfo.ovfEnv"}, cdroms...))
+					o.Log.Info("no OVF environment; the configuration stays as it is", "looked_at", append([]string{firstboot.GuestinfoKey}, cdroms...), "found", err.Error())
 					return nil
 				}
 				if err != nil {
@@ -105,11 +106,10 @@ func (c cmds) bannerCmd(root, userName *string, console *bool) *cobra.Command {
 		Short: "Show the appliance's URLs and CA fingerprint on the console and at the login prompt",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, closeConsole, err := c.firstbootOptions(*root, *userName, *console)
+			o, err := c.firstbootOptions(*root, *userName, *console)
 			if err != nil {
 				return err
 			}
-			defer closeConsole()
 			fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 			config.RegisterFlags(fs)
 			if err := fs.Parse([]string{"--config", filepath.Join(*root, firstboot.ConfigFile)}); err != nil {
@@ -124,7 +124,7 @@ func (c cmds) bannerCmd(root, userName *string, console *bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := completeStandby(cmd.Context(), o, *root, cfg, server); err != nil {
+			if err := completeStandby(cmd.Context(), o, *root, cfg, server, wait); err != nil {
 				return err
 			}
 			names := slices.Clone(cfg.Hostnames)
@@ -144,7 +144,11 @@ func (c cmds) bannerCmd(root, userName *string, console *bool) *cobra.Command {
 // completeStandby makes the running appliance the standby the properties
 // ask for, through its API as admin, if that is still pending. A failure
 // is shown and the switch stays pending; the banner still shows.
-func completeStandby(ctx context.Context, o firstboot.Options, root string, cfg config.Config, server string) error {
+//
+// The appliance service counts as started once it runs, before it listens,
+// and its CA is already on the data disk at any boot but the first: so the
+// switch waits, at most wait, for the API to answer.
+func completeStandby(ctx context.Context, o firstboot.Options, root string, cfg config.Config, server string, wait time.Duration) error {
 	p, err := firstboot.ReadPendingStandby(o)
 	if err != nil || p == nil {
 		return err
@@ -165,6 +169,20 @@ func completeStandby(ctx context.Context, o firstboot.Options, root string, cfg 
 	if err != nil {
 		return fmt.Errorf("banner: %w", err)
 	}
+	deadline := time.Now().Add(wait)
+	for {
+		var st opsapi.Status
+		err := cl.Do(ctx, http.MethodGet, "/api/v1/status", nil, &st)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		o.Log.Debug("waiting for the appliance's API", "error", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 	req := opsapi.StandbyRequest{Primary: p.URL, PrimaryCA: p.CAPEM, PrimaryUsername: p.Username, PrimaryPassword: p.Password,
 		Reason: "vApp property guestinfo.mode=standby"}
 	var ans opsapi.StandbyAnswer
@@ -176,13 +194,13 @@ func completeStandby(ctx context.Context, o firstboot.Options, root string, cfg 
 	return firstboot.StandbyDone(o)
 }
 
-// firstbootOptions opens the consoles and finds the appliance's user.
-func (c cmds) firstbootOptions(root, userName string, console bool) (firstboot.Options, func(), error) {
-	o := firstboot.Options{Root: root, UID: -1, GID: -1, Log: slog.New(slog.NewTextHandler(c.Stderr, nil))}
+// firstbootOptions finds the appliance's user and the consoles.
+func (c cmds) firstbootOptions(root, userName string, console bool) (firstboot.Options, error) {
+	o := firstboot.Options{Root: root, UID: -1, GID: -1, Log: slog.New(slog.NewTextHandler(c.Stderr, nil)), Console: io.Discard}
 	if userName != "" {
 		u, err := user.Lookup(userName)
 		if err != nil {
-			return o, nil, fmt.Errorf("firstboot: the appliance's user: %w", err)
+			return o, fmt.Errorf("firstboot: the appliance's user: %w", err)
 		}
 		o.UID, _ = strconv.Atoi(u.Uid)
 		o.GID, _ = strconv.Atoi(u.Gid)
@@ -190,31 +208,19 @@ func (c cmds) firstbootOptions(root, userName string, console bool) (firstboot.O
 	if root == "/" {
 		o.SetHostname = func(h string) error { return syscall.Sethostname([]byte(h)) }
 	}
-	var (
-		writers []io.Writer
-		files   []*os.File
-	)
 	if console {
-		for _, p := range consoles {
-			f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NOCTTY, 0)
-			if err != nil {
-				continue
-			}
-			files = append(files, f)
-			writers = append(writers, consoleWriter{f})
-		}
+		o.Console = consoleWriter{paths: consoles}
 	}
-	o.Console = io.MultiWriter(writers...)
-	return o, func() {
-		for _, f := range files {
-			_ = f.Close()
-		}
-	}, nil
+	return o, nil
 }
 
-// consoleWriter writes CRLF line ends and ignores a port with nothing
-// behind it (a VM without a serial port still has /dev/ttyS0).
-type consoleWriter struct{ f *os.File }
+// consoleWriter writes to each console with CRLF line ends, opening it
+// for each write: the banner runs while the gettys start, and systemd
+// hangs a terminal up before starting agetty on it (TTYVHangup=yes),
+// which would silence a descriptor opened earlier. A console that cannot
+// be opened or has nothing behind it (a VM without a serial port still
+// has /dev/ttyS0) is skipped.
+type consoleWriter struct{ paths []string }
 
 func (w consoleWriter) Write(p []byte) (int, error) {
 	out := make([]byte, 0, len(p)+8)
@@ -224,22 +230,15 @@ func (w consoleWriter) Write(p []byte) (int, error) {
 		}
 		out = append(out, b)
 	}
-	_, _ = w.f.Write(out)
-	return len(p), nil
-}
-
-func runCommand(ctx context.Context, name string, args ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).Output() //nolint:gosec // G204: fixed commands of first boot
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && len(ee.Stderr) > 0 {
-			return out, fmt.Errorf("%s: %w: %s", name, err, ee.Stderr)
+	for _, path := range w.paths {
+		f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOCTTY, 0)
+		if err != nil {
+			continue
 		}
-		return out, fmt.Errorf("%s: %w", name, err)
+		_, _ = f.Write(out)
+		_ = f.Close()
 	}
-	return out, nil
+	return len(p), nil
 }
 
 // machineAddresses are the machine's global unicast addresses.

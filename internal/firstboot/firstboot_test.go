@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -394,4 +395,55 @@ func makeCert(t *testing.T, ca bool, names ...string) (certPEM, keyPEM []byte) {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
+
+// TestOwnDataAfterANewSystemDisk: a data disk written by an appliance
+// user of another uid (an older system disk) is given to this one's,
+// lost+found aside; one already owned is left alone.
+func TestOwnDataAfterANewSystemDisk(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	o, _ := options(t)
+	data := filepath.Join(o.Root, firstboot.DefaultDataDir)
+	for _, d := range []string{"registry/docker", "lost+found"} {
+		if err := os.MkdirAll(filepath.Join(data, d), 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(data, "registry", "docker", "blob"), []byte("x"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("docker/blob", filepath.Join(data, "registry", "link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{data, filepath.Join(data, "registry"), filepath.Join(data, "registry", "docker"), filepath.Join(data, "registry", "docker", "blob")} {
+		if err := os.Lchown(p, 4242, 4242); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.UID, o.GID = 4343, 4344
+	if changed, err := firstboot.OwnData(o); err != nil || !changed {
+		t.Fatalf("OwnData = %v, %v", changed, err)
+	}
+	owner := func(p string) (uint32, uint32) {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		return st.Uid, st.Gid
+	}
+	for _, p := range []string{data, filepath.Join(data, "registry", "docker", "blob"), filepath.Join(data, "registry", "link")} {
+		if u, g := owner(p); u != 4343 || g != 4344 {
+			t.Errorf("%s is owned by %d:%d, want 4343:4344", p, u, g)
+		}
+	}
+	if u, _ := owner(filepath.Join(data, "lost+found")); u != 0 {
+		t.Errorf("lost+found was given away: uid %d", u)
+	}
+	if changed, err := firstboot.OwnData(o); err != nil || changed {
+		t.Fatalf("OwnData on owned data = %v, %v; want nothing to do", changed, err)
+	}
 }

@@ -6,13 +6,23 @@ package ova_test
 // no PVSCSI driver to boot from; the data disk is on PVSCSI and the adapter
 // is a vmxnet3, so the kernel's VMware drivers are exercised), and the
 // OVF environment on a CD-ROM, the iso transport vCenter also offers. What
-// stands in for vCenter is that ISO: vcsim cannot hand a guest its
-// environment. The guest's network is QEMU's user network, restricted to
-// the host, with the registry's ports forwarded to 127.0.0.1.
+// stands in for vCenter (and for ESXi) is QEMU with that ISO: vcsim, which
+// stands in for vCenter's import in TestSmallOVA, cannot run a VM nor hand
+// a guest its environment; the guestinfo transport is tested with a
+// stand-in vmtoolsd in internal/firstboot. The guest's network is QEMU's
+// user network, restricted to the host, with the registry's ports
+// forwarded to 127.0.0.1 (and, for the standby, one address forwarded to
+// a primary on the host).
 //
-// It is slow (a few minutes of debootstrap, two boots under TCG), so it
-// runs in CI (CI set) and when asked (APPLIANCE_OVA_BOOT=1), and skips
-// otherwise. APPLIANCE_OVA_CACHE keeps the debootstrap tree between runs.
+// The same VM boots five times, each with a new ISO, as a VM reconfigured
+// in vCenter boots again: good properties; bad ones; a supplied TLS
+// certificate; an upgrade (a fresh system disk, the old data disk); a
+// binary-only upgrade with a CA to sign with and the standby mode.
+//
+// It is slow (a few minutes of debootstrap, five boots under TCG of one to
+// two minutes each), so it runs in CI (CI set) and when asked
+// (APPLIANCE_OVA_BOOT=1), and skips otherwise. APPLIANCE_OVA_CACHE keeps
+// the debootstrap tree between runs.
 
 import (
 	"bufio"
@@ -138,15 +148,12 @@ func TestBootOVA(t *testing.T) {
 	g := boot(t, vm, "good", good)
 	ca := g.waitRegistry(t)
 	caFingerprint := g.checkCertificate(t, ca, bootHost, "harbor-bootstrap.enclave.test", guestIP)
-	g.pushAndPullAnonymously(t, ca)
+	digest := g.pushAndPullAnonymously(t, ca)
 	g.waitConsole(t, 3*time.Minute, "https://"+bootHost+"/", caFingerprint)
 	g.powerOff(t)
 
 	// Second boot: a malformed address and an empty password.
-	bad := map[string]string{}
-	for k, v := range good {
-		bad[k] = v
-	}
+	bad := clone(good)
 	bad[ovfenv.KeyIP] = "10.0.2.300"
 	bad[ovfenv.KeyPassword] = ""
 	bad[ovfenv.KeyHostname] = "other.enclave.test"
@@ -178,6 +185,10 @@ func TestBootOVA(t *testing.T) {
 		`msg="invalid vApp property; nothing applied, the previous configuration is kept" property=guestinfo.ip problem="\"10.0.2.300\" is not an IPv4 or IPv6 address"`,
 		`property=guestinfo.admin_password problem="empty`,
 		`msg="applied the vApp properties to the machine" hostname=` + bootHost,
+		// The guest's real vmtoolsd, asked for guestinfo.ovfEnv under
+		// QEMU, fails, and the CD is read instead.
+		`msg="no OVF environment in guestinfo" error="vmtoolsd: exit status 1`,
+		`msg="read the OVF environment" source=/dev/sr0:/ovf-env.xml`,
 	} {
 		if !strings.Contains(journal, want) {
 			t.Errorf("the journal lacks %s", want)
@@ -185,7 +196,121 @@ func TestBootOVA(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("journal of the appliance's units:\n%s", journal)
+		t.FailNow()
 	}
+
+	// Third boot, the same disks: the properties now supply the TLS
+	// certificate and key (the key as base64 of PEM). The registry serves
+	// exactly that certificate, and what the first boot stored is still
+	// there. An admin changes the admin's password and adds a user
+	// through the API, for the upgrade to keep.
+	names := []string{bootHost, "harbor-bootstrap.enclave.test"}
+	supplied := newTestPKI(t, "enclave test PKI", names, guestIP, "127.0.0.1")
+	withCert := clone(good)
+	withCert[ovfenv.KeyTLSCert], withCert[ovfenv.KeyTLSKey] = string(supplied.leafPEM), b64(supplied.leafKeyPEM)
+	c := boot(t, vm, "cert", withCert)
+	if ca3 := c.waitRegistry(t); !ca3.Equal(ca) {
+		t.Error("cert boot: the appliance's CA at /ca.crt changed")
+	}
+	if got := c.servedLeaf(t); !got.Equal(supplied.leaf) {
+		t.Fatalf("cert boot: the registry serves %q (SHA-256 %s), not the supplied certificate (SHA-256 %s)",
+			got.Subject, certSHA256(got), certSHA256(supplied.leaf))
+	}
+	c.checkCertificate(t, supplied.ca, bootHost, "harbor-bootstrap.enclave.test", guestIP)
+	c.pullAnonymously(t, supplied.ca, digest)
+	const bootPass2, ciPass = "changed-through-the-api-1", "ci-user-password-1"
+	if code := c.callAPI(t, supplied.ca, http.MethodPatch, "/api/v1/users/admin", "admin", bootPass, map[string]string{"password": bootPass2}); code != http.StatusOK {
+		t.Fatalf("cert boot: changing the admin's password: %d", code)
+	}
+	if code := c.callAPI(t, supplied.ca, http.MethodPost, "/api/v1/users", "admin", bootPass2,
+		map[string]string{"name": "ci", "password": ciPass, "role": "developer"}); code != http.StatusCreated {
+		t.Fatalf("cert boot: adding a user: %d", code)
+	}
+	c.powerOff(t)
+
+	// Fourth boot: an upgrade. A fresh system disk from the OVA's VMDK
+	// (a new release's, in the field) with the old data disk and the
+	// unchanged properties, as docs/ova.md's upgrade does it. First boot
+	// applies the machine's part to the new system disk; the data disk
+	// keeps the image, the CA, the users and the password changed through
+	// the API (the properties' password is not applied again).
+	newSystemDisk(t, vm)
+	u := boot(t, vm, "upgrade", withCert)
+	if ca4 := u.waitRegistry(t); !ca4.Equal(ca) {
+		t.Errorf("upgrade boot: the CA changed: SHA-256 %s, was %s", fingerprint(ca4), caFingerprint)
+	}
+	if got := u.servedLeaf(t); !got.Equal(supplied.leaf) {
+		t.Errorf("upgrade boot: the new system disk serves %q, not the supplied certificate", got.Subject)
+	}
+	u.pullAnonymously(t, supplied.ca, digest)
+	u.checkToken(t, supplied.ca, "admin", bootPass2)
+	u.checkToken(t, supplied.ca, "ci", ciPass)
+	if code := u.tokenStatus(t, supplied.ca, "admin", bootPass); code != http.StatusUnauthorized {
+		t.Errorf("upgrade boot: the properties' old admin password got %d, want 401: first boot set it again", code)
+	}
+	u.waitConsole(t, 3*time.Minute, caFingerprint, bootHost+" ttyS0")
+	u.powerOff(t)
+
+	// Fifth boot, on the upgraded disks after a binary-only upgrade (a
+	// binary of another version in /usr/local/bin/appliance): a CA to sign
+	// with instead of the supplied certificate, and the standby mode,
+	// following a primary (a second appliance on the host, which the guest
+	// reaches at primaryIP). The new binary serves the old data, signs its
+	// certificate with the supplied CA, becomes the primary's standby
+	// through its API, refuses a push with DENIED and still serves the
+	// image.
+	const upgradedVersion = "v0.0.1-binary-upgrade"
+	newBin := filepath.Join(dir, "appliance-upgraded")
+	build = exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags",
+		"-X github.com/appliance-dev/appliance/internal/version.Version="+upgradedVersion, "-o", newBin, "../../cmd/appliance")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	replaceBinary(t, vm, newBin)
+	primary := startPrimary(t, bin, filepath.Join(dir, "primary"))
+	signer := newTestPKI(t, "enclave test intermediate CA", names)
+	standby := clone(good)
+	standby[ovfenv.KeyCACert], standby[ovfenv.KeyCAKey] = b64(signer.caPEM), string(signer.caKeyPEM)
+	standby[ovfenv.KeyMode], standby[ovfenv.KeyPrimary] = "standby", "https://"+primaryIP
+	standby[ovfenv.KeyPrimaryUser], standby[ovfenv.KeyPrimaryPass] = "admin", primary.password
+	standby[ovfenv.KeyPrimaryCA] = string(primary.caPEM)
+	s := bootWith(t, vm, "standby", standby, primary.addr)
+	if ca5 := s.waitRegistry(t); !ca5.Equal(signer.ca) {
+		t.Errorf("standby boot: /ca.crt is %q, not the supplied CA", ca5.Subject)
+	}
+	s.checkCertificate(t, signer.ca, bootHost, "harbor-bootstrap.enclave.test", guestIP)
+	st := s.waitMode(t, signer.ca, "standby", 4*time.Minute)
+	if !st.ReadOnly.ReadOnly {
+		t.Errorf("standby boot: the standby is not read-only: %+v", st.ReadOnly)
+	}
+	if st.Version.Version != upgradedVersion {
+		t.Errorf("standby boot: the appliance runs version %q, not the replaced binary's %q", st.Version.Version, upgradedVersion)
+	}
+	if st.Primary == nil || st.Primary.URL != "https://"+primaryIP {
+		t.Errorf("standby boot: the status names the primary %+v, want https://%s", st.Primary, primaryIP)
+	}
+	// The admin password is the properties' again: the data part of the
+	// properties changed (the CA, the mode), so it was applied.
+	if _, err := s.push(t, signer.ca, "admin", bootPass); err == nil || !strings.Contains(err.Error(), "DENIED") {
+		t.Errorf("standby boot: a push as admin: %v, want DENIED", err)
+	}
+	s.pullAnonymously(t, signer.ca, digest)
+	shown := s.consoleShows(3*time.Minute, fingerprint(signer.ca))
+	s.powerOff(t)
+	if !shown {
+		journal, _ := readDisk(t, vm)
+		t.Errorf("standby boot: the console did not show the banner with the supplied CA's fingerprint %s within 3 minutes; the journal:\n%s",
+			fingerprint(signer.ca), journal)
+	}
+}
+
+func clone(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 // testLogger logs the build's progress to the test's log.
@@ -238,6 +363,14 @@ func freePort(t *testing.T) int {
 // boot starts QEMU on the VM's overlays with props on an ISO.
 func boot(t *testing.T, vm, name string, props map[string]string) *guest {
 	t.Helper()
+	return bootWith(t, vm, name, props, "")
+}
+
+// bootWith is boot; a non-empty primary (host:port on the loopback) is
+// reachable from the guest as https://primaryIP/, through the test
+// binary as a relay (see TestMain).
+func bootWith(t *testing.T, vm, name string, props map[string]string, primary string) *guest {
+	t.Helper()
 	isoDir := filepath.Join(vm, "iso-"+name)
 	if err := os.MkdirAll(isoDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -267,6 +400,21 @@ func boot(t *testing.T, vm, name string, props map[string]string) *guest {
 		"-monitor", "none",
 	}
 	g.cmd = exec.Command("qemu-system-x86_64", args...)
+	if primary != "" {
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// restrict=on keeps explicit forwards; slirp runs the command for
+		// each connection, with the connection as its standard input and
+		// output, and inherits QEMU's environment.
+		for i, a := range args {
+			if strings.HasPrefix(a, "user,id=n0,") {
+				g.cmd.Args[i+1] = a + fmt.Sprintf(",guestfwd=tcp:%s:443-cmd:%s", primaryIP, self)
+			}
+		}
+		g.cmd.Env = append(os.Environ(), relayEnv+"="+primary)
+	}
 	var out testkit.SyncBuffer
 	g.cmd.Stdout, g.cmd.Stderr = &out, &out
 	if err := g.cmd.Start(); err != nil {
@@ -295,6 +443,26 @@ func boot(t *testing.T, vm, name string, props map[string]string) *guest {
 func (g *guest) consoleText() string {
 	data, _ := os.ReadFile(g.console)
 	return strings.ReplaceAll(string(data), "\r", "")
+}
+
+// consoleShows tells whether the console shows every one of want within
+// the time given.
+func (g *guest) consoleShows(within time.Duration, want ...string) bool {
+	deadline := time.Now().Add(within)
+	for {
+		text := g.consoleText()
+		all := true
+		for _, w := range want {
+			all = all && strings.Contains(text, w)
+		}
+		if all {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Second)
+	}
 }
 
 // waitConsole waits until the console shows every one of want.
@@ -390,27 +558,53 @@ func (g *guest) checkCertificate(t *testing.T, ca *x509.Certificate, names ...st
 // checkToken asks the token service for push with user's password.
 func (g *guest) checkToken(t *testing.T, ca *x509.Certificate, user, password string) {
 	t.Helper()
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: bootHost, MinVersion: tls.VersionTLS12}}}
+	if code := g.tokenStatus(t, ca, user, password); code != http.StatusOK {
+		t.Fatalf("%s boot: token for %s: %d", g.name, user, code)
+	}
+}
+
+// tokenStatus is the token service's status for user's password.
+func (g *guest) tokenStatus(t *testing.T, ca *x509.Certificate, user, password string) int {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/service/token?service=appliance&scope=repository:library/boot:push,pull", g.httpsPort), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.SetBasicAuth(user, password)
-	resp, err := c.Do(req)
+	resp, err := g.client(ca).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s boot: token for %s: %s", g.name, user, resp.Status)
-	}
+	return resp.StatusCode
+}
+
+// client trusts ca, and sends the boot's host name.
+func (g *guest) client(ca *x509.Certificate) *http.Client {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: bootHost, MinVersion: tls.VersionTLS12}}}
 }
 
 // pushAndPullAnonymously pushes an image as admin with the property's
-// password (go-containerregistry) and pulls it anonymously with skopeo.
-func (g *guest) pushAndPullAnonymously(t *testing.T, ca *x509.Certificate) {
+// password (go-containerregistry) and pulls it anonymously with skopeo;
+// it returns the image's digest.
+func (g *guest) pushAndPullAnonymously(t *testing.T, ca *x509.Certificate) string {
+	t.Helper()
+	digest, err := g.push(t, ca, "admin", bootPass)
+	if err != nil {
+		t.Fatalf("%s boot: push as admin with the property's password: %v", g.name, err)
+	}
+	g.pullAnonymously(t, ca, digest)
+	return digest
+}
+
+// bootRef is the test image's reference through the forwarded port.
+func (g *guest) bootRef() string { return fmt.Sprintf("127.0.0.1:%d/library/boot:1.0", g.httpsPort) }
+
+// push pushes a new random image as library/boot:1.0 and returns its
+// digest.
+func (g *guest) push(t *testing.T, ca *x509.Certificate, user, password string) (string, error) {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
@@ -419,34 +613,44 @@ func (g *guest) pushAndPullAnonymously(t *testing.T, ca *x509.Certificate) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := name.ParseReference(fmt.Sprintf("127.0.0.1:%d/library/boot:1.0", g.httpsPort))
+	ref, err := name.ParseReference(g.bootRef())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	if err := remote.Write(ref, img, remote.WithContext(ctx), remote.WithTransport(tr),
-		remote.WithAuth(&authn.Basic{Username: "admin", Password: bootPass})); err != nil {
-		t.Fatalf("%s boot: push as admin with the property's password: %v", g.name, err)
+		remote.WithAuth(&authn.Basic{Username: user, Password: password})); err != nil {
+		return "", err
 	}
-	want, err := img.Digest()
+	d, err := img.Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d.String(), nil
+}
+
+// pullAnonymously inspects and copies library/boot:1.0 with skopeo, with
+// no credentials, trusting ca, and checks its digest.
+func (g *guest) pullAnonymously(t *testing.T, ca *x509.Certificate, digest string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
 	certDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(certDir, "ca.crt"), pemCert(ca), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.CommandContext(ctx, "skopeo", "inspect", "--cert-dir", certDir, "--no-creds", "docker://"+ref.String()).CombinedOutput()
+	ref := g.bootRef()
+	out, err := exec.CommandContext(ctx, "skopeo", "inspect", "--cert-dir", certDir, "--no-creds", "docker://"+ref).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s boot: anonymous skopeo inspect: %v\n%s", g.name, err, out)
 	}
 	var got struct{ Digest string }
-	if err := json.Unmarshal(out, &got); err != nil || got.Digest != want.String() {
-		t.Fatalf("%s boot: skopeo saw %q (%v), want %s", g.name, got.Digest, err, want)
+	if err := json.Unmarshal(out, &got); err != nil || got.Digest != digest {
+		t.Fatalf("%s boot: skopeo saw %q (%v), want %s", g.name, got.Digest, err, digest)
 	}
 	layout := filepath.Join(t.TempDir(), "pulled")
-	if out, err := exec.CommandContext(ctx, "skopeo", "copy", "--src-cert-dir", certDir, "--src-no-creds", "docker://"+ref.String(), "oci:"+layout+":boot").CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "skopeo", "copy", "--src-cert-dir", certDir, "--src-no-creds", "docker://"+ref, "oci:"+layout+":boot").CombinedOutput(); err != nil {
 		t.Fatalf("%s boot: anonymous skopeo copy: %v\n%s", g.name, err, out)
 	}
 }
@@ -495,8 +699,8 @@ func readDisk(t *testing.T, vm string, rels ...string) (string, map[string]strin
 	if out, err := exec.Command("dd", "if="+raw, "of="+rootImg, "bs=1M", fmt.Sprintf("skip=%d", rootOffset>>20), "conv=sparse", "status=none").CombinedOutput(); err != nil {
 		t.Fatalf("dd: %v\n%s", err, out)
 	}
-	jdir := filepath.Join(vm, "journal")
-	if err := os.Mkdir(jdir, 0o755); err != nil {
+	jdir, err := os.MkdirTemp(vm, "journal-")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("debugfs", "-R", "rdump /var/log/journal "+jdir, rootImg).CombinedOutput(); err != nil {
