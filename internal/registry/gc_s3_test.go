@@ -32,7 +32,7 @@ func TestS3GCRepair(t *testing.T) {
 	host := strings.TrimPrefix(srv.URL, "http://")
 	push := func(name, ref string) {
 		layout := t.TempDir() + "/" + name + ".tar"
-		run(t, "crane", "append", "--platform", "linux/amd64", "-f", writeTar(t, t.TempDir()), "-t", "scratch/"+name+":1", "-o", layout)
+		run(t, "crane", "append", "--platform", "linux/amd64", "-f", writeTarOf(t, t.TempDir(), "the "+name+" image's layer"), "-t", "scratch/"+name+":1", "-o", layout)
 		run(t, "crane", "push", "--insecure", layout, host+"/"+ref)
 	}
 	push("kept", "proj/app:1.0")

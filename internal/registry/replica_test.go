@@ -46,7 +46,7 @@ func TestS3Replica(t *testing.T) {
 	src := t.TempDir()
 	img := func(tag string) string {
 		layout := src + "/" + tag + ".tar"
-		run(t, "crane", "append", "--platform", "linux/amd64", "-f", writeTar(t, t.TempDir()), "-t", "scratch/"+tag+":1", "-o", layout)
+		run(t, "crane", "append", "--platform", "linux/amd64", "-f", writeTarOf(t, t.TempDir(), "the layer of "+tag), "-t", "scratch/"+tag+":1", "-o", layout)
 		return layout
 	}
 	first := img("first")

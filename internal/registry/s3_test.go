@@ -120,8 +120,15 @@ func TestS3PushPull(t *testing.T) {
 
 func writeTar(t *testing.T, dir string) string {
 	t.Helper()
+	return writeTarOf(t, dir, "hello from ceph "+t.Name())
+}
+
+// writeTarOf is writeTar with the file's content given: two layers made
+// within the same second from the same content are the same blob.
+func writeTarOf(t *testing.T, dir, content string) string {
+	t.Helper()
 	data := filepath.Join(dir, "hello.txt")
-	if err := os.WriteFile(data, []byte("hello from ceph "+t.Name()), 0o600); err != nil {
+	if err := os.WriteFile(data, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tarball := filepath.Join(dir, "layer.tar")
