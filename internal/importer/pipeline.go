@@ -40,7 +40,10 @@ type chanReader struct {
 	sizes   chan int
 }
 
-func (c *chanReader) Read(p []byte) (int, error) {
+// chunk returns the unread bytes of the current chunk, taking the next
+// one when it is used up: io.EOF after the last, io.ErrUnexpectedEOF when
+// the feeding was aborted.
+func (c *chanReader) chunk() ([]byte, error) {
 	for c.cur == nil || c.off == c.n {
 		if c.cur != nil {
 			chunkPool.Put(c.cur)
@@ -49,13 +52,21 @@ func (c *chanReader) Read(p []byte) (int, error) {
 		b, ok := <-c.ch
 		if !ok {
 			if c.aborted.Load() {
-				return 0, io.ErrUnexpectedEOF
+				return nil, io.ErrUnexpectedEOF
 			}
-			return 0, io.EOF
+			return nil, io.EOF
 		}
 		c.cur, c.off, c.n = b, 0, <-c.sizes
 	}
-	k := copy(p, (*c.cur)[c.off:c.n])
+	return (*c.cur)[c.off:c.n], nil
+}
+
+func (c *chanReader) Read(p []byte) (int, error) {
+	b, err := c.chunk()
+	if err != nil {
+		return 0, err
+	}
+	k := copy(p, b)
 	c.off += k
 	return k, nil
 }
@@ -66,21 +77,14 @@ func (c *chanReader) Read(p []byte) (int, error) {
 func (c *chanReader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for {
-		if c.cur == nil || c.off == c.n {
-			if c.cur != nil {
-				chunkPool.Put(c.cur)
-				c.cur = nil
-			}
-			b, ok := <-c.ch
-			if !ok {
-				if c.aborted.Load() {
-					return total, io.ErrUnexpectedEOF
-				}
-				return total, nil
-			}
-			c.cur, c.off, c.n = b, 0, <-c.sizes
+		b, err := c.chunk()
+		if errors.Is(err, io.EOF) {
+			return total, nil
 		}
-		k, err := w.Write((*c.cur)[c.off:c.n])
+		if err != nil {
+			return total, err
+		}
+		k, err := w.Write(b)
 		c.off += k
 		total += int64(k)
 		if err != nil {
