@@ -144,7 +144,6 @@ func (r *Repos) serveFile(w http.ResponseWriter, req *http.Request, name string)
 	// client's If-Modified-Since would then be answered 304 with the old
 	// InRelease still in its lists. Index files are small, and apt keeps
 	// the package files it already has by their hash.
-	defer coalesce.Gather(w, req)() // over HTTPS: fewer, larger TLS writes
-	http.ServeContent(w, req, "", time.Time{}, f)
+	coalesce.ServeContent(w, req, "", time.Time{}, f) // over HTTPS: fewer, larger TLS writes
 	return true
 }

@@ -168,6 +168,46 @@ func Gather(w http.ResponseWriter, r *http.Request) (release func()) {
 	}
 }
 
+// ServeContent is http.ServeContent for a large body: over HTTP/1.1 the
+// connection is corked for it (Gather), and the body reaches the response
+// writer in BufferSize pieces. http.ServeContent copies through io.Copy,
+// 32 KiB at a time, and over HTTP/2 each of those writes is its own trip
+// to the connection's serve loop, after which the server's write
+// scheduler runs out of frames and the H2Conn writes out what it holds:
+// one write(2) per 32 KiB, not per BufferSize.
+func ServeContent(w http.ResponseWriter, r *http.Request, name string, modtime time.Time, content io.ReadSeeker) {
+	defer Gather(w, r)()
+	http.ServeContent(LargeWrites(w), r, name, modtime, content)
+}
+
+// LargeWrites returns w with a ReadFrom that copies in BufferSize pieces,
+// for a handler that copies a large body with io.Copy (as
+// http.ServeContent does). http.ResponseController still reaches w.
+func LargeWrites(w http.ResponseWriter) http.ResponseWriter { return largeWrites{w} }
+
+// copyBuffers holds the buffers ServeContent copies with: BufferSize, no
+// larger, since one is out for every download in flight.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, BufferSize); return &b }}
+
+// largeWrites gives a response writer a ReadFrom that copies in
+// BufferSize pieces (io.Copy prefers it to its own 32 KiB buffer).
+type largeWrites struct{ http.ResponseWriter }
+
+func (l largeWrites) ReadFrom(src io.Reader) (int64, error) {
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	// Neither side's own copy method may take over: an *os.File's WriteTo,
+	// or the writer's ReadFrom, would copy 32 KiB at a time again.
+	return io.CopyBuffer(writeOnly{l.ResponseWriter}, readOnly{src}, *buf)
+}
+
+// Unwrap lets http.ResponseController reach the writer underneath.
+func (l largeWrites) Unwrap() http.ResponseWriter { return l.ResponseWriter }
+
+type readOnly struct{ r io.Reader }
+
+func (o readOnly) Read(p []byte) (int, error) { return o.r.Read(p) }
+
 // TLSConn is a client's TLS connection over a Conn, whose every write is
 // gathered: a Write (or ReadFrom) of a megabyte reaches the socket in
 // BufferSize pieces instead of one write(2) per 16 KiB record. It suits an

@@ -57,6 +57,10 @@ func newH2Server(t *testing.T) *h2Server {
 		}
 		s.ended <- werr
 	})
+	mux.HandleFunc("GET /served/{n}", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.PathValue("n"))
+		ServeContent(w, r, "", time.Time{}, bytes.NewReader(s.body(n)))
+	})
 	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
 		h := sha256.New()
 		if _, err := io.Copy(h, r.Body); err != nil {
@@ -169,6 +173,45 @@ func TestHTTP2LargeBodyInLargeWrites(t *testing.T) {
 	}
 	if s.accepts.Load() != 1 {
 		t.Fatalf("%d connections, want one", s.accepts.Load())
+	}
+}
+
+// TestHTTP2ServeContentInLargeWrites serves a large body through
+// ServeContent, as the blob, file and apt handlers do: http.ServeContent
+// alone would write it 32 KiB at a time, and each of those writes would
+// leave in its own write(2). A range of it is served whole too.
+func TestHTTP2ServeContentInLargeWrites(t *testing.T) {
+	s := newH2Server(t)
+	const n = 32<<20 + 4321
+	body := s.body(n)
+	if err := s.get(context.Background(), "/small", s.smallBody()); err != nil {
+		t.Fatal(err)
+	}
+	w0, b0 := s.writes.Load(), s.bytes.Load()
+	if err := s.get(context.Background(), "/served/"+strconv.Itoa(n), body); err != nil {
+		t.Fatal(err)
+	}
+	writes, sent := s.writes.Load()-w0, s.bytes.Load()-b0
+	if sent < n {
+		t.Fatalf("the socket saw %d bytes for a %d-byte body", sent, n)
+	}
+	if avg := sent / max(writes, 1); avg < 128<<10 {
+		t.Fatalf("%d socket writes of %d bytes on average for the body: it reached the connection in small pieces", writes, avg)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, s.url+"/served/"+strconv.Itoa(n), nil)
+	req.Header.Set("Range", "bytes=1000000-9999999")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, body[1000000:10000000]) {
+		t.Fatalf("range: %s with %d bytes, want 206 with bytes 1000000-9999999", resp.Status, len(got))
 	}
 }
 

@@ -129,8 +129,7 @@ func (s *Store) serveBlob(w http.ResponseWriter, r *http.Request, e Entry) (bool
 	h.Set("ETag", `"`+e.Digest+`"`)
 	h.Set("Digest", "sha-256="+base64.StdEncoding.EncodeToString(raw))
 	h.Set("X-Checksum-Sha256", hexd)
-	defer coalesce.Gather(w, r)()
-	http.ServeContent(w, r, path.Base(e.Name), time.Time{}, f)
+	coalesce.ServeContent(w, r, path.Base(e.Name), time.Time{}, f)
 	return true, nil
 }
 

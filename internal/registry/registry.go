@@ -46,6 +46,7 @@ import (
 	dstorage "github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 
+	"github.com/appliance-dev/appliance/internal/coalesce"
 	"github.com/appliance-dev/appliance/internal/fsutil"
 	"github.com/appliance-dev/appliance/internal/registry/directfs"
 	"github.com/appliance-dev/appliance/internal/registry/storage"
@@ -387,6 +388,14 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 		var done bool
 		if w, done = r.serveWrite(w, req); done {
 			return
+		}
+	}
+	if req.Method == http.MethodGet {
+		if _, _, ok := blobPath(req.URL.Path); ok {
+			// A blob distribution serves (from an object store): its body
+			// too in large writes (see coalesce.ServeContent).
+			defer coalesce.Gather(w, req)()
+			w = coalesce.LargeWrites(w)
 		}
 	}
 	r.app.ServeHTTP(w, req)
