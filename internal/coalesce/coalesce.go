@@ -6,9 +6,10 @@
 // and the TCP segments they push cost most of the server's CPU. A Conn sits
 // under the TLS layer: it passes writes straight through, except between
 // Cork and Uncork, when it keeps records in a buffer and writes them in
-// pieces of BufferSize. A handler corks its connection only while it
-// writes one long body, and always uncorks (which flushes) before it
-// returns, so nothing waits in the buffer once the handler is done.
+// pieces of BufferSize (an HTTP/1.1 response through Gather: of 64 KiB).
+// A handler corks its connection only while it writes one long body, and
+// always uncorks (which flushes) before it returns, so nothing waits in
+// the buffer once the handler is done.
 //
 // HTTP/2 multiplexes streams on one connection, so no handler may cork
 // it: ConfigureHTTP2 instead puts an H2Conn between the HTTP/2 server and
@@ -50,6 +51,7 @@ type Conn struct {
 
 	mu     sync.Mutex
 	corked bool
+	limit  int // while corked: the bytes gathered before they are written out
 	buf    *[]byte
 	err    error // the first error of a write that went out after its caller had returned
 }
@@ -69,7 +71,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return c.Conn.Write(p)
 	}
 	b := *c.buf
-	if len(b)+len(p) > cap(b) {
+	if len(b)+len(p) > c.limit {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
@@ -85,7 +87,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 // Cork starts gathering writes. It returns false, and does nothing, when
 // the connection is already corked: only the caller that corked it may
 // uncork it.
-func (c *Conn) Cork() bool {
+func (c *Conn) Cork() bool { return c.cork(BufferSize + bufferSlack) }
+
+// cork is Cork, writing out every limit bytes.
+func (c *Conn) cork(limit int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.corked {
@@ -93,6 +98,7 @@ func (c *Conn) Cork() bool {
 	}
 	c.corked = true
 	c.buf = buffers.Get().(*[]byte)
+	c.limit = min(limit, cap(*c.buf))
 	return true
 }
 
@@ -152,6 +158,15 @@ func FromContext(ctx context.Context) *Conn {
 	return c
 }
 
+// responseWriteOut is how much of a response (HTTP/1.1 through Gather, or
+// HTTP/2 frames an H2Conn gathered) a corked connection holds before it
+// writes it out: smaller than BufferSize. One client reading one response
+// is the slower side of the connection, and 64 KiB write-outs served it
+// faster than 256 KiB ones in interleaved benchmark runs (bench/blobpull:
+// 8–9% over HTTP/1.1 in two runs, 18% over HTTP/2), at the same server CPU
+// or less and the same rate for 8 clients.
+const responseWriteOut = 64 << 10
+
 // Gather corks the connection under r for the body a handler is about to
 // write to w, when the request arrived over HTTP/1.1 (which gives the
 // response the connection to itself) on a server that records its Conns.
@@ -159,7 +174,7 @@ func FromContext(ctx context.Context) *Conn {
 // before it returns: it flushes HTTP's buffer, then uncorks.
 func Gather(w http.ResponseWriter, r *http.Request) (release func()) {
 	c := FromContext(r.Context())
-	if c == nil || r.ProtoMajor != 1 || !c.Cork() {
+	if c == nil || r.ProtoMajor != 1 || !c.cork(responseWriteOut) {
 		return func() {}
 	}
 	return func() {

