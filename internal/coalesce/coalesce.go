@@ -76,7 +76,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		b = *c.buf
-		if len(p) >= cap(b) {
+		if len(p) >= c.limit {
 			return c.Conn.Write(p)
 		}
 	}

@@ -25,13 +25,13 @@ import (
 // frames in a buffer and hands them to TLS in pieces of about BufferSize,
 // which TLS encrypts into full records and the Conn under it sends in
 // write(2)s of 64 KiB, as it sends HTTP/1.1 responses (responseWriteOut:
-// the 64 KiB write-outs served one HTTP/2 stream 18% faster than 256 KiB
-// ones, at less CPU). It writes out what it holds whenever the server's write
-// scheduler has nothing more to send: that is the moment the HTTP/2 server
-// itself flushes its own (4 KiB) buffer, so a small response, a response
-// stalled by flow control, a SETTINGS or PING acknowledgement goes out at
-// once, as it did before, and a stream the client does not read never
-// holds another's bytes back.
+// 64 KiB write-outs served one HTTP/2 stream 18% faster than 256 KiB
+// ones, at less CPU). It writes out what it holds whenever the server's
+// write scheduler has nothing more to send: that is the moment the HTTP/2
+// server itself flushes its own (4 KiB) buffer, so a small response, a
+// response stalled by flow control, a SETTINGS or PING acknowledgement
+// goes out at once, as it did before, and a stream the client does not
+// read never holds another's bytes back.
 
 // h2GatherSize is how many bytes of frames an H2Conn gathers before it
 // writes them out: the frames of one BufferSize write from a handler (16

@@ -205,6 +205,9 @@ func TestHTTP2ServeContentInLargeWrites(t *testing.T) {
 	}
 	// Every write the handler made but the last was BufferSize.
 	sizes := <-s.served
+	if len(sizes) == 0 {
+		t.Fatal("the handler wrote nothing")
+	}
 	for i, k := range sizes[:len(sizes)-1] {
 		if k != BufferSize {
 			t.Fatalf("write %d of %d of the body was %d bytes, want %d: it reached the connection in small pieces", i+1, len(sizes), k, BufferSize)

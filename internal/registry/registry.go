@@ -392,8 +392,9 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	if req.Method == http.MethodGet {
 		if _, _, ok := blobPath(req.URL.Path); ok {
-			// A blob distribution serves (from an object store): its body
-			// too in large writes (see coalesce.ServeContent).
+			// A blob distribution serves (from an object store, or whatever
+			// serveBlob left to it): its body too in large writes (see
+			// coalesce.ServeContent).
 			defer coalesce.Gather(w, req)()
 			w = coalesce.LargeWrites(w)
 		}
